@@ -1,0 +1,23 @@
+//! Build script for llama-sys.
+//!
+//! 1. find the llama.cpp source (`find`),
+//! 2. build it with CMake into a cache keyed by source + options (`cmake_build`),
+//! 3. generate bindings for `llama.h` (`bindings`),
+//! 4. build our C baseline program against the same static libraries (`baseline`).
+
+mod baseline;
+mod bindings;
+mod cmake_build;
+mod env;
+mod find;
+
+fn main() {
+    let src = find::llama_cpp_source();
+    let built = cmake_build::build(&src);
+    bindings::generate(&built.include_dirs);
+    built.emit_link_directives();
+    baseline::build(&built);
+    println!("cargo:root={}", built.root.display());
+    println!("cargo:include={}", built.include_dirs[0].display());
+    println!("cargo:lib_dir={}", built.lib_dir.display());
+}
