@@ -12,12 +12,7 @@ pub fn build(built: &Built) {
     let src = manifest_dir.join("baseline/baseline.c");
     println!("cargo:rerun-if-changed={}", src.display());
     let exe = built.root.join("llama-baseline");
-    let compiler = cc::Build::new()
-        .cpp(true)
-        .cargo_metadata(false)
-        .cargo_warnings(false)
-        .opt_level(2)
-        .get_compiler();
+    let compiler = cc::Build::new().cpp(true).cargo_metadata(false).cargo_warnings(false).opt_level(2).get_compiler();
     let mut cmd = compiler.to_command();
     cmd.arg("-x").arg("c").arg(&src).arg("-x").arg("none");
     for dir in &built.include_dirs {
@@ -39,7 +34,11 @@ pub fn build(built: &Built) {
     cmd.arg("-lm").arg("-lpthread");
     match cmd.status() {
         Ok(s) if s.success() => {}
-        Ok(s) => fail(&format!("building the C baseline failed ({s}): {:?} {:?}", cmd.get_program(), cmd.get_args().collect::<Vec<_>>())),
+        Ok(s) => fail(&format!(
+            "building the C baseline failed ({s}): {:?} {:?}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        )),
         Err(e) => fail(&format!("cannot run the C compiler for the baseline: {e}")),
     }
     println!("cargo:rustc-env=LLAMA_BASELINE_BIN={}", exe.display());

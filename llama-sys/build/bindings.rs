@@ -38,7 +38,5 @@ pub fn generate(include_dirs: &[PathBuf]) {
             Path::new(&header).display()
         ))
     });
-    bindings
-        .write_to_file(&out)
-        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
+    bindings.write_to_file(&out).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
 }

@@ -110,7 +110,9 @@ fn options() -> Options {
     }
     if env::feature("vulkan") {
         if which("glslc").is_none() {
-            fail("feature `vulkan` needs the Vulkan SDK: glslc not found on PATH (Debian: apt install glslc libvulkan-dev; headers >= 1.3.275)");
+            fail(
+                "feature `vulkan` needs the Vulkan SDK: glslc not found on PATH (Debian: apt install glslc libvulkan-dev; headers >= 1.3.275)",
+            );
         }
         o.static_libs.push("ggml-vulkan");
         o.system_libs.push("vulkan".into());
@@ -177,12 +179,14 @@ pub fn build(src: &Source) -> Built {
     let opts = options();
     let target = env::cargo("TARGET");
     let mut h = std::hash::DefaultHasher::new();
-    (&src.fingerprint, &target, &opts.defines, env::var("CMAKE_GENERATOR"), env::var("CC"), env::var("CXX")).hash(&mut h);
+    (&src.fingerprint, &target, &opts.defines, env::var("CMAKE_GENERATOR"), env::var("CC"), env::var("CXX"))
+        .hash(&mut h);
     let key = format!("{:016x}", h.finish());
     let root = cache_root().join(&key);
     std::fs::create_dir_all(&root).unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", root.display())));
 
-    let lock = std::fs::File::create(root.join(".lock")).unwrap_or_else(|e| fail(&format!("cannot lock {}: {e}", root.display())));
+    let lock = std::fs::File::create(root.join(".lock"))
+        .unwrap_or_else(|e| fail(&format!("cannot lock {}: {e}", root.display())));
     // Another cargo (say, clippy beside a test run) may be building the same key.
     lock.lock().unwrap_or_else(|e| fail(&format!("cannot lock {}: {e}", root.display())));
     let done = root.join(".done");

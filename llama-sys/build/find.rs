@@ -38,11 +38,12 @@ pub fn llama_cpp_source() -> Source {
     println!("cargo:rerun-if-changed={}", dir.join(".llama-rs-manifest").display());
     println!("cargo:rerun-if-changed={}", vendor.join("llama.cpp.pin").display());
     match std::fs::read_to_string(&stamp) {
-        Ok(s) if dir.join("include/llama.h").is_file() => Source {
-            dir: dir.canonicalize().unwrap_or(dir),
-            fingerprint: format!("vendored:{}", s.trim()),
-        },
-        _ => fail("llama.cpp source not found: run `vendor/setup.sh` (or `vendor/fetch-llama.sh`), or set LLAMA_CPP_DIR"),
+        Ok(s) if dir.join("include/llama.h").is_file() => {
+            Source { dir: dir.canonicalize().unwrap_or(dir), fingerprint: format!("vendored:{}", s.trim()) }
+        }
+        _ => {
+            fail("llama.cpp source not found: run `vendor/setup.sh` (or `vendor/fetch-llama.sh`), or set LLAMA_CPP_DIR")
+        }
     }
 }
 

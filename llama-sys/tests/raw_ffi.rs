@@ -35,7 +35,15 @@ fn load_model_and_decode_one_token() {
 
         let text = "The capital of France is";
         let mut toks = vec![0i32; 64];
-        let n = llama_sys::llama_tokenize(vocab, text.as_ptr().cast(), text.len() as i32, toks.as_mut_ptr(), 64, true, false);
+        let n = llama_sys::llama_tokenize(
+            vocab,
+            text.as_ptr().cast(),
+            text.len() as i32,
+            toks.as_mut_ptr(),
+            64,
+            true,
+            false,
+        );
         assert!(n > 0, "tokenize returned {n}");
         toks.truncate(n as usize);
         let batch = llama_sys::llama_batch_get_one(toks.as_mut_ptr(), n);
