@@ -1,11 +1,62 @@
 //! Safe Rust API over llama.cpp.
+//!
+//! Every `unsafe` line of llama.rs (besides the raw bindings in `llama-sys`)
+//! lives in this crate, inside a few small types: [`Backend`], [`Model`],
+//! [`Vocab`], [`Context`], [`Batch`] and [`Sampler`]. Bad input — a corrupt
+//! GGUF file, an out-of-vocabulary token, a position out of order, a
+//! malformed grammar — is a typed [`Error`], never an abort.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use llama_core::{Context, ContextParams, Model, ModelParams, Sampler, SamplingParams, TokenDecoder};
+//!
+//! let model = Arc::new(Model::load("models/SmolLM2-135M-Instruct.Q4_1.gguf", &ModelParams::default())?);
+//! let mut ctx = Context::new(model.clone(), &ContextParams { n_ctx: 512, ..Default::default() })?;
+//! let mut sampler = Sampler::new(&model, &SamplingParams::greedy())?;
+//! let prompt = model.vocab().tokenize("The capital of France is", true, false)?;
+//!
+//! let mut batch = ctx.new_batch();
+//! let mut last = batch.add_sequence(&prompt, 0, 0, true)?;
+//! let mut pos = prompt.len() as i32;
+//! let mut text = TokenDecoder::new();
+//! for _ in 0..16 {
+//!     ctx.decode(&batch)?;
+//!     let token = sampler.sample(&ctx, last)?;
+//!     if model.vocab().is_eog(token) {
+//!         break;
+//!     }
+//!     print!("{}", text.push(&model.vocab().token_to_piece(token, false)?));
+//!     batch.clear();
+//!     last = batch.add(token, pos, &[0], true)?;
+//!     pos += 1;
+//! }
+//! # Ok::<(), llama_core::Error>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod backend;
+mod batch;
+mod context;
+mod embed;
 mod error;
+mod ffi;
 pub mod gguf;
+mod model;
+mod sampler;
+mod state;
+mod vocab;
 
+pub use backend::Backend;
+pub use batch::{Batch, MAX_SEQS_PER_TOKEN};
+pub use context::{Context, ContextParams, FlashAttn, MAX_THREADS, MIN_CTX, Pooling, default_threads};
+pub use embed::embed;
 pub use error::{Error, Result};
+pub use model::{Model, ModelParams};
+pub use sampler::{
+    MAX_GRAMMAR_BYTES, MAX_GRAMMAR_DEPTH, RANDOM_SEED, Sampler, SamplingParams, log_softmax_of, log_softmax_top,
+};
+pub use vocab::{MAX_TOKENIZE_BYTES, TokenDecoder, Vocab};
 
 /// A token id in the model's vocabulary.
 pub type Token = i32;

@@ -1,0 +1,555 @@
+//! An inference context: KV cache, decode, logits, embeddings, state.
+
+use std::ffi::c_void;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use llama_sys as sys;
+
+use crate::{Backend, Batch, Error, Model, Pos, Result, SeqId};
+
+/// When to use flash attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    /// Let llama.cpp decide per backend.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+/// How embeddings are pooled per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The model's own choice.
+    #[default]
+    Unspecified,
+    /// No pooling: one embedding per token.
+    None,
+    /// Mean over the sequence's tokens.
+    Mean,
+    /// The first (CLS) token.
+    Cls,
+    /// The last token.
+    Last,
+    /// Reranking score.
+    Rank,
+}
+
+/// Parameters of a [`Context`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextParams {
+    /// KV cache size in tokens, shared by all sequences (0 = the model's training context).
+    pub n_ctx: u32,
+    /// Most tokens one [`Context::decode`] call accepts.
+    pub n_batch: u32,
+    /// Physical micro-batch size (≤ `n_batch`); the abort flag is checked between micro-batches.
+    pub n_ubatch: u32,
+    /// Number of sequences (parallel streams) the context holds.
+    pub n_seq_max: u32,
+    /// Threads for single-token decoding.
+    pub n_threads: i32,
+    /// Threads for prompt (batch) processing.
+    pub n_threads_batch: i32,
+    /// Compute embeddings as well as logits.
+    pub embeddings: bool,
+    /// Embedding pooling.
+    pub pooling: Pooling,
+    /// Flash attention.
+    pub flash_attn: FlashAttn,
+    /// One KV buffer shared by all sequences (true) or `n_ctx / n_seq_max` cells each (false).
+    pub kv_unified: bool,
+}
+
+/// Threads to use by default: the machine's available parallelism.
+pub fn default_threads() -> i32 {
+    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(4)
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_ubatch: 512,
+            n_seq_max: 1,
+            n_threads: default_threads(),
+            n_threads_batch: default_threads(),
+            embeddings: false,
+            pooling: Pooling::Unspecified,
+            flash_attn: FlashAttn::Auto,
+            kv_unified: false,
+        }
+    }
+}
+
+/// Smallest context we create: llama.cpp pads tiny sizes and asserts on some.
+pub const MIN_CTX: u32 = 16;
+/// Most threads we pass to ggml.
+pub const MAX_THREADS: i32 = 1024;
+
+impl ContextParams {
+    /// Check every field against what llama.cpp accepts without asserting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name, reason: String| Err(Error::InvalidParam { name, reason });
+        if self.n_ctx != 0 && self.n_ctx < MIN_CTX {
+            return bad("n_ctx", format!("must be 0 (model default) or at least {MIN_CTX}, got {}", self.n_ctx));
+        }
+        if self.n_batch == 0 || self.n_batch > 1 << 20 {
+            return bad("n_batch", format!("must be in 1..=1048576, got {}", self.n_batch));
+        }
+        if self.n_ubatch == 0 || self.n_ubatch > self.n_batch {
+            return bad("n_ubatch", format!("must be in 1..=n_batch ({}), got {}", self.n_batch, self.n_ubatch));
+        }
+        // SAFETY: a pure query with no arguments.
+        let max_seq = unsafe { sys::llama_max_parallel_sequences() } as u32;
+        if self.n_seq_max == 0 || self.n_seq_max > max_seq {
+            return bad("n_seq_max", format!("must be in 1..={max_seq}, got {}", self.n_seq_max));
+        }
+        if self.n_ctx != 0 && self.n_ctx / self.n_seq_max < MIN_CTX {
+            return bad(
+                "n_ctx",
+                format!("{} cells split over {} sequences leaves fewer than {MIN_CTX} each", self.n_ctx, self.n_seq_max),
+            );
+        }
+        for (name, t) in [("n_threads", self.n_threads), ("n_threads_batch", self.n_threads_batch)] {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return bad(name, format!("must be in 1..={MAX_THREADS}, got {t}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An inference context over a shared [`Model`]: owns the KV cache and the
+/// compute buffers. `Send` (move it to the thread that uses it) but not
+/// `Sync`: llama.cpp contexts are not safe to use from two threads at once.
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<llama_core::Context>(); // a Context cannot be shared between threads
+/// ```
+///
+/// ```
+/// fn assert_send<T: Send>() {}
+/// assert_send::<llama_core::Context>(); // but it can be moved to another thread
+/// ```
+#[derive(Debug)]
+pub struct Context {
+    ptr: NonNull<sys::llama_context>,
+    model: Arc<Model>,
+    abort: Box<Arc<AtomicBool>>,
+    /// Which indices of the last decoded batch produced outputs.
+    outputs: Vec<bool>,
+    n_ctx_seq: u32,
+    n_seq_max: u32,
+    n_batch: u32,
+    embeddings: bool,
+}
+
+// SAFETY: a llama_context may be used from any thread as long as only one
+// thread uses it at a time (llama.cpp's server moves contexts between its
+// threads). `Context` is not `Sync` and every mutating call takes
+// `&mut self`, so at most one thread touches it. The model it points to is
+// kept alive by the `Arc` and is itself thread-safe.
+unsafe impl Send for Context {}
+
+extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
+    // SAFETY: `data` points at the `Arc<AtomicBool>` boxed in the Context,
+    // which outlives the llama_context (freed first in Drop).
+    let flag = unsafe { &*data.cast::<Arc<AtomicBool>>() };
+    flag.load(Ordering::Relaxed)
+}
+
+impl Context {
+    /// Create a context for `model`.
+    pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Context> {
+        Backend::init();
+        params.validate()?;
+        // SAFETY: returns a plain struct by value.
+        let mut cp = unsafe { sys::llama_context_default_params() };
+        cp.n_ctx = params.n_ctx;
+        cp.n_batch = params.n_batch;
+        cp.n_ubatch = params.n_ubatch;
+        cp.n_seq_max = params.n_seq_max;
+        cp.n_threads = params.n_threads;
+        cp.n_threads_batch = params.n_threads_batch;
+        cp.embeddings = params.embeddings;
+        cp.kv_unified = params.kv_unified;
+        cp.no_perf = true;
+        cp.pooling_type = match params.pooling {
+            Pooling::Unspecified => sys::LLAMA_POOLING_TYPE_UNSPECIFIED,
+            Pooling::None => sys::LLAMA_POOLING_TYPE_NONE,
+            Pooling::Mean => sys::LLAMA_POOLING_TYPE_MEAN,
+            Pooling::Cls => sys::LLAMA_POOLING_TYPE_CLS,
+            Pooling::Last => sys::LLAMA_POOLING_TYPE_LAST,
+            Pooling::Rank => sys::LLAMA_POOLING_TYPE_RANK,
+        };
+        cp.flash_attn_type = match params.flash_attn {
+            FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        };
+        let abort = Box::new(Arc::new(AtomicBool::new(false)));
+        cp.abort_callback = Some(abort_trampoline);
+        cp.abort_callback_data = (&*abort as *const Arc<AtomicBool>).cast_mut().cast();
+        // SAFETY: the model is alive (we hold an Arc for the context's whole
+        // life); the abort data pointer is stable (boxed) and outlives the
+        // context.
+        let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), cp) };
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            Error::ContextCreate(format!(
+                "llama.cpp could not create a context with n_ctx={} n_batch={} n_seq_max={} (out of memory?)",
+                params.n_ctx, params.n_batch, params.n_seq_max
+            ))
+        })?;
+        // SAFETY: read-only queries on the live context.
+        let (n_ctx_seq, n_seq_max, n_batch) =
+            unsafe { (sys::llama_n_ctx_seq(ptr.as_ptr()), sys::llama_n_seq_max(ptr.as_ptr()), sys::llama_n_batch(ptr.as_ptr())) };
+        Ok(Context { ptr, model, abort, outputs: Vec::new(), n_ctx_seq, n_seq_max, n_batch, embeddings: params.embeddings })
+    }
+
+    fn raw(&self) -> *mut sys::llama_context {
+        self.ptr.as_ptr()
+    }
+
+    fn memory(&self) -> sys::llama_memory_t {
+        // SAFETY: the memory handle is owned by the live context.
+        unsafe { sys::llama_get_memory(self.raw()) }
+    }
+
+    /// The model this context runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Total KV cells.
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: read-only query on the live context.
+        unsafe { sys::llama_n_ctx(self.raw()) }
+    }
+
+    /// KV cells available to one sequence.
+    pub fn n_ctx_seq(&self) -> u32 {
+        self.n_ctx_seq
+    }
+
+    /// Most tokens per decode call.
+    pub fn n_batch(&self) -> u32 {
+        self.n_batch
+    }
+
+    /// Micro-batch size.
+    pub fn n_ubatch(&self) -> u32 {
+        // SAFETY: read-only query on the live context.
+        unsafe { sys::llama_n_ubatch(self.raw()) }
+    }
+
+    /// Number of sequences.
+    pub fn n_seq_max(&self) -> u32 {
+        self.n_seq_max
+    }
+
+    /// A batch sized for this context.
+    pub fn new_batch(&self) -> Batch {
+        Batch::new(self.n_batch as usize, self.n_seq_max, self.model.vocab().n_tokens())
+    }
+
+    /// The flag that aborts a running [`decode`](Self::decode): set it from
+    /// any thread and the decode stops after the current micro-batch with
+    /// [`Error::Aborted`]. It stays set until you clear it.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.abort)
+    }
+
+    /// Change the thread counts.
+    pub fn set_threads(&mut self, n_threads: i32, n_threads_batch: i32) -> Result<()> {
+        for (name, t) in [("n_threads", n_threads), ("n_threads_batch", n_threads_batch)] {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return Err(Error::InvalidParam { name, reason: format!("must be in 1..={MAX_THREADS}, got {t}") });
+            }
+        }
+        // SAFETY: exclusive access (&mut self); values range-checked.
+        unsafe { sys::llama_set_n_threads(self.raw(), n_threads, n_threads_batch) };
+        Ok(())
+    }
+
+    /// Turn embedding output on or off.
+    pub fn set_embeddings(&mut self, on: bool) {
+        // SAFETY: exclusive access (&mut self).
+        unsafe { sys::llama_set_embeddings(self.raw(), on) };
+        self.embeddings = on;
+    }
+
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if batch.len() > self.n_batch as usize {
+            return Err(Error::BatchFull { capacity: self.n_batch as usize });
+        }
+        if batch.n_seq_max() > self.n_seq_max {
+            return Err(Error::SeqIdOutOfRange { seq_id: batch.n_seq_max() as SeqId - 1, n_seq_max: self.n_seq_max });
+        }
+        let n_vocab = self.model.vocab().n_tokens();
+        if batch.n_vocab() > n_vocab {
+            return Err(Error::TokenOutOfVocab { token: batch.n_vocab() - 1, n_vocab });
+        }
+        for (seq, first, last) in batch.seq_ranges() {
+            let expected = self.kv_seq_pos_max(seq).map_or(0, |p| p + 1);
+            if first != expected {
+                return Err(Error::PositionOutOfOrder { seq_id: seq, pos: first, expected });
+            }
+            if last as u32 >= self.n_ctx_seq {
+                return Err(Error::ContextOverflow { pos: last, n_ctx: self.n_ctx_seq });
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the model over `batch`. Positions must continue each sequence's
+    /// KV contents exactly; violations are typed errors, never asserts.
+    /// On [`Error::Aborted`] or a failed decode the KV cells of this batch
+    /// may be partly written: remove them (`kv_seq_rm`) before retrying.
+    pub fn decode(&mut self, batch: &Batch) -> Result<()> {
+        self.check_batch(batch)?;
+        self.outputs.clear();
+        // SAFETY: the batch was validated against this context (size, seq ids,
+        // token ids, positions); its arrays stay alive for the call.
+        let code = unsafe { sys::llama_decode(self.raw(), batch.raw()) };
+        self.finish(code, batch)
+    }
+
+    /// Run the encoder (encoder-decoder models) over `batch`.
+    pub fn encode(&mut self, batch: &Batch) -> Result<()> {
+        self.check_batch(batch)?;
+        self.outputs.clear();
+        // SAFETY: as in `decode`.
+        let code = unsafe { sys::llama_encode(self.raw(), batch.raw()) };
+        self.finish(code, batch)
+    }
+
+    fn finish(&mut self, code: i32, batch: &Batch) -> Result<()> {
+        match code {
+            0 => {
+                // SAFETY: exclusive access; waits for any asynchronous backend
+                // work so that later reads through &self never compute.
+                unsafe { sys::llama_synchronize(self.raw()) };
+                self.outputs = batch.outputs().to_vec();
+                Ok(())
+            }
+            2 => Err(Error::Aborted),
+            1 => Err(Error::Decode { code, reason: "no KV cache slot for the batch (context full)" }),
+            -1 => Err(Error::Decode { code, reason: "invalid batch" }),
+            _ => Err(Error::Decode { code, reason: "compute error" }),
+        }
+    }
+
+    fn check_output(&self, i: usize) -> Result<()> {
+        if self.outputs.get(i).copied().unwrap_or(false) { Ok(()) } else { Err(Error::NoOutput(i)) }
+    }
+
+    /// Logits (one per vocabulary entry) for batch index `i` of the last
+    /// decode; `i` must have been added with `logits = true`.
+    pub fn logits(&self, i: usize) -> Result<&[f32]> {
+        self.check_output(i)?;
+        let n_vocab = self.model.vocab().n_tokens() as usize;
+        // SAFETY: `i` is an output index of the last successful decode, so
+        // llama.cpp returns a pointer to n_vocab floats that stay valid until
+        // the next decode, which needs `&mut self` and so cannot overlap
+        // this borrow.
+        let p = unsafe { sys::llama_get_logits_ith(self.raw(), i as i32) };
+        if p.is_null() {
+            return Err(Error::NoOutput(i));
+        }
+        // SAFETY: see above: `p` points at n_vocab initialised floats.
+        Ok(unsafe { std::slice::from_raw_parts(p, n_vocab) })
+    }
+
+    /// The embedding of batch index `i` (contexts with embeddings on, no pooling).
+    pub fn embeddings_ith(&self, i: usize) -> Result<&[f32]> {
+        self.check_output(i)?;
+        self.embeddings_ptr(|ctx| {
+            // SAFETY: valid output index of the last decode.
+            unsafe { sys::llama_get_embeddings_ith(ctx, i as i32) }
+        })
+        .ok_or(Error::NoOutput(i))
+    }
+
+    /// The pooled embedding of sequence `seq` (contexts with embeddings on
+    /// and a pooling type other than `None`).
+    pub fn embeddings_seq(&self, seq: SeqId) -> Result<&[f32]> {
+        self.check_seq(seq)?;
+        self.embeddings_ptr(|ctx| {
+            // SAFETY: `seq` is in range; llama.cpp returns null when absent.
+            unsafe { sys::llama_get_embeddings_seq(ctx, seq) }
+        })
+        .ok_or(Error::NoOutput(seq as usize))
+    }
+
+    fn embeddings_ptr(&self, get: impl FnOnce(*mut sys::llama_context) -> *mut f32) -> Option<&[f32]> {
+        if !self.embeddings {
+            return None;
+        }
+        let p = get(self.raw());
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: llama.cpp returns n_embd_out floats valid until the next
+        // decode (which needs &mut self); `n_embd_out` is read from the model.
+        let n = unsafe { sys::llama_model_n_embd_out(self.model.as_ptr()) }.max(0) as usize;
+        // SAFETY: as above.
+        Some(unsafe { std::slice::from_raw_parts(p, n) })
+    }
+
+    fn check_seq(&self, seq: SeqId) -> Result<()> {
+        if seq >= 0 && (seq as u32) < self.n_seq_max {
+            Ok(())
+        } else {
+            Err(Error::SeqIdOutOfRange { seq_id: seq, n_seq_max: self.n_seq_max })
+        }
+    }
+
+    /// Empty the whole KV cache.
+    pub fn kv_clear(&mut self) {
+        // SAFETY: exclusive access; clears metadata and data.
+        unsafe { sys::llama_memory_clear(self.memory(), true) };
+    }
+
+    /// Remove positions `[p0, p1)` of `seq` (`None` = open end). Returns
+    /// false if the memory cannot remove a partial range (recurrent models).
+    pub fn kv_seq_rm(&mut self, seq: SeqId, p0: Option<Pos>, p1: Option<Pos>) -> Result<bool> {
+        self.check_seq(seq)?;
+        // SAFETY: exclusive access; seq in range; -1 means "open end".
+        Ok(unsafe { sys::llama_memory_seq_rm(self.memory(), seq, p0.unwrap_or(-1), p1.unwrap_or(-1)) })
+    }
+
+    /// Make `dst` share `src`'s cells for positions `[p0, p1)`.
+    pub fn kv_seq_cp(&mut self, src: SeqId, dst: SeqId, p0: Option<Pos>, p1: Option<Pos>) -> Result<()> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        // SAFETY: exclusive access; both sequence ids in range.
+        unsafe { sys::llama_memory_seq_cp(self.memory(), src, dst, p0.unwrap_or(-1), p1.unwrap_or(-1)) };
+        Ok(())
+    }
+
+    /// Remove every sequence but `seq`.
+    pub fn kv_seq_keep(&mut self, seq: SeqId) -> Result<()> {
+        self.check_seq(seq)?;
+        // SAFETY: exclusive access; seq in range.
+        unsafe { sys::llama_memory_seq_keep(self.memory(), seq) };
+        Ok(())
+    }
+
+    /// Shift positions `[p0, p1)` of `seq` by `delta` (context shifting).
+    pub fn kv_seq_add(&mut self, seq: SeqId, p0: Option<Pos>, p1: Option<Pos>, delta: Pos) -> Result<()> {
+        self.check_seq(seq)?;
+        // SAFETY: a pure query on the live memory.
+        if !unsafe { sys::llama_memory_can_shift(self.memory()) } {
+            return Err(Error::InvalidParam { name: "delta", reason: "this model's memory cannot shift".into() });
+        }
+        // SAFETY: exclusive access; seq in range; shifting is supported.
+        unsafe { sys::llama_memory_seq_add(self.memory(), seq, p0.unwrap_or(-1), p1.unwrap_or(-1), delta) };
+        Ok(())
+    }
+
+    /// Highest position `seq` holds, or `None` when it is empty.
+    pub fn kv_seq_pos_max(&self, seq: SeqId) -> Option<Pos> {
+        self.check_seq(seq).ok()?;
+        // SAFETY: read-only query; seq in range.
+        let p = unsafe { sys::llama_memory_seq_pos_max(self.memory(), seq) };
+        (p >= 0).then_some(p)
+    }
+
+    /// Lowest position `seq` holds, or `None` when it is empty.
+    pub fn kv_seq_pos_min(&self, seq: SeqId) -> Option<Pos> {
+        self.check_seq(seq).ok()?;
+        // SAFETY: read-only query; seq in range.
+        let p = unsafe { sys::llama_memory_seq_pos_min(self.memory(), seq) };
+        (p >= 0).then_some(p)
+    }
+
+    /// Cells in use, counted as the positions each sequence spans.
+    pub fn kv_cells_used(&self) -> u64 {
+        (0..self.n_seq_max as SeqId)
+            .filter_map(|s| Some((self.kv_seq_pos_max(s)? - self.kv_seq_pos_min(s)? + 1) as u64))
+            .sum()
+    }
+
+    /// The whole context state (KV cache, RNG, outputs) as bytes.
+    pub fn state_bytes(&mut self) -> Vec<u8> {
+        // SAFETY: exclusive access.
+        let size = unsafe { sys::llama_state_get_size(self.raw()) };
+        let mut buf = vec![0u8; size];
+        // SAFETY: `buf` has exactly the size llama.cpp asked for.
+        let n = unsafe { sys::llama_state_get_data(self.raw(), buf.as_mut_ptr(), buf.len()) };
+        buf.truncate(n);
+        crate::state::seal(self.model_fingerprint(), -1, buf)
+    }
+
+    /// Restore a state from [`state_bytes`](Self::state_bytes). Only states
+    /// this library wrote for the same model are accepted (checksummed):
+    /// llama.cpp's restore trusts its input.
+    pub fn set_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let data = crate::state::open(bytes, self.model_fingerprint(), -1)?;
+        // SAFETY: exclusive access; `data` is a state this library produced
+        // for this model (verified by `state::open`).
+        let n = unsafe { sys::llama_state_set_data(self.raw(), data.as_ptr(), data.len()) };
+        if n == 0 { Err(Error::State("llama.cpp rejected the state".into())) } else { Ok(()) }
+    }
+
+    /// The KV state of one sequence as bytes.
+    pub fn seq_state_bytes(&mut self, seq: SeqId) -> Result<Vec<u8>> {
+        self.check_seq(seq)?;
+        // SAFETY: exclusive access; seq in range.
+        let size = unsafe { sys::llama_state_seq_get_size(self.raw(), seq) };
+        let mut buf = vec![0u8; size];
+        // SAFETY: `buf` has exactly the size llama.cpp asked for.
+        let n = unsafe { sys::llama_state_seq_get_data(self.raw(), buf.as_mut_ptr(), buf.len(), seq) };
+        buf.truncate(n);
+        Ok(crate::state::seal(self.model_fingerprint(), seq, buf))
+    }
+
+    /// Restore one sequence's state (from [`seq_state_bytes`](Self::seq_state_bytes),
+    /// possibly of another sequence id) into `seq`.
+    pub fn set_seq_state_bytes(&mut self, bytes: &[u8], seq: SeqId) -> Result<()> {
+        self.check_seq(seq)?;
+        let data = crate::state::open(bytes, self.model_fingerprint(), seq)?;
+        // SAFETY: exclusive access; seq in range; verified state (see above).
+        let n = unsafe { sys::llama_state_seq_set_data(self.raw(), data.as_ptr(), data.len(), seq) };
+        if n == 0 { Err(Error::State("llama.cpp rejected the sequence state".into())) } else { Ok(()) }
+    }
+
+    /// Save the whole state to a file.
+    pub fn save_state_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = self.state_bytes();
+        std::fs::write(path, bytes)?;
+        Ok(())
+    }
+
+    /// Restore the whole state from a file written by [`save_state_file`](Self::save_state_file).
+    pub fn load_state_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = std::fs::read(path)?;
+        self.set_state_bytes(&bytes)
+    }
+
+    fn model_fingerprint(&self) -> u64 {
+        let m = &self.model;
+        (m.n_params() ^ (u64::from(m.n_embd()) << 32) ^ u64::from(m.n_layer())).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from llama_init_from_model and is freed only
+        // here, before `abort` (a field dropped after this body) and before
+        // the model Arc is released.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,252 @@
+//! A loaded model: weights, vocabulary and metadata.
+
+use std::ffi::{CString, c_void};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use llama_sys as sys;
+
+use crate::ffi::{fill_string, path_to_cstring};
+use crate::{Backend, Error, Result, Vocab};
+
+/// How to load a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelParams {
+    /// Layers to offload to the GPU (0 = CPU only, negative = all).
+    pub n_gpu_layers: i32,
+    /// Map the file instead of reading it (faster start, shared pages).
+    pub use_mmap: bool,
+    /// Lock the weights in RAM so they are never swapped out.
+    pub use_mlock: bool,
+    /// Load only the vocabulary (for tokenization), no weights.
+    pub vocab_only: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams { n_gpu_layers: 0, use_mmap: true, use_mlock: false, vocab_only: false }
+    }
+}
+
+/// A model loaded by llama.cpp. Immutable once loaded; share it across
+/// threads and contexts with `Arc<Model>`.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use llama_core::{Model, ModelParams};
+/// let model = Arc::new(Model::load("models/SmolLM2-135M-Instruct.Q4_1.gguf", &ModelParams::default())?);
+/// println!("{} ({} parameters)", model.description(), model.n_params());
+/// # Ok::<(), llama_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Model {
+    ptr: NonNull<sys::llama_model>,
+    vocab: Vocab,
+    path: PathBuf,
+}
+
+// SAFETY: a `llama_model` is immutable after `llama_model_load_from_file`
+// returns: llama.cpp's own server and examples share one model between
+// several contexts on several threads, and every `llama_model_*` /
+// `llama_vocab_*` query we expose takes a `const` pointer and only reads.
+// Mutation happens only in load and free, which own the pointer exclusively.
+unsafe impl Send for Model {}
+// SAFETY: see `Send` above: all shared access is read-only.
+unsafe impl Sync for Model {}
+
+struct Progress<'a> {
+    callback: &'a mut (dyn FnMut(f32) -> bool + Send),
+    cancelled: bool,
+}
+
+extern "C" fn progress_trampoline(progress: f32, user: *mut c_void) -> bool {
+    // SAFETY: `user` is the `&mut Progress` passed to llama.cpp in
+    // `load_inner`, alive for the whole (synchronous) load call.
+    let state = unsafe { &mut *user.cast::<Progress<'_>>() };
+    // A panicking callback cancels the load instead of unwinding into C++.
+    let keep_going = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (state.callback)(progress))).unwrap_or(false);
+    if !keep_going {
+        state.cancelled = true;
+    }
+    keep_going
+}
+
+impl Model {
+    /// Validate the GGUF file in safe Rust, then load it with llama.cpp.
+    pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
+        Self::load_inner(path.as_ref(), params, None)
+    }
+
+    /// Like [`Model::load`], calling `progress(fraction)` as the weights load;
+    /// returning `false` cancels the load with [`Error::LoadCancelled`].
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        params: &ModelParams,
+        mut progress: impl FnMut(f32) -> bool + Send,
+    ) -> Result<Model> {
+        Self::load_inner(path.as_ref(), params, Some(&mut progress))
+    }
+
+    fn load_inner(
+        path: &Path,
+        params: &ModelParams,
+        progress: Option<&mut (dyn FnMut(f32) -> bool + Send)>,
+    ) -> Result<Model> {
+        Backend::init();
+        if !path.exists() {
+            return Err(Error::ModelNotFound { path: path.to_path_buf() });
+        }
+        // Nothing reaches llama.cpp's loader unchecked.
+        crate::gguf::validate(path)?;
+        let c_path = path_to_cstring(path)?;
+
+        // SAFETY: returns a plain struct by value.
+        let mut mp = unsafe { sys::llama_model_default_params() };
+        mp.n_gpu_layers = params.n_gpu_layers;
+        mp.load_mode = match (params.use_mmap, params.use_mlock) {
+            (true, true) => sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
+            (true, false) => sys::LLAMA_LOAD_MODE_MMAP,
+            (false, true) => sys::LLAMA_LOAD_MODE_MLOCK,
+            (false, false) => sys::LLAMA_LOAD_MODE_NONE,
+        };
+        mp.vocab_only = params.vocab_only;
+
+        let mut state = progress.map(|callback| Progress { callback, cancelled: false });
+        if let Some(state) = state.as_mut() {
+            mp.progress_callback = Some(progress_trampoline);
+            mp.progress_callback_user_data = (state as *mut Progress<'_>).cast();
+        }
+        // SAFETY: `c_path` is a valid C string; `mp` is fully initialised;
+        // the progress user data (if any) outlives this synchronous call.
+        let raw = unsafe { sys::llama_model_load_from_file(c_path.as_ptr(), mp) };
+        let cancelled = state.as_ref().is_some_and(|s| s.cancelled);
+        let ptr = match NonNull::new(raw) {
+            Some(p) => p,
+            None if cancelled => return Err(Error::LoadCancelled),
+            None => return Err(Error::ModelLoad { path: path.to_path_buf() }),
+        };
+        // SAFETY: `ptr` is a live model; the vocab it returns is owned by
+        // the model and lives exactly as long as it.
+        let vocab_ptr = unsafe { sys::llama_model_get_vocab(ptr.as_ptr()) };
+        let Some(vocab_ptr) = NonNull::new(vocab_ptr.cast_mut()) else {
+            // SAFETY: `ptr` came from llama_model_load_from_file and is freed once.
+            unsafe { sys::llama_model_free(ptr.as_ptr()) };
+            return Err(Error::ModelLoad { path: path.to_path_buf() });
+        };
+        // SAFETY: the vocab pointer is valid while the model lives, and the
+        // Vocab is stored inside the Model, so it cannot outlive it.
+        let vocab = unsafe { Vocab::from_raw(vocab_ptr) };
+        Ok(Model { ptr, vocab, path: path.to_path_buf() })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::llama_model {
+        self.ptr.as_ptr()
+    }
+
+    /// The file this model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The tokenizer.
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_n_ctx_train(self.as_ptr()) }.max(0) as u32
+    }
+
+    /// Embedding width.
+    pub fn n_embd(&self) -> u32 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_n_embd(self.as_ptr()) }.max(0) as u32
+    }
+
+    /// Number of layers.
+    pub fn n_layer(&self) -> u32 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_n_layer(self.as_ptr()) }.max(0) as u32
+    }
+
+    /// Number of attention heads.
+    pub fn n_head(&self) -> u32 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_n_head(self.as_ptr()) }.max(0) as u32
+    }
+
+    /// Number of parameters.
+    pub fn n_params(&self) -> u64 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_n_params(self.as_ptr()) }
+    }
+
+    /// Total size of the weights in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_size(self.as_ptr()) }
+    }
+
+    /// Whether the model has an encoder (T5-style); decoder-only models don't.
+    pub fn has_encoder(&self) -> bool {
+        // SAFETY: read-only query on a live model.
+        unsafe { sys::llama_model_has_encoder(self.as_ptr()) }
+    }
+
+    /// llama.cpp's one-line description (architecture, size, quantization).
+    pub fn description(&self) -> String {
+        // SAFETY: llama.cpp writes at most `len` bytes into `buf` and returns
+        // the length it needed; `fill_string` sizes the buffer from that.
+        fill_string(|buf, len| unsafe { sys::llama_model_desc(self.as_ptr(), buf, len) }).unwrap_or_default()
+    }
+
+    /// The value of one GGUF metadata key, as text.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        // SAFETY: `key` is a valid C string; buffer protocol as in `description`.
+        fill_string(|buf, len| unsafe { sys::llama_model_meta_val_str(self.as_ptr(), key.as_ptr(), buf, len) })
+    }
+
+    /// Every GGUF metadata key/value pair, values rendered as text (arrays
+    /// are summarised by llama.cpp).
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        // SAFETY: read-only query on a live model.
+        let n = unsafe { sys::llama_model_meta_count(self.as_ptr()) }.max(0);
+        (0..n)
+            .filter_map(|i| {
+                // SAFETY: `i` is in 0..count; buffer protocol as in `description`.
+                let k = fill_string(|b, l| unsafe { sys::llama_model_meta_key_by_index(self.as_ptr(), i, b, l) })?;
+                // SAFETY: as above.
+                let v = fill_string(|b, l| unsafe { sys::llama_model_meta_val_str_by_index(self.as_ptr(), i, b, l) })?;
+                Some((k, v))
+            })
+            .collect()
+    }
+
+    /// `general.architecture` (e.g. `llama`).
+    pub fn architecture(&self) -> Option<String> {
+        self.meta("general.architecture")
+    }
+
+    /// The model's own Jinja chat template (`tokenizer.chat_template`).
+    pub fn chat_template(&self) -> Option<String> {
+        // SAFETY: a null name asks for the default template; the returned
+        // pointer is owned by the model and valid while it lives; we copy it.
+        let p = unsafe { sys::llama_model_chat_template(self.as_ptr(), std::ptr::null()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null NUL-terminated string owned by the live model.
+        Some(unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from llama_model_load_from_file, is freed only
+        // here, and no Context can outlive the Model (they hold an Arc).
+        unsafe { sys::llama_model_free(self.ptr.as_ptr()) };
+    }
+}
