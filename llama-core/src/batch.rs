@@ -169,11 +169,7 @@ impl Batch {
 
     /// (sequence, first position, last position) for each sequence present.
     pub(crate) fn seq_ranges(&self) -> impl Iterator<Item = (SeqId, Pos, Pos)> + '_ {
-        self.first_pos
-            .iter()
-            .zip(&self.last_pos)
-            .enumerate()
-            .filter_map(|(s, (f, l))| Some((s as SeqId, (*f)?, (*l)?)))
+        self.first_pos.iter().zip(&self.last_pos).enumerate().filter_map(|(s, (f, l))| Some((s as SeqId, (*f)?, (*l)?)))
     }
 
     pub(crate) fn outputs(&self) -> &[bool] {

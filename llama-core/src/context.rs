@@ -115,7 +115,10 @@ impl ContextParams {
         if self.n_ctx != 0 && self.n_ctx / self.n_seq_max < MIN_CTX {
             return bad(
                 "n_ctx",
-                format!("{} cells split over {} sequences leaves fewer than {MIN_CTX} each", self.n_ctx, self.n_seq_max),
+                format!(
+                    "{} cells split over {} sequences leaves fewer than {MIN_CTX} each",
+                    self.n_ctx, self.n_seq_max
+                ),
             );
         }
         for (name, t) in [("n_threads", self.n_threads), ("n_threads_batch", self.n_threads_batch)] {
@@ -144,6 +147,9 @@ impl ContextParams {
 pub struct Context {
     ptr: NonNull<sys::llama_context>,
     model: Arc<Model>,
+    /// Boxed so that the address handed to llama.cpp's abort callback is
+    /// stable while the Context moves.
+    #[allow(clippy::redundant_allocation)]
     abort: Box<Arc<AtomicBool>>,
     /// Which indices of the last decoded batch produced outputs.
     outputs: Vec<bool>,
@@ -210,9 +216,19 @@ impl Context {
             ))
         })?;
         // SAFETY: read-only queries on the live context.
-        let (n_ctx_seq, n_seq_max, n_batch) =
-            unsafe { (sys::llama_n_ctx_seq(ptr.as_ptr()), sys::llama_n_seq_max(ptr.as_ptr()), sys::llama_n_batch(ptr.as_ptr())) };
-        Ok(Context { ptr, model, abort, outputs: Vec::new(), n_ctx_seq, n_seq_max, n_batch, embeddings: params.embeddings })
+        let (n_ctx_seq, n_seq_max, n_batch) = unsafe {
+            (sys::llama_n_ctx_seq(ptr.as_ptr()), sys::llama_n_seq_max(ptr.as_ptr()), sys::llama_n_batch(ptr.as_ptr()))
+        };
+        Ok(Context {
+            ptr,
+            model,
+            abort,
+            outputs: Vec::new(),
+            n_ctx_seq,
+            n_seq_max,
+            n_batch,
+            embeddings: params.embeddings,
+        })
     }
 
     fn raw(&self) -> *mut sys::llama_context {
@@ -493,11 +509,14 @@ impl Context {
         crate::state::seal(self.model_fingerprint(), -1, buf)
     }
 
-    /// Restore a state from [`state_bytes`](Self::state_bytes). Only states
+    /// Restore a state from [`state_bytes`](Self::state_bytes) (decode the
+    /// next token to get fresh logits afterwards). Only states
     /// this library wrote for the same model are accepted (checksummed):
     /// llama.cpp's restore trusts its input.
     pub fn set_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let data = crate::state::open(bytes, self.model_fingerprint(), -1)?;
+        // Outputs of the saved decode are not tracked: decode again to get logits.
+        self.outputs.clear();
         // SAFETY: exclusive access; `data` is a state this library produced
         // for this model (verified by `state::open`).
         let n = unsafe { sys::llama_state_set_data(self.raw(), data.as_ptr(), data.len()) };

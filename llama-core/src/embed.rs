@@ -12,7 +12,11 @@ pub fn embed(ctx: &mut Context, inputs: &[Vec<Token>], normalize: bool) -> Resul
     let mut batch = ctx.new_batch();
     let mut pending: Vec<usize> = Vec::new();
     ctx.kv_clear();
-    let flush = |ctx: &mut Context, batch: &mut crate::Batch, pending: &mut Vec<usize>, out: &mut Vec<Vec<f32>>| -> Result<()> {
+    let flush = |ctx: &mut Context,
+                 batch: &mut crate::Batch,
+                 pending: &mut Vec<usize>,
+                 out: &mut Vec<Vec<f32>>|
+     -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -37,7 +41,10 @@ pub fn embed(ctx: &mut Context, inputs: &[Vec<Token>], normalize: bool) -> Resul
             return Err(Error::InvalidParam { name: "input", reason: format!("input {k} is empty") });
         }
         if toks.len() > n_batch || toks.len() as u32 > ctx.n_ctx_seq() {
-            return Err(Error::ContextOverflow { pos: toks.len() as i32, n_ctx: (n_batch as u32).min(ctx.n_ctx_seq()) });
+            return Err(Error::ContextOverflow {
+                pos: toks.len() as i32,
+                n_ctx: (n_batch as u32).min(ctx.n_ctx_seq()),
+            });
         }
         if batch.len() + toks.len() > n_batch || pending.len() == n_seq {
             flush(ctx, &mut batch, &mut pending, &mut out)?;

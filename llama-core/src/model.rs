@@ -64,7 +64,8 @@ extern "C" fn progress_trampoline(progress: f32, user: *mut c_void) -> bool {
     // `load_inner`, alive for the whole (synchronous) load call.
     let state = unsafe { &mut *user.cast::<Progress<'_>>() };
     // A panicking callback cancels the load instead of unwinding into C++.
-    let keep_going = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (state.callback)(progress))).unwrap_or(false);
+    let keep_going =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (state.callback)(progress))).unwrap_or(false);
     if !keep_going {
         state.cancelled = true;
     }

@@ -158,7 +158,9 @@ impl SamplingParams {
         if self.dry_allowed_length < 0 || self.dry_penalty_last_n < -1 {
             return bad("dry_allowed_length", "DRY lengths must be >= 0 (penalty_last_n >= -1)");
         }
-        if self.dry_sequence_breakers.len() > 64 || self.dry_sequence_breakers.iter().any(|b| b.len() > 64 || b.contains('\0')) {
+        if self.dry_sequence_breakers.len() > 64
+            || self.dry_sequence_breakers.iter().any(|b| b.len() > 64 || b.contains('\0'))
+        {
             return bad("dry_sequence_breakers", "at most 64 breakers of at most 64 bytes, without NUL");
         }
         if !(0.0..=1.0).contains(&self.xtc_probability) || !(0.0..=1.0).contains(&self.xtc_threshold) {
@@ -278,74 +280,73 @@ impl Sampler {
                 biases.push(sys::llama_logit_bias { token, bias });
             }
             // SAFETY: tokens range-checked; llama.cpp copies the array.
-            add(unsafe { sys::llama_sampler_init_logit_bias(n_vocab, biases.len() as i32, biases.as_ptr()) }, "logit bias")?;
+            let s = unsafe { sys::llama_sampler_init_logit_bias(n_vocab, biases.len() as i32, biases.as_ptr()) };
+            add(s, "logit bias")?;
         }
-        if params.repeat_last_n != 0
-            && (params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0)
-        {
-            // SAFETY: values validated.
-            add(
-                unsafe {
-                    sys::llama_sampler_init_penalties(
-                        n_vocab,
-                        params.repeat_last_n.max(-1),
-                        params.repeat_penalty,
-                        params.frequency_penalty,
-                        params.presence_penalty,
-                    )
-                },
-                "penalties",
-            )?;
+        let penalties_on =
+            params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0;
+        if params.repeat_last_n != 0 && penalties_on {
+            let (last_n, rep, freq, pres) =
+                (params.repeat_last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty);
+            // SAFETY: plain values, validated.
+            let s = unsafe { sys::llama_sampler_init_penalties(n_vocab, last_n, rep, freq, pres) };
+            add(s, "penalties")?;
         }
         if params.dry_multiplier > 0.0 {
             let breakers: Vec<CString> =
                 params.dry_sequence_breakers.iter().filter_map(|b| CString::new(b.as_str()).ok()).collect();
             let ptrs: Vec<*const c_char> = breakers.iter().map(|b| b.as_ptr()).collect();
-            // SAFETY: vocab is live; breaker strings outlive the call (llama.cpp copies them).
-            add(
-                unsafe {
-                    sys::llama_sampler_init_dry(
-                        vocab_ptr,
-                        params.dry_multiplier,
-                        params.dry_base,
-                        params.dry_allowed_length,
-                        params.dry_penalty_last_n,
-                        ptrs.as_ptr().cast_mut(),
-                        ptrs.len(),
-                    )
-                },
-                "DRY",
-            )?;
+            let (mult, base, allowed, last_n) =
+                (params.dry_multiplier, params.dry_base, params.dry_allowed_length, params.dry_penalty_last_n);
+            // SAFETY: the vocab is live; the breaker strings outlive the call
+            // and llama.cpp copies them.
+            let s = unsafe {
+                sys::llama_sampler_init_dry(
+                    vocab_ptr,
+                    mult,
+                    base,
+                    allowed,
+                    last_n,
+                    ptrs.as_ptr().cast_mut(),
+                    ptrs.len(),
+                )
+            };
+            add(s, "DRY")?;
         }
+        // SAFETY (for every init call below): each takes plain, validated
+        // values and returns a new sampler or null, which `add` checks.
+        let (temp, tau, eta) = (params.temperature, params.mirostat_tau, params.mirostat_eta);
         if params.temperature <= 0.0 && params.mirostat == 0 {
-            // SAFETY: creates a greedy sampler.
+            // SAFETY: see above.
             add(unsafe { sys::llama_sampler_init_greedy() }, "greedy")?;
         } else if params.mirostat == 1 {
-            // SAFETY: values validated.
-            add(unsafe { sys::llama_sampler_init_temp(params.temperature) }, "temperature")?;
-            // SAFETY: values validated.
-            add(
-                unsafe { sys::llama_sampler_init_mirostat(n_vocab, seed, params.mirostat_tau, params.mirostat_eta, 100) },
-                "mirostat",
-            )?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_temp(temp) }, "temperature")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_mirostat(n_vocab, seed, tau, eta, 100) }, "mirostat")?;
         } else if params.mirostat == 2 {
-            // SAFETY: values validated.
-            add(unsafe { sys::llama_sampler_init_temp(params.temperature) }, "temperature")?;
-            // SAFETY: values validated.
-            add(unsafe { sys::llama_sampler_init_mirostat_v2(seed, params.mirostat_tau, params.mirostat_eta) }, "mirostat v2")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_temp(temp) }, "temperature")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_mirostat_v2(seed, tau, eta) }, "mirostat v2")?;
         } else {
-            // SAFETY (this block): each init takes validated plain values.
-            unsafe {
-                add(sys::llama_sampler_init_top_k(params.top_k), "top-k")?;
-                add(sys::llama_sampler_init_typical(params.typical_p, min_keep), "typical")?;
-                add(sys::llama_sampler_init_top_p(params.top_p, min_keep), "top-p")?;
-                add(sys::llama_sampler_init_min_p(params.min_p, min_keep), "min-p")?;
-                if params.xtc_probability > 0.0 {
-                    add(sys::llama_sampler_init_xtc(params.xtc_probability, params.xtc_threshold, min_keep, seed), "XTC")?;
-                }
-                add(sys::llama_sampler_init_temp(params.temperature), "temperature")?;
-                add(sys::llama_sampler_init_dist(seed), "dist")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_top_k(params.top_k) }, "top-k")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_typical(params.typical_p, min_keep) }, "typical")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_top_p(params.top_p, min_keep) }, "top-p")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_min_p(params.min_p, min_keep) }, "min-p")?;
+            if params.xtc_probability > 0.0 {
+                let (p, t) = (params.xtc_probability, params.xtc_threshold);
+                // SAFETY: see above.
+                add(unsafe { sys::llama_sampler_init_xtc(p, t, min_keep, seed) }, "XTC")?;
             }
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_temp(temp) }, "temperature")?;
+            // SAFETY: see above.
+            add(unsafe { sys::llama_sampler_init_dist(seed) }, "dist")?;
         }
 
         let grammar = match &params.grammar {

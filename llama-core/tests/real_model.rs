@@ -1,0 +1,453 @@
+//! llama-core against the real default model. One model per test binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use llama_core::{
+    Batch, Context, ContextParams, Error, Model, ModelParams, Sampler, SamplingParams, Token, TokenDecoder,
+};
+
+fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn model() -> Arc<Model> {
+    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            Arc::new(
+                Model::load(model_path(), &ModelParams::default()).expect("default model loads (run vendor/setup.sh)"),
+            )
+        })
+        .clone()
+}
+
+fn ctx(n_ctx: u32, n_seq_max: u32) -> Context {
+    let params = ContextParams {
+        n_ctx,
+        n_seq_max,
+        n_batch: 512,
+        n_ubatch: 512,
+        n_threads: 2,
+        n_threads_batch: 2,
+        ..Default::default()
+    };
+    Context::new(model(), &params).unwrap()
+}
+
+/// Greedy generation through our API: prefill `prompt`, then `n` tokens.
+fn generate(ctx: &mut Context, prompt: &[Token], n: usize, seq: i32) -> Vec<Token> {
+    let m = model();
+    let mut sampler = Sampler::new(&m, &SamplingParams::greedy()).unwrap();
+    let mut batch = ctx.new_batch();
+    let mut last = batch.add_sequence(prompt, 0, seq, true).unwrap();
+    let mut pos = prompt.len() as i32;
+    let mut out = Vec::new();
+    while out.len() < n {
+        ctx.decode(&batch).unwrap();
+        let t = sampler.sample(ctx, last).unwrap();
+        if m.vocab().is_eog(t) {
+            break;
+        }
+        out.push(t);
+        batch.clear();
+        last = batch.add(t, pos, &[seq], true).unwrap();
+        pos += 1;
+    }
+    out
+}
+
+const PROMPT: &str = "The three primary colors are";
+
+#[test]
+fn golden_greedy_matches_c_baseline() {
+    let m = model();
+    let prompt = m.vocab().tokenize(PROMPT, true, true).unwrap();
+    let ours = generate(&mut ctx(2048, 1), &prompt, 32, 0);
+    let out = Command::new(llama_sys::BASELINE_BIN)
+        .args([model_path().to_str().unwrap(), "generate", PROMPT, "32", "2", "2048", "512"])
+        .output()
+        .expect("run llama-baseline");
+    assert!(out.status.success(), "baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<Token> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(theirs.len() >= 8, "baseline produced too little: {theirs:?}");
+    assert_eq!(ours, theirs, "our greedy tokens differ from llama.cpp driven from C");
+}
+
+#[test]
+fn kv_equivalence_stepwise_vs_whole() {
+    let m = model();
+    let toks = m.vocab().tokenize("One two three four five six seven eight nine ten", true, false).unwrap();
+    // whole sequence at once, logits for the last token
+    let mut a = ctx(512, 1);
+    let mut batch = a.new_batch();
+    let last = batch.add_sequence(&toks, 0, 0, true).unwrap();
+    a.decode(&batch).unwrap();
+    let whole = a.logits(last).unwrap().to_vec();
+    // prefill all but the last 4, then one token per decode
+    let mut b = ctx(512, 1);
+    let split = toks.len() - 4;
+    let mut batch = b.new_batch();
+    batch.add_sequence(&toks[..split], 0, 0, false).unwrap();
+    b.decode(&batch).unwrap();
+    let mut step = Vec::new();
+    for (k, &t) in toks[split..].iter().enumerate() {
+        batch.clear();
+        let i = batch.add(t, (split + k) as i32, &[0], true).unwrap();
+        b.decode(&batch).unwrap();
+        step = b.logits(i).unwrap().to_vec();
+    }
+    let max_diff = whole.iter().zip(&step).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    // Different batch shapes take different kernels; the tolerance is on
+    // logits with magnitude ~10-30.
+    assert!(max_diff < 0.05, "max |Δlogit| = {max_diff}");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(argmax(&whole), argmax(&step));
+}
+
+#[test]
+fn sequences_are_isolated_in_one_batch() {
+    let m = model();
+    let p0 = m.vocab().tokenize("Paris is the capital of", true, false).unwrap();
+    let p1 = m.vocab().tokenize("def fibonacci(n):", true, false).unwrap();
+    let solo0 = generate(&mut ctx(512, 1), &p0, 12, 0);
+    let solo1 = generate(&mut ctx(512, 1), &p1, 12, 0);
+
+    let mut c = ctx(1024, 2);
+    let mut s =
+        [Sampler::new(&m, &SamplingParams::greedy()).unwrap(), Sampler::new(&m, &SamplingParams::greedy()).unwrap()];
+    let mut batch = c.new_batch();
+    let mut idx = [batch.add_sequence(&p0, 0, 0, true).unwrap(), batch.add_sequence(&p1, 0, 1, true).unwrap()];
+    let mut pos = [p0.len() as i32, p1.len() as i32];
+    let mut outs = [Vec::new(), Vec::new()];
+    for _ in 0..12 {
+        c.decode(&batch).unwrap();
+        let toks = [s[0].sample(&c, idx[0]).unwrap(), s[1].sample(&c, idx[1]).unwrap()];
+        batch.clear();
+        for q in 0..2 {
+            outs[q].push(toks[q]);
+            idx[q] = batch.add(toks[q], pos[q], &[q as i32], true).unwrap();
+            pos[q] += 1;
+        }
+    }
+    let trim = |v: &Vec<Token>, n: usize| v[..n.min(v.len())].to_vec();
+    assert_eq!(trim(&outs[0], solo0.len()), solo0);
+    assert_eq!(trim(&outs[1], solo1.len()), solo1);
+}
+
+#[test]
+fn state_save_restore_gives_identical_continuation() {
+    let m = model();
+    let prompt = m.vocab().tokenize("Once upon a time", true, false).unwrap();
+    let n = prompt.len();
+    let mut c = ctx(512, 1);
+    let mut batch = c.new_batch();
+    batch.add_sequence(&prompt[..n - 1], 0, 0, false).unwrap();
+    c.decode(&batch).unwrap();
+    let saved = c.state_bytes();
+    let seq_saved = c.seq_state_bytes(0).unwrap();
+    // From a saved state, feed the last prompt token and continue greedily.
+    let cont = |c: &mut Context| {
+        let mut s = Sampler::new(&m, &SamplingParams::greedy()).unwrap();
+        let mut b = c.new_batch();
+        let mut t = prompt[n - 1];
+        let mut out = Vec::new();
+        for k in 0..8 {
+            b.clear();
+            let i = b.add(t, (n - 1 + k) as i32, &[0], true).unwrap();
+            c.decode(&b).unwrap();
+            t = s.sample(c, i).unwrap();
+            out.push(t);
+        }
+        out
+    };
+    let first = cont(&mut c);
+    c.set_state_bytes(&saved).unwrap();
+    assert_eq!(c.kv_seq_pos_max(0), Some(n as i32 - 2));
+    let second = cont(&mut c);
+    assert_eq!(first, second);
+
+    // per-sequence restore into a fresh context, via a file
+    let path = std::env::temp_dir().join(format!("llama-core-state-{}", std::process::id()));
+    std::fs::write(&path, &seq_saved).unwrap();
+    let mut d = ctx(512, 1);
+    d.set_seq_state_bytes(&std::fs::read(&path).unwrap(), 0).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(cont(&mut d), first);
+
+    // tampered or foreign states are refused, not handed to llama.cpp
+    let mut bad = saved.clone();
+    let len = bad.len();
+    bad[len / 2] ^= 0xff;
+    assert!(matches!(c.set_state_bytes(&bad), Err(Error::State(_))));
+    assert!(matches!(c.set_state_bytes(&saved[..len - 10]), Err(Error::State(_))));
+    assert!(matches!(c.set_state_bytes(b"garbage"), Err(Error::State(_))));
+    assert!(matches!(c.set_seq_state_bytes(&saved, 0), Err(Error::State(_))));
+}
+
+#[test]
+fn seeded_sampling_is_deterministic() {
+    let m = model();
+    let prompt = m.vocab().tokenize("Write a haiku about the sea", true, false).unwrap();
+    let params = SamplingParams { seed: 1234, temperature: 0.9, ..Default::default() };
+    let run = || {
+        let mut c = ctx(512, 1);
+        let mut s = Sampler::new(&m, &params).unwrap();
+        let mut b = c.new_batch();
+        let mut last = b.add_sequence(&prompt, 0, 0, true).unwrap();
+        let mut out = Vec::new();
+        for k in 0..24 {
+            c.decode(&b).unwrap();
+            let t = s.sample(&c, last).unwrap();
+            out.push(t);
+            b.clear();
+            last = b.add(t, prompt.len() as i32 + k, &[0], true).unwrap();
+        }
+        out
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn grammar_constrains_output_and_bad_grammars_are_errors() {
+    let m = model();
+    let grammar = r#"root ::= ("yes" | "no") "." "#;
+    let params = SamplingParams { grammar: Some(grammar.into()), ..SamplingParams::greedy() };
+    let prompt = m.vocab().tokenize("Is the sky blue? Answer:", true, false).unwrap();
+    let mut c = ctx(512, 1);
+    let mut s = Sampler::new(&m, &params).unwrap();
+    let mut b = c.new_batch();
+    let mut last = b.add_sequence(&prompt, 0, 0, true).unwrap();
+    let mut text = String::new();
+    for k in 0..10 {
+        c.decode(&b).unwrap();
+        let t = s.sample(&c, last).unwrap();
+        if m.vocab().is_eog(t) {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&m.vocab().token_to_piece(t, false).unwrap()));
+        b.clear();
+        last = b.add(t, prompt.len() as i32 + k, &[0], true).unwrap();
+    }
+    assert!(text == "yes." || text == "no.", "grammar output {text:?}");
+
+    for bad in [
+        "root ::= (",
+        "root ::= undefined_rule",
+        "nonsense",
+        &format!("root ::= {}\"a\"{}", "(".repeat(10_000), ")".repeat(10_000)),
+    ] {
+        let p = SamplingParams { grammar: Some(bad.to_string()), ..SamplingParams::greedy() };
+        assert!(matches!(Sampler::new(&m, &p), Err(Error::Grammar(_))), "{bad:.40}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let m = model();
+    let n_vocab = m.vocab().n_tokens();
+    let mut c = ctx(512, 2);
+    // positions must continue the sequence
+    let mut b = c.new_batch();
+    b.add(1, 5, &[0], true).unwrap();
+    assert!(matches!(c.decode(&b), Err(Error::PositionOutOfOrder { expected: 0, .. })));
+    // context overflow (llama.cpp pads each sequence's share to 256 cells)
+    assert_eq!(c.n_ctx_seq(), 256);
+    let mut b = Batch::new(512, 2, n_vocab);
+    b.add_sequence(&vec![1; 300], 0, 0, true).unwrap();
+    let r = c.decode(&b);
+    assert!(matches!(r, Err(Error::ContextOverflow { .. })), "{r:?}");
+    // batch from a bigger context
+    let big = Batch::new(4096, 2, n_vocab);
+    let mut big = big;
+    big.add_sequence(&vec![1; 600], 0, 0, false).unwrap();
+    assert!(matches!(c.decode(&big), Err(Error::BatchFull { .. })));
+    assert!(matches!(c.decode(&c.new_batch()), Err(Error::EmptyBatch)));
+    // sequence ids and tokens
+    let mut b = Batch::new(8, 8, n_vocab);
+    b.add(1, 0, &[5], true).unwrap();
+    assert!(matches!(c.decode(&b), Err(Error::SeqIdOutOfRange { .. })));
+    assert!(matches!(c.logits(0), Err(Error::NoOutput(0))));
+    assert!(matches!(m.vocab().token_to_piece(n_vocab, false), Err(Error::TokenOutOfVocab { .. })));
+    assert!(matches!(m.vocab().token_to_piece(-1, false), Err(Error::TokenOutOfVocab { .. })));
+    assert!(matches!(m.vocab().detokenize(&[1, 2, 999_999], false, false), Err(Error::TokenOutOfVocab { .. })));
+    assert!(!m.vocab().is_eog(-5));
+    assert!(matches!(c.kv_seq_rm(9, None, None), Err(Error::SeqIdOutOfRange { .. })));
+    // absurd context parameters
+    for p in [
+        ContextParams { n_ctx: 1, ..Default::default() },
+        ContextParams { n_seq_max: 0, ..Default::default() },
+        ContextParams { n_threads: 0, ..Default::default() },
+        ContextParams { n_batch: 0, ..Default::default() },
+        ContextParams { n_ubatch: 1024, n_batch: 512, ..Default::default() },
+        ContextParams { n_ctx: 64, n_seq_max: 64, ..Default::default() },
+    ] {
+        assert!(matches!(Context::new(m.clone(), &p), Err(Error::InvalidParam { .. })), "{p:?}");
+    }
+    // sampling parameters
+    for p in [
+        SamplingParams { temperature: -1.0, ..Default::default() },
+        SamplingParams { top_p: 1.5, ..Default::default() },
+        SamplingParams { min_p: f32::NAN, ..Default::default() },
+        SamplingParams { mirostat: 3, ..Default::default() },
+        SamplingParams { logit_bias: vec![(n_vocab + 1, 1.0)], ..Default::default() },
+    ] {
+        assert!(Sampler::new(&m, &p).is_err(), "{p:?}");
+    }
+    // missing file
+    assert!(matches!(
+        Model::load("/nonexistent/model.gguf", &ModelParams::default()),
+        Err(Error::ModelNotFound { .. })
+    ));
+}
+
+#[test]
+fn abort_flag_stops_a_long_prefill() {
+    let m = model();
+    let mut c = Context::new(
+        m.clone(),
+        &ContextParams {
+            n_ctx: 2048,
+            n_batch: 1024,
+            n_ubatch: 64,
+            n_threads: 2,
+            n_threads_batch: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let flag = c.abort_flag();
+    let toks: Vec<Token> = (0..1000).map(|i| (i * 7919 + 13) % m.vocab().n_tokens()).collect();
+    let mut b = c.new_batch();
+    b.add_sequence(&toks, 0, 0, true).unwrap();
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let t0 = std::time::Instant::now();
+    assert!(matches!(c.decode(&b), Err(Error::Aborted)));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    flag.store(false, std::sync::atomic::Ordering::Relaxed);
+    c.kv_seq_rm(0, None, None).unwrap();
+    c.decode(&b).unwrap();
+    assert_eq!(c.kv_seq_pos_max(0), Some(999));
+    assert_eq!(c.kv_cells_used(), 1000);
+}
+
+#[test]
+fn embeddings_are_normalized_and_similar_texts_are_closer() {
+    let m = model();
+    let mut c = Context::new(
+        m.clone(),
+        &ContextParams {
+            n_ctx: 1024,
+            n_seq_max: 4,
+            embeddings: true,
+            pooling: llama_core::Pooling::Mean,
+            n_threads: 2,
+            n_threads_batch: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let texts = ["I love cats", "I adore kittens", "Quarterly tax filing deadline"];
+    let toks: Vec<Vec<Token>> = texts.iter().map(|t| m.vocab().tokenize(t, true, false).unwrap()).collect();
+    let v = llama_core::embed(&mut c, &toks, true).unwrap();
+    assert_eq!(v.len(), 3);
+    assert_eq!(v[0].len(), m.n_embd() as usize);
+    for e in &v {
+        let n: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-3);
+    }
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(dot(&v[0], &v[1]) > dot(&v[0], &v[2]), "cats should be closer to kittens than to taxes");
+}
+
+#[test]
+fn model_metadata() {
+    let m = model();
+    assert_eq!(m.architecture().as_deref(), Some("llama"));
+    assert_eq!(m.vocab().n_tokens(), 49152);
+    assert_eq!(m.n_layer(), 30);
+    assert!(m.n_params() > 100_000_000);
+    assert!(m.chat_template().unwrap().contains("<|im_start|>"));
+    assert!(m.metadata().iter().any(|(k, _)| k == "general.architecture"));
+    assert_eq!(m.vocab().eos().map(|t| m.vocab().token_to_piece(t, true).unwrap()), Some(b"<|im_end|>".to_vec()));
+}
+
+mod tokenizer {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pieces_decode(text: &str) -> String {
+        let m = model();
+        let toks = m.vocab().tokenize(text, false, false).unwrap();
+        let mut d = TokenDecoder::new();
+        let mut out = String::new();
+        for t in toks {
+            let s = d.push(&m.vocab().token_to_piece(t, false).unwrap());
+            assert!(!s.contains('\u{FFFD}') || text.contains('\u{FFFD}'), "partial char emitted for {text:?}");
+            out.push_str(&s);
+        }
+        out.push_str(&d.finish());
+        out
+    }
+
+    #[test]
+    fn cjk_and_emoji_stream_token_by_token() {
+        for text in ["日本語のテキスト", "emoji 👩‍👩‍👧‍👦 and 🦀🦀", "combining e\u{301} and a\u{30a}", "mixed ascii ✓ done"]
+        {
+            assert_eq!(pieces_decode(text), text);
+        }
+    }
+
+    #[test]
+    fn special_token_text_with_and_without_parse_special() {
+        let m = model();
+        let t = "<|im_start|><|im_end|>";
+        let parsed = m.vocab().tokenize(t, false, true).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let plain = m.vocab().tokenize(t, false, false).unwrap();
+        assert!(plain.len() > 2);
+        assert!(m.vocab().tokenize("\0\0abc\0", false, false).is_ok());
+        let many = "\n".repeat(200_000);
+        assert!(!m.vocab().tokenize(&many, false, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decoder_every_split_point() {
+        let text = "añb€c𝄞d 日本 👍🏽";
+        let bytes = text.as_bytes();
+        for i in 0..=bytes.len() {
+            for j in i..=bytes.len() {
+                let mut d = TokenDecoder::new();
+                let mut out = d.push(&bytes[..i]);
+                out += &d.push(&bytes[i..j]);
+                out += &d.push(&bytes[j..]);
+                out += &d.finish();
+                assert_eq!(out, text, "split at {i},{j}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn roundtrip(text in "[a-zA-Z0-9 ,.!?日本語中文한국어🦀👍🏽é\u{301}\n\t]{0,64}") {
+            let m = model();
+            let toks = m.vocab().tokenize(&text, false, false).unwrap();
+            let back = m.vocab().detokenize(&toks, false, false).unwrap();
+            prop_assert_eq!(&back, &text);
+            prop_assert_eq!(pieces_decode(&text), text);
+        }
+
+        #[test]
+        fn decoder_arbitrary_bytes_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..16)) {
+            let mut d = TokenDecoder::new();
+            let mut out = String::new();
+            for c in &chunks { out += &d.push(c); }
+            out += &d.finish();
+            let all: Vec<u8> = chunks.concat();
+            prop_assert_eq!(out, String::from_utf8_lossy(&all).into_owned());
+        }
+    }
+}
