@@ -55,6 +55,17 @@ fn on(b: bool) -> String {
     if b { "ON" } else { "OFF" }.to_string()
 }
 
+/// `native` feature, overridable with `LLAMA_SYS_NATIVE=0|1` (for example
+/// to build a portable binary, or one that valgrind can run: valgrind does not
+/// decode AVX-512).
+fn native() -> bool {
+    match env::var("LLAMA_SYS_NATIVE").as_deref() {
+        Some("0") | Some("off") | Some("false") => false,
+        Some(_) => true,
+        None => env::feature("native"),
+    }
+}
+
 fn options() -> Options {
     let target_os = env::cargo("CARGO_CFG_TARGET_OS");
     let mut o = Options {
@@ -72,7 +83,7 @@ fn options() -> Options {
             ("LLAMA_ALL_WARNINGS", on(false)),
             ("GGML_BUILD_TESTS", on(false)),
             ("GGML_BUILD_EXAMPLES", on(false)),
-            ("GGML_NATIVE", on(env::feature("native"))),
+            ("GGML_NATIVE", on(native())),
             ("GGML_OPENMP", on(env::feature("openmp"))),
             ("GGML_CUDA", on(env::feature("cuda"))),
             ("GGML_HIP", on(env::feature("hip"))),
