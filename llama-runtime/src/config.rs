@@ -1,0 +1,171 @@
+//! Engine configuration and its validation.
+
+use std::time::Duration;
+
+use crate::request::StartError;
+
+/// Smallest context window per slot that [`Engine::start`](crate::Engine::start) accepts.
+pub const MIN_CTX_PER_SEQ: u32 = 16;
+/// Most parallel slots: llama.cpp allows 256 sequences and the engine keeps
+/// one extra sequence for embeddings.
+pub const MAX_SEQ: u32 = 255;
+/// Most threads accepted (llama-core's own bound).
+pub const MAX_THREADS: i32 = 1024;
+
+/// How an [`Engine`](crate::Engine) is sized. Every field is checked by
+/// [`Engine::start`](crate::Engine::start); a bad value is a
+/// [`StartError::InvalidConfig`], never an assertion inside llama.cpp.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Total KV cells, split evenly across the slots: each sequence may hold
+    /// `n_ctx / n_seq_max` tokens (prompt plus generation).
+    pub n_ctx: u32,
+    /// Parallel slots: how many requests are decoded together.
+    pub n_seq_max: u32,
+    /// Most tokens in one decode step (all sequences together). Must be at
+    /// least `n_seq_max`, so that every decoding sequence fits in a step.
+    pub n_batch: u32,
+    /// Physical micro-batch size (≤ `n_batch`). A cancelled request stops a
+    /// running decode within one micro-batch.
+    pub n_ubatch: u32,
+    /// Threads for single-token decode steps.
+    pub n_threads: i32,
+    /// Threads for steps that carry prompt tokens.
+    pub n_threads_batch: i32,
+    /// Requests waiting for a slot; a submit beyond it is rejected with
+    /// [`Rejected::Overloaded`](crate::Rejected::Overloaded).
+    pub queue_capacity: usize,
+    /// Most prompt tokens one sequence contributes to one step, so that a
+    /// long prompt never stalls streaming sequences for more than one chunk.
+    pub prefill_chunk: usize,
+    /// Bound of each request's event channel (see the slow-consumer policy
+    /// in the crate docs).
+    pub event_capacity: usize,
+    /// Enable [`Engine::embed`](crate::Engine::embed).
+    pub embeddings: bool,
+    /// [`Engine::health`](crate::Engine::health) reports `Stalled` when the
+    /// engine has work but made no step progress for this long.
+    pub stall_timeout: Duration,
+    /// A request whose event channel stays full this long (the client stopped
+    /// reading) is ended with [`EngineError::SlowConsumer`](crate::EngineError::SlowConsumer).
+    pub slow_consumer_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get()).min(MAX_THREADS as usize) as i32;
+        EngineConfig {
+            n_ctx: 4096,
+            n_seq_max: 4,
+            n_batch: 512,
+            n_ubatch: 512,
+            n_threads: threads,
+            n_threads_batch: threads,
+            queue_capacity: 64,
+            prefill_chunk: 256,
+            event_capacity: 64,
+            embeddings: false,
+            stall_timeout: Duration::from_secs(30),
+            slow_consumer_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// KV cells each slot may use.
+    pub fn n_ctx_per_seq(&self) -> u32 {
+        self.n_ctx / self.n_seq_max.max(1)
+    }
+
+    /// The prompt chunk a sequence gets when it runs alone: the fixed batch
+    /// shape of deterministic requests.
+    pub(crate) fn solo_chunk(&self) -> usize {
+        self.prefill_chunk.min(self.n_batch as usize).max(1)
+    }
+
+    /// Check every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), StartError> {
+        fn bad(field: &'static str, reason: String) -> Result<(), StartError> {
+            Err(StartError::InvalidConfig { field, reason })
+        }
+        if self.n_seq_max == 0 || self.n_seq_max > MAX_SEQ {
+            return bad("n_seq_max", format!("must be in 1..={MAX_SEQ}, got {}", self.n_seq_max));
+        }
+        if self.n_ctx_per_seq() < MIN_CTX_PER_SEQ {
+            return bad(
+                "n_ctx",
+                format!(
+                    "n_ctx / n_seq_max must be at least {MIN_CTX_PER_SEQ}, got {} / {} = {}",
+                    self.n_ctx,
+                    self.n_seq_max,
+                    self.n_ctx_per_seq()
+                ),
+            );
+        }
+        if self.n_batch < self.n_seq_max || self.n_batch > 1 << 20 {
+            return bad(
+                "n_batch",
+                format!("must be in n_seq_max ({})..=1048576, got {}", self.n_seq_max, self.n_batch),
+            );
+        }
+        if self.n_ubatch == 0 || self.n_ubatch > self.n_batch {
+            return bad("n_ubatch", format!("must be in 1..=n_batch ({}), got {}", self.n_batch, self.n_ubatch));
+        }
+        for (field, t) in [("n_threads", self.n_threads), ("n_threads_batch", self.n_threads_batch)] {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return bad(field, format!("must be in 1..={MAX_THREADS}, got {t}"));
+            }
+        }
+        for (field, v) in [
+            ("queue_capacity", self.queue_capacity),
+            ("prefill_chunk", self.prefill_chunk),
+            ("event_capacity", self.event_capacity),
+        ] {
+            // tokio's bounded channel panics on capacity 0 or above this bound.
+            if v == 0 || v > (usize::MAX >> 3) {
+                return bad(field, format!("must be at least 1, got {v}"));
+            }
+        }
+        if self.stall_timeout.is_zero() {
+            return bad("stall_timeout", "must be positive".into());
+        }
+        if self.slow_consumer_timeout.is_zero() {
+            return bad("slow_consumer_timeout", "must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let cases: Vec<(&str, EngineConfig)> = vec![
+            ("n_seq_max", EngineConfig { n_seq_max: 0, ..Default::default() }),
+            ("n_seq_max", EngineConfig { n_seq_max: 300, ..Default::default() }),
+            ("n_ctx", EngineConfig { n_ctx: 64, n_seq_max: 8, ..Default::default() }),
+            ("n_batch", EngineConfig { n_batch: 2, n_seq_max: 4, ..Default::default() }),
+            ("n_ubatch", EngineConfig { n_ubatch: 1024, ..Default::default() }),
+            ("n_ubatch", EngineConfig { n_ubatch: 0, ..Default::default() }),
+            ("n_threads", EngineConfig { n_threads: 0, ..Default::default() }),
+            ("n_threads_batch", EngineConfig { n_threads_batch: -1, ..Default::default() }),
+            ("queue_capacity", EngineConfig { queue_capacity: 0, ..Default::default() }),
+            ("prefill_chunk", EngineConfig { prefill_chunk: 0, ..Default::default() }),
+            ("event_capacity", EngineConfig { event_capacity: 0, ..Default::default() }),
+            ("stall_timeout", EngineConfig { stall_timeout: Duration::ZERO, ..Default::default() }),
+        ];
+        for (want, cfg) in cases {
+            match cfg.validate() {
+                Err(StartError::InvalidConfig { field, .. }) => assert_eq!(field, want, "{cfg:?}"),
+                other => panic!("{want}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+}

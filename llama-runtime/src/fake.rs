@@ -1,0 +1,296 @@
+//! A deterministic fake [`Inference`] for tests (feature `fake`).
+//!
+//! It keeps a per-sequence KV "cache" of tokens and checks every decode the
+//! way llama.cpp would (positions continue the cache, window and batch
+//! bounds), so scheduler bugs show up as decode failures. The next token is
+//! a pure function of the seed and the sequence's whole KV content, so a
+//! request's output does not depend on how it was batched — and any KV
+//! corruption changes it. Decodes run in micro-batches and honour the abort
+//! flag between them; failures can be injected.
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use llama_core::{Pos, SamplingParams, SeqId, Token};
+
+use crate::inference::{BatchEntry, DecodeError, Inference, Sampled, Tokenizer};
+
+/// Vocabulary size of the fake model.
+pub const FAKE_VOCAB: i32 = 64;
+/// The fake's beginning-of-sequence token (prepended by the tokenizer).
+pub const FAKE_BOS: Token = 0;
+/// The fake's end-of-generation token.
+pub const FAKE_EOG: Token = 1;
+/// Length of the fake's embedding vectors.
+pub const FAKE_EMBD: usize = 4;
+
+/// The text of a fake token, as bytes. Tokens 30 and 31 are the two halves
+/// of "é", so streaming UTF-8 handling is exercised.
+pub fn fake_piece(token: Token) -> Vec<u8> {
+    match token {
+        2..=27 => vec![b'a' + (token - 2) as u8],
+        28 => b" ".to_vec(),
+        29 => b"\n".to_vec(),
+        30 => vec![0xC3],
+        31 => vec![0xA9],
+        32..=63 => vec![b'A' + (token - 32) as u8],
+        _ => Vec::new(),
+    }
+}
+
+/// The fake model's choice after `history` (the sequence's whole KV) for a
+/// request with `seed`.
+pub fn fake_next_token(seed: u32, history: &[Token]) -> Token {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(seed);
+    for &t in history {
+        h ^= t as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 32;
+    if h % 40 == 0 { FAKE_EOG } else { 2 + (h % (FAKE_VOCAB as u64 - 2)) as Token }
+}
+
+/// Knobs a test turns while the fake runs.
+#[derive(Default)]
+pub struct FakeControl {
+    /// The next decode fails with this error (after writing its first
+    /// micro-batch, like a real partial failure).
+    pub fail_next: Option<DecodeError>,
+    /// Called before each micro-batch with a running count (a test may
+    /// cancel a request here to exercise abort-in-decode).
+    pub on_ubatch: Option<Box<dyn FnMut(u64) + Send>>,
+    /// Simulated compute time per token.
+    pub delay_per_token: Duration,
+    /// Every decode so far: `(seq, pos, n_tokens)` per entry.
+    pub log: Vec<Vec<(SeqId, Pos, usize)>>,
+    /// Keep `log` (off by default, to bound memory in long runs).
+    pub record: bool,
+}
+
+impl std::fmt::Debug for FakeControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeControl")
+            .field("fail_next", &self.fail_next)
+            .field("delay_per_token", &self.delay_per_token)
+            .field("log_len", &self.log.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fake's tokenizer: one token per byte (`a`–`z`, space, newline,
+/// `A`–`Z`; anything else becomes a space), after a BOS. Text containing a
+/// NUL byte fails to tokenize.
+#[derive(Debug, Clone, Default)]
+pub struct FakeTokenizer;
+
+impl Tokenizer for FakeTokenizer {
+    fn tokenize(&self, text: &str) -> Result<Vec<Token>, String> {
+        if text.contains('\0') {
+            return Err("NUL byte in text".into());
+        }
+        let mut out = vec![FAKE_BOS];
+        out.extend(text.bytes().map(|b| match b {
+            b'a'..=b'z' => 2 + Token::from(b - b'a'),
+            b'\n' => 29,
+            b'A'..=b'Z' => 32 + Token::from(b - b'A'),
+            _ => 28,
+        }));
+        Ok(out)
+    }
+
+    fn n_vocab(&self) -> i32 {
+        FAKE_VOCAB
+    }
+
+    fn check_sampling(&self, params: &SamplingParams) -> Result<(), String> {
+        if params.temperature.is_nan() {
+            return Err("temperature is NaN".into());
+        }
+        Ok(())
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct FakeInference {
+    kv: Vec<Vec<Token>>,
+    seeds: Vec<Option<u32>>,
+    outputs: Vec<Option<SeqId>>,
+    n_ctx_seq: u32,
+    n_batch: usize,
+    n_ubatch: usize,
+    abort: Arc<AtomicBool>,
+    control: Arc<Mutex<FakeControl>>,
+    ubatches: u64,
+}
+
+impl FakeInference {
+    /// A fake with `n_seq` sequences of `n_ctx_seq` cells each.
+    pub fn new(n_seq: u32, n_ctx_seq: u32, n_batch: u32, n_ubatch: u32) -> Self {
+        FakeInference {
+            kv: vec![Vec::new(); n_seq as usize],
+            seeds: vec![None; n_seq as usize],
+            outputs: Vec::new(),
+            n_ctx_seq,
+            n_batch: n_batch as usize,
+            n_ubatch: n_ubatch.max(1) as usize,
+            abort: Arc::new(AtomicBool::new(false)),
+            control: Arc::new(Mutex::new(FakeControl::default())),
+            ubatches: 0,
+        }
+    }
+
+    /// A fake sized like `config`.
+    pub fn for_config(config: &crate::EngineConfig) -> Self {
+        Self::new(config.n_seq_max, config.n_ctx_per_seq(), config.n_batch, config.n_ubatch)
+    }
+
+    /// The knobs, shared with the test.
+    pub fn control(&self) -> Arc<Mutex<FakeControl>> {
+        Arc::clone(&self.control)
+    }
+
+    /// What sequence `seq`'s KV holds.
+    pub fn kv(&self, seq: SeqId) -> &[Token] {
+        self.kv.get(seq as usize).map_or(&[], Vec::as_slice)
+    }
+
+    fn run_ubatches(
+        &mut self,
+        batch: &[BatchEntry<'_>],
+        fail: Option<DecodeError>,
+        delay: Duration,
+        mut hook: Option<&mut Box<dyn FnMut(u64) + Send>>,
+    ) -> Result<(), DecodeError> {
+        let flat: Vec<(usize, Token)> =
+            batch.iter().flat_map(|e| e.tokens.iter().map(move |&t| (e.seq as usize, t))).collect();
+        for (k, ub) in flat.chunks(self.n_ubatch).enumerate() {
+            self.ubatches += 1;
+            if let Some(h) = hook.as_mut() {
+                h(self.ubatches);
+            }
+            if self.abort.load(SeqCst) {
+                return Err(DecodeError::Aborted);
+            }
+            // An injected failure strikes after the first micro-batch was
+            // written, like a real partial failure.
+            if k == 1
+                && let Some(err) = fail.clone()
+            {
+                return Err(err);
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay * ub.len() as u32);
+            }
+            for &(s, t) in ub {
+                self.kv[s].push(t);
+            }
+        }
+        match fail {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, batch: &[BatchEntry<'_>]) -> Result<(), String> {
+        let total: usize = batch.iter().map(|e| e.tokens.len()).sum();
+        if total == 0 || total > self.n_batch {
+            return Err(format!("fake: batch of {total} tokens (n_batch {})", self.n_batch));
+        }
+        let mut seen = vec![false; self.kv.len()];
+        for e in batch {
+            let s = usize::try_from(e.seq).ok().filter(|&s| s < self.kv.len()).ok_or("fake: bad seq id")?;
+            if std::mem::replace(&mut seen[s], true) {
+                return Err(format!("fake: seq {s} twice in one batch"));
+            }
+            if e.tokens.is_empty() {
+                return Err("fake: empty entry".into());
+            }
+            if e.pos as usize != self.kv[s].len() {
+                return Err(format!("fake: seq {s} pos {} but KV holds {}", e.pos, self.kv[s].len()));
+            }
+            if e.pos as usize + e.tokens.len() > self.n_ctx_seq as usize {
+                return Err(format!("fake: seq {s} overflows its {} cells", self.n_ctx_seq));
+            }
+            if e.tokens.iter().any(|t| !(0..FAKE_VOCAB).contains(t)) {
+                return Err("fake: token out of vocabulary".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inference for FakeInference {
+    type Tokenizer = FakeTokenizer;
+
+    fn n_ctx_seq(&self) -> u32 {
+        self.n_ctx_seq
+    }
+
+    fn abort_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.abort)
+    }
+
+    fn decode(&mut self, batch: &[BatchEntry<'_>]) -> Result<(), DecodeError> {
+        self.outputs.clear();
+        self.check(batch).map_err(DecodeError::Failed)?;
+        let (fail, delay, mut hook) = {
+            let mut ctl = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+            if ctl.record {
+                ctl.log.push(batch.iter().map(|e| (e.seq, e.pos, e.tokens.len())).collect());
+            }
+            (ctl.fail_next.take(), ctl.delay_per_token, ctl.on_ubatch.take())
+        };
+        // The hook runs without the lock held: it may use the control itself.
+        let result = self.run_ubatches(batch, fail, delay, hook.as_mut());
+        if let Some(h) = hook {
+            self.control.lock().unwrap_or_else(PoisonError::into_inner).on_ubatch.get_or_insert(h);
+        }
+        if result.is_ok() {
+            self.outputs = batch.iter().map(|e| e.logits.then_some(e.seq)).collect();
+        }
+        result
+    }
+
+    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams) -> Result<(), String> {
+        let slot = self.seeds.get_mut(seq as usize).ok_or("fake: bad seq id")?;
+        *slot = Some(params.seed);
+        Ok(())
+    }
+
+    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, String> {
+        if self.outputs.get(entry).copied().flatten() != Some(seq) {
+            return Err(format!("fake: entry {entry} is no output of seq {seq}"));
+        }
+        let seed = self.seeds[seq as usize].ok_or("fake: no sampler")?;
+        let token = fake_next_token(seed, &self.kv[seq as usize]);
+        let top = (0..n_probs.min(3) as Token).map(|k| ((token + k) % FAKE_VOCAB, -(k as f32) - 0.5)).collect();
+        Ok(Sampled { token, logprob: (n_probs > 0).then_some(-0.5), top })
+    }
+
+    fn token_bytes(&self, token: Token) -> Vec<u8> {
+        fake_piece(token)
+    }
+
+    fn is_eog(&self, token: Token) -> bool {
+        token == FAKE_EOG
+    }
+
+    fn kv_seq_rm(&mut self, seq: SeqId, from: Pos) -> bool {
+        if let Some(kv) = self.kv.get_mut(seq as usize) {
+            kv.truncate(from.max(0) as usize);
+        }
+        true
+    }
+
+    fn kv_cells_used(&self) -> u64 {
+        self.kv.iter().map(|k| k.len() as u64).sum()
+    }
+
+    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String> {
+        Ok((0..FAKE_EMBD as u32).map(|k| fake_next_token(k, tokens) as f32).collect())
+    }
+}

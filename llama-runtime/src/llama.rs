@@ -1,0 +1,198 @@
+//! [`Inference`] over llama-core: one [`Context`] with a sequence per slot
+//! (plus one for embeddings), a [`Sampler`] per slot, and the model's vocabulary.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use llama_core::{
+    Batch, Context, ContextParams, Error, FlashAttn, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token,
+    log_softmax_of, log_softmax_top,
+};
+
+use crate::config::EngineConfig;
+use crate::inference::{BatchEntry, DecodeError, Inference, Sampled, Tokenizer};
+use crate::request::StartError;
+
+/// The caller-side half of [`LlamaInference`]: tokenization and checks on
+/// the shared model.
+#[derive(Debug, Clone)]
+pub struct LlamaTokenizer {
+    model: Arc<Model>,
+}
+
+impl LlamaTokenizer {
+    /// A tokenizer over `model`.
+    pub fn new(model: Arc<Model>) -> Self {
+        LlamaTokenizer { model }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+}
+
+impl Tokenizer for LlamaTokenizer {
+    fn tokenize(&self, text: &str) -> Result<Vec<Token>, String> {
+        self.model.vocab().tokenize(text, true, true).map_err(|e| e.to_string())
+    }
+
+    fn n_vocab(&self) -> i32 {
+        self.model.vocab().n_tokens()
+    }
+
+    fn check_sampling(&self, params: &SamplingParams) -> Result<(), String> {
+        params.validate().map_err(|e| e.to_string())?;
+        if params.grammar.is_some() {
+            // Building the sampler parses the grammar: a bad one is refused
+            // at submit time rather than failing on the engine thread.
+            Sampler::new(&self.model, params).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// The engine's llama.cpp backend.
+#[derive(Debug)]
+pub struct LlamaInference {
+    ctx: Context,
+    model: Arc<Model>,
+    batch: Batch,
+    samplers: Vec<Option<Sampler>>,
+    /// Batch index of each entry's output in the last decode.
+    outputs: Vec<Option<usize>>,
+    /// The extra sequence used for embeddings.
+    embed_seq: Option<SeqId>,
+    n_ctx_seq: u32,
+}
+
+impl LlamaInference {
+    /// Create the context for `config` (already validated). KV is never
+    /// unified: each slot gets its own `n_ctx / n_seq_max` cells, so that one
+    /// request's cache layout does not depend on the others'.
+    pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaTokenizer), StartError> {
+        let per_seq = config.n_ctx_per_seq();
+        let n_seq = config.n_seq_max + u32::from(config.embeddings);
+        // Generative models carry no pooling type; mean pooling is the
+        // sensible default for their sentence embeddings.
+        let has_pooling = model.architecture().is_some_and(|a| model.meta(&format!("{a}.pooling_type")).is_some());
+        let params = ContextParams {
+            n_ctx: per_seq * n_seq,
+            n_batch: config.n_batch,
+            n_ubatch: config.n_ubatch,
+            n_seq_max: n_seq,
+            n_threads: config.n_threads,
+            n_threads_batch: config.n_threads_batch,
+            embeddings: config.embeddings,
+            pooling: if has_pooling { Pooling::Unspecified } else { Pooling::Mean },
+            flash_attn: FlashAttn::Auto,
+            kv_unified: false,
+        };
+        let mut ctx = Context::new(Arc::clone(&model), &params)?;
+        if config.embeddings {
+            // Generation runs with embeddings off; `embed` turns them on.
+            ctx.set_embeddings(false);
+        }
+        let n_ctx_seq = ctx.n_ctx_seq().min(per_seq);
+        let batch = ctx.new_batch();
+        let samplers = (0..config.n_seq_max).map(|_| None).collect();
+        let inference = LlamaInference {
+            ctx,
+            model: Arc::clone(&model),
+            batch,
+            samplers,
+            outputs: Vec::new(),
+            embed_seq: config.embeddings.then_some(config.n_seq_max as SeqId),
+            n_ctx_seq,
+        };
+        Ok((inference, LlamaTokenizer::new(model)))
+    }
+
+    fn fill_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<(), Error> {
+        self.batch.clear();
+        self.outputs.clear();
+        for e in entries {
+            let last = self.batch.add_sequence(e.tokens, e.pos, e.seq, e.logits)?;
+            self.outputs.push(e.logits.then_some(last));
+        }
+        Ok(())
+    }
+}
+
+fn decode_error(e: Error) -> DecodeError {
+    match e {
+        Error::Aborted => DecodeError::Aborted,
+        Error::Decode { code: 1, .. } => DecodeError::NoKvSlot,
+        other => DecodeError::Failed(other.to_string()),
+    }
+}
+
+impl Inference for LlamaInference {
+    type Tokenizer = LlamaTokenizer;
+
+    fn n_ctx_seq(&self) -> u32 {
+        self.n_ctx_seq
+    }
+
+    fn abort_flag(&self) -> Arc<AtomicBool> {
+        self.ctx.abort_flag()
+    }
+
+    fn decode(&mut self, entries: &[BatchEntry<'_>]) -> Result<(), DecodeError> {
+        self.fill_batch(entries).map_err(decode_error)?;
+        self.ctx.decode(&self.batch).map_err(decode_error)
+    }
+
+    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams) -> Result<(), String> {
+        let slot = self.samplers.get_mut(seq as usize).ok_or_else(|| format!("no sequence {seq}"))?;
+        *slot = Some(Sampler::new(&self.model, params).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, String> {
+        let index = self.outputs.get(entry).copied().flatten().ok_or_else(|| format!("entry {entry} has no output"))?;
+        let sampler = self
+            .samplers
+            .get_mut(seq as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| format!("sequence {seq} has no sampler"))?;
+        let logits = self.ctx.logits(index).map_err(|e| e.to_string())?;
+        let top = if n_probs > 0 { log_softmax_top(logits, n_probs as usize) } else { Vec::new() };
+        let token = sampler.sample_logits(logits).map_err(|e| e.to_string())?;
+        let logprob = (n_probs > 0).then(|| log_softmax_of(logits, token));
+        Ok(Sampled { token, logprob, top })
+    }
+
+    fn token_bytes(&self, token: Token) -> Vec<u8> {
+        // Control tokens render as nothing (special = false), like llama-server.
+        self.model.vocab().token_to_piece(token, false).unwrap_or_default()
+    }
+
+    fn is_eog(&self, token: Token) -> bool {
+        self.model.vocab().is_eog(token)
+    }
+
+    fn kv_seq_rm(&mut self, seq: SeqId, from: Pos) -> bool {
+        self.ctx.kv_seq_rm(seq, Some(from), None).unwrap_or(false)
+    }
+
+    fn kv_cells_used(&self) -> u64 {
+        self.ctx.kv_cells_used()
+    }
+
+    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String> {
+        let seq = self.embed_seq.ok_or("embeddings are disabled")?;
+        self.batch.clear();
+        self.outputs.clear();
+        // Pooling reads every token's hidden state, so every token is an output.
+        for (p, &t) in tokens.iter().enumerate() {
+            self.batch.add(t, p as Pos, &[seq], true).map_err(|e| e.to_string())?;
+        }
+        let _ = self.ctx.kv_seq_rm(seq, None, None);
+        self.ctx.set_embeddings(true);
+        let result = self.ctx.decode(&self.batch).and_then(|()| self.ctx.embeddings_seq(seq).map(<[f32]>::to_vec));
+        self.ctx.set_embeddings(false);
+        let _ = self.ctx.kv_seq_rm(seq, None, None);
+        result.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,331 @@
+//! The public request, event and error types.
+
+use std::time::{Duration, Instant};
+
+use llama_core::{SamplingParams, Token};
+
+/// Most stop strings per request.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
+/// Most alternatives per token when log-probabilities are requested.
+pub const MAX_N_PROBS: u32 = 100;
+
+/// What to generate from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text, tokenized with `add_special = true` (BOS where the model wants
+    /// it) and `parse_special = true` (control tokens written as text, such
+    /// as a rendered chat template, become those tokens).
+    Text(String),
+    /// Tokens used as they are (each checked against the vocabulary).
+    Tokens(Vec<Token>),
+}
+
+impl From<String> for Prompt {
+    fn from(s: String) -> Self {
+        Prompt::Text(s)
+    }
+}
+
+impl From<&str> for Prompt {
+    fn from(s: &str) -> Self {
+        Prompt::Text(s.to_owned())
+    }
+}
+
+impl From<Vec<Token>> for Prompt {
+    fn from(t: Vec<Token>) -> Self {
+        Prompt::Tokens(t)
+    }
+}
+
+/// One generation request. Build it with [`Request::new`] and set fields.
+///
+/// ```
+/// use llama_runtime::{Request, SamplingParams};
+/// let mut req = Request::new("Once upon a time");
+/// req.sampling = SamplingParams::greedy();
+/// req.max_tokens = Some(32);
+/// req.stop = vec!["\n\n".into()];
+/// ```
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// How tokens are picked.
+    pub sampling: SamplingParams,
+    /// Stop after this many generated tokens (`None`: until end of
+    /// generation or the context is full).
+    pub max_tokens: Option<u32>,
+    /// Strings that end generation; they are matched across token
+    /// boundaries and never appear in the output text.
+    pub stop: Vec<String>,
+    /// End the request with [`EngineError::DeadlineExceeded`] at this instant,
+    /// whether it is still queued or already generating.
+    pub deadline: Option<Instant>,
+    /// Keep generating past end-of-generation tokens.
+    pub ignore_eos: bool,
+    /// 0: no log-probabilities; otherwise the log-probability of each
+    /// sampled token and the `n_probs` most likely alternatives.
+    pub n_probs: u32,
+    /// Reuse the KV cache of an earlier request sharing a prompt prefix, and
+    /// keep this request's cache for later ones.
+    pub cache_prompt: bool,
+    /// Decode this request alone, in a fixed batch shape, so that its output
+    /// equals a solo run (see the crate docs for the exact guarantee).
+    pub deterministic: bool,
+}
+
+impl Request {
+    /// A request with default settings: default sampling, no token limit, no
+    /// stop strings, no deadline, no log-probabilities, prompt caching on.
+    pub fn new(prompt: impl Into<Prompt>) -> Self {
+        Request {
+            prompt: prompt.into(),
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            deadline: None,
+            ignore_eos: false,
+            n_probs: 0,
+            cache_prompt: true,
+            deterministic: false,
+        }
+    }
+}
+
+/// What a [`Handle`](crate::Handle) yields. Every request ends with exactly
+/// one terminal event, [`Event::Done`] or [`Event::Error`], after which the
+/// stream ends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// One generated token.
+    Token(TokenEvent),
+    /// Generation finished normally (terminal).
+    Done(Done),
+    /// Generation ended with an error (terminal).
+    Error(EngineError),
+}
+
+impl Event {
+    /// Whether this is the last event of its request.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Event::Token(_))
+    }
+}
+
+/// One generated token. Each sampled token gets exactly one event, the
+/// end-of-generation token included (its own text is never rendered).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenEvent {
+    /// Text released with this token: complete UTF-8 only, with anything that
+    /// may be the start of a stop string held back until it is known not to
+    /// be, and stop strings removed. May be empty.
+    pub text: String,
+    /// The token id.
+    pub token: Token,
+    /// The token's log-probability under the model (when `n_probs > 0`).
+    pub logprob: Option<f32>,
+    /// The `n_probs` most likely tokens at this step, best first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// One alternative token and its log-probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopLogprob {
+    /// The token id.
+    pub token: Token,
+    /// Its text (lossy UTF-8 of its bytes).
+    pub text: String,
+    /// Its log-probability.
+    pub logprob: f32,
+}
+
+/// The successful end of a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Done {
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Why generation stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token.
+    Eos,
+    /// A stop string matched.
+    Stop {
+        /// The stop string that matched.
+        word: String,
+    },
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// The sequence reached its context window (`n_ctx / n_seq_max`).
+    ContextFull,
+}
+
+impl FinishReason {
+    /// The OpenAI API's name for it: `"stop"` or `"length"`.
+    pub fn openai_str(&self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stop { .. } => "stop",
+            FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+        }
+    }
+}
+
+/// Token counts of one request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Prompt tokens whose KV was reused from an earlier request.
+    pub cached_tokens: u32,
+    /// Generated tokens (one per [`TokenEvent`]).
+    pub completion_tokens: u32,
+}
+
+/// Where one request's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// From submit to getting a slot.
+    pub queued: Duration,
+    /// From getting a slot to the first token.
+    pub prefill: Duration,
+    /// From the first token to the end.
+    pub decode: Duration,
+    /// From submit to the first token.
+    pub first_token: Option<Duration>,
+}
+
+/// The whole result of a request, from [`Handle::collect`](crate::Handle::collect).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// The generated text (stop strings removed).
+    pub text: String,
+    /// The generated tokens.
+    pub tokens: Vec<Token>,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// One embedding from [`Engine::embed`](crate::Engine::embed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embedding {
+    /// The pooled vector.
+    pub vector: Vec<f32>,
+    /// Tokens in the input.
+    pub n_tokens: u32,
+}
+
+/// Why [`Engine::submit`](crate::Engine::submit) refused a request. Nothing
+/// was queued; no event will follow.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejected {
+    /// The admission queue is full; retry later.
+    #[error("the engine is overloaded: {queue_capacity} requests are already waiting")]
+    Overloaded {
+        /// The queue's capacity.
+        queue_capacity: usize,
+    },
+    /// The engine is shutting down or has stopped.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The prompt does not leave room for a single generated token.
+    #[error("the prompt has {n_prompt} tokens, but the context window is {n_ctx} tokens")]
+    PromptTooLong {
+        /// Prompt tokens.
+        n_prompt: u32,
+        /// Context window per sequence.
+        n_ctx: u32,
+    },
+    /// The prompt has no tokens.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A prompt token is outside the vocabulary.
+    #[error("token {token} is outside the vocabulary (0..{n_vocab})")]
+    InvalidToken {
+        /// The offending token.
+        token: Token,
+        /// The vocabulary size.
+        n_vocab: i32,
+    },
+    /// A request field is out of range (sampling parameters, stop strings,
+    /// `n_probs`, a grammar that does not parse, ...).
+    #[error("invalid request: {0}")]
+    InvalidParams(String),
+    /// The prompt text could not be tokenized.
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+}
+
+/// Why an admitted request (or an embedding call) ended without success.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request was cancelled ([`Handle::cancel`](crate::Handle::cancel) or dropping the handle).
+    #[error("the request was cancelled")]
+    Cancelled,
+    /// The request's deadline passed.
+    #[error("the request's deadline passed")]
+    DeadlineExceeded,
+    /// The engine shut down before the request finished.
+    #[error("the engine shut down")]
+    ShuttingDown,
+    /// llama.cpp failed to decode the request's batch (or ran out of KV cache).
+    #[error("decode failed: {0}")]
+    Decode(String),
+    /// [`Engine::embed`](crate::Engine::embed) on an engine started without `embeddings`.
+    #[error("embeddings are disabled on this engine")]
+    EmbeddingsDisabled,
+    /// The reader left the event channel full for longer than
+    /// [`EngineConfig::slow_consumer_timeout`](crate::EngineConfig::slow_consumer_timeout).
+    #[error("the client did not read its events for {timeout:?}")]
+    SlowConsumer {
+        /// The configured bound.
+        timeout: Duration,
+    },
+    /// An embedding input was refused (empty, too long, out-of-vocabulary token, tokenization failed).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The embedding queue is full.
+    #[error("the engine is overloaded: {queue_capacity} jobs are already waiting")]
+    Overloaded {
+        /// The queue's capacity.
+        queue_capacity: usize,
+    },
+    /// A bug or an unexpected failure inside the engine (including the engine
+    /// thread having stopped).
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}
+
+/// Why [`Engine::start`](crate::Engine::start) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration field is out of range.
+    #[error("invalid engine config `{field}`: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// llama.cpp could not create the context.
+    #[error("could not create the inference context: {0}")]
+    Context(#[from] llama_core::Error),
+    /// The engine thread could not be spawned.
+    #[error("could not spawn the engine thread: {0}")]
+    Thread(#[from] std::io::Error),
+}

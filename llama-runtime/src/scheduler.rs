@@ -1,0 +1,810 @@
+//! Continuous batching over an [`Inference`]: pure scheduling logic, driven
+//! one [`tick`](Scheduler::tick) at a time by the engine thread (or by a
+//! property test with a virtual clock).
+//!
+//! One tick: take the shutdown request into account, retire cancelled and
+//! expired sequences, flush held-back events, admit queued requests into free
+//! slots (FIFO), run one embedding input if one waits, then build one batch
+//! from every runnable sequence, decode it, sample and push events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::Instant;
+
+use llama_core::{Pos, SeqId, Token, TokenDecoder};
+
+use crate::config::EngineConfig;
+use crate::handle::{EventSink, RequestControl, SendError, done_event};
+use crate::inbox::{Admission, EmbedJob, Inbox};
+use crate::inference::{BatchEntry, DecodeError, Inference, Sampled};
+use crate::metrics::{MetricsCell, SlotInfo, SlotState};
+use crate::request::{Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage};
+use crate::stop::{StopMatcher, StopOutcome};
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// Something happened; tick again.
+    Worked,
+    /// Nothing to do until a notification or `wake_at`.
+    Idle {
+        /// The next time-based event (deadline, slow-consumer bound, drain end).
+        wake_at: Option<Instant>,
+    },
+    /// Shut down: every request ended, every KV cell freed.
+    Finished,
+}
+
+/// A request holding a slot.
+#[derive(Debug)]
+struct Sequence {
+    id: u64,
+    /// Admission order (larger = newer).
+    order: u64,
+    prompt: Vec<Token>,
+    n_cached: u32,
+    /// A sampled token not yet in the KV cache.
+    pending: Option<Token>,
+    n_generated: u32,
+    max_tokens: Option<u32>,
+    ignore_eos: bool,
+    n_probs: u32,
+    cache_prompt: bool,
+    deterministic: bool,
+    deadline: Option<Instant>,
+    decoder: TokenDecoder,
+    stop: StopMatcher,
+    /// Token events the channel did not take yet (at most one in practice:
+    /// a sequence with a backlog is not decoded).
+    outbox: VecDeque<Event>,
+    paused_since: Option<Instant>,
+    control: Arc<RequestControl>,
+    sink: Option<EventSink>,
+    submitted: Instant,
+    admitted: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Sequence {
+    fn is_prefilling(&self, n_in_kv: usize) -> bool {
+        n_in_kv < self.prompt.len()
+    }
+}
+
+/// One llama.cpp sequence and what its KV cache holds.
+#[derive(Debug)]
+struct Slot {
+    id: SeqId,
+    /// Exactly the tokens at positions `0..cache.len()` of this sequence's
+    /// KV cache. Kept after a request ends, for prefix reuse.
+    cache: Vec<Token>,
+    seq: Option<Sequence>,
+    /// Tick of the last use (least recently used slots are evicted first).
+    last_used: u64,
+    /// The last request's counters, for `SlotInfo` of an idle slot.
+    last_prompt: u32,
+    last_decoded: u32,
+}
+
+/// How a sequence ends.
+#[derive(Debug)]
+enum End {
+    Finished(FinishReason),
+    Failed(EngineError),
+}
+
+/// One sequence's part of a planned step.
+#[derive(Debug)]
+struct Item {
+    slot: usize,
+    pos: Pos,
+    tokens: Vec<Token>,
+    logits: bool,
+    prompt: bool,
+}
+
+/// An embedding job being worked through, one input per tick.
+#[derive(Debug)]
+struct EmbedWork {
+    job: EmbedJob,
+    done: Vec<Embedding>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Scheduler<I: Inference> {
+    inf: I,
+    cfg: EngineConfig,
+    n_ctx_seq: u32,
+    inbox: Arc<Inbox>,
+    metrics: Arc<MetricsCell>,
+    abort: Arc<AtomicBool>,
+    slots: Vec<Slot>,
+    n_admitted: u64,
+    n_ticks: u64,
+    rotation: usize,
+    draining: bool,
+    embed: Option<EmbedWork>,
+    /// Request ids in admission order (checked by the property tests).
+    #[cfg(test)]
+    pub(crate) admission_log: Vec<u64>,
+}
+
+impl<I: Inference> Scheduler<I> {
+    pub(crate) fn new(inf: I, cfg: EngineConfig, n_ctx_seq: u32, inbox: Arc<Inbox>, metrics: Arc<MetricsCell>) -> Self {
+        let abort = inf.abort_flag();
+        let slots = (0..cfg.n_seq_max)
+            .map(|i| Slot {
+                id: i as SeqId,
+                cache: Vec::new(),
+                seq: None,
+                last_used: 0,
+                last_prompt: 0,
+                last_decoded: 0,
+            })
+            .collect();
+        Scheduler {
+            inf,
+            cfg,
+            n_ctx_seq,
+            inbox,
+            metrics,
+            abort,
+            slots,
+            n_admitted: 0,
+            n_ticks: 0,
+            rotation: 0,
+            draining: false,
+            embed: None,
+            #[cfg(test)]
+            admission_log: Vec::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inference(&self) -> &I {
+        &self.inf
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inference_mut(&mut self) -> &mut I {
+        &mut self.inf
+    }
+
+    /// Tokens each slot's KV cache holds (checked against the fake's KV).
+    #[cfg(test)]
+    pub(crate) fn slot_caches(&self) -> Vec<Vec<Token>> {
+        self.slots.iter().map(|s| s.cache.clone()).collect()
+    }
+
+    fn n_active(&self) -> usize {
+        self.slots.iter().filter(|s| s.seq.is_some()).count()
+    }
+
+    /// Run one round of scheduling at time `now`.
+    pub(crate) fn tick(&mut self, now: Instant) -> Tick {
+        self.n_ticks += 1;
+        let drain_until = self.inbox.drain_until();
+        if drain_until.is_some() && !self.draining {
+            self.draining = true;
+            let (reqs, embeds) = self.inbox.take_all();
+            for adm in reqs {
+                self.reject_queued(adm, EngineError::ShuttingDown);
+            }
+            for job in embeds {
+                let _ = job.reply.send(Err(EngineError::ShuttingDown));
+            }
+            if let Some(w) = self.embed.take() {
+                let _ = w.job.reply.send(Err(EngineError::ShuttingDown));
+            }
+        }
+        self.sweep(now, drain_until);
+        if !self.draining {
+            self.sweep_queue(now);
+            self.admit(now);
+        } else if self.n_active() == 0 {
+            self.release_all_kv();
+            self.publish(now, false);
+            return Tick::Finished;
+        }
+        let mut worked = false;
+        if !self.draining {
+            worked |= self.embed_one();
+        }
+        if let Some(items) = self.plan() {
+            self.execute(items, now);
+            worked = true;
+        }
+        if worked {
+            self.publish(now, true);
+            return Tick::Worked;
+        }
+        self.publish(now, false);
+        Tick::Idle { wake_at: self.next_wake(drain_until) }
+    }
+
+    fn publish(&self, now: Instant, busy: bool) {
+        self.metrics.active_sequences.store(self.n_active(), Relaxed);
+        self.metrics.kv_cells_used.store(self.inf.kv_cells_used(), Relaxed);
+        for (slot, cell) in self.slots.iter().zip(self.metrics.slots.iter()) {
+            let info = match &slot.seq {
+                Some(seq) => SlotInfo {
+                    id: slot.id as u32,
+                    state: if seq.is_prefilling(slot.cache.len()) { SlotState::Prefill } else { SlotState::Decode },
+                    n_prompt: seq.prompt.len() as u32,
+                    n_cached: slot.cache.len() as u32,
+                    n_decoded: seq.n_generated,
+                    request_id: Some(seq.id),
+                },
+                None => SlotInfo {
+                    id: slot.id as u32,
+                    state: SlotState::Idle,
+                    n_prompt: slot.last_prompt,
+                    n_cached: slot.cache.len() as u32,
+                    n_decoded: slot.last_decoded,
+                    request_id: None,
+                },
+            };
+            cell.publish(&info);
+        }
+        self.metrics.mark_progress(now, busy);
+    }
+
+    fn next_wake(&self, drain_until: Option<Instant>) -> Option<Instant> {
+        let slow = self.cfg.slow_consumer_timeout;
+        let active = self
+            .slots
+            .iter()
+            .filter_map(|s| s.seq.as_ref())
+            .flat_map(|q| [q.deadline, q.paused_since.map(|p| p + slow)].into_iter().flatten());
+        let queued = if self.draining { None } else { self.inbox.earliest_deadline() };
+        active.chain(queued).chain(drain_until.filter(|_| self.n_active() > 0)).min()
+    }
+
+    // ---- ending requests -------------------------------------------------
+
+    fn count_end(&self, end: &End) {
+        let m = &self.metrics;
+        let counter = match end {
+            End::Finished(_) => &m.requests_done,
+            End::Failed(EngineError::Cancelled) => &m.requests_cancelled,
+            End::Failed(EngineError::DeadlineExceeded) => &m.requests_timed_out,
+            End::Failed(_) => &m.requests_failed,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// End a request that never got a slot.
+    fn reject_queued(&self, adm: Admission, err: EngineError) {
+        let end = End::Failed(err.clone());
+        self.count_end(&end);
+        adm.sink.finish(VecDeque::new(), Event::Error(err));
+    }
+
+    /// End the sequence in `slot_idx` and free the slot. Its KV stays cached
+    /// after a normal finish of a `cache_prompt` request; otherwise it is
+    /// cleared.
+    fn end(&mut self, slot_idx: usize, end: End, now: Instant) {
+        let Some(mut seq) = self.slots[slot_idx].seq.take() else { return };
+        self.count_end(&end);
+        let slot = &mut self.slots[slot_idx];
+        seq.control.clear_in_flight();
+        seq.control.set_paused(false);
+        slot.last_prompt = seq.prompt.len() as u32;
+        slot.last_decoded = seq.n_generated;
+        slot.last_used = self.n_ticks;
+        let keep = matches!(end, End::Finished(_)) && seq.cache_prompt;
+        let event = match end {
+            End::Finished(finish_reason) => {
+                let first = seq.first_token.unwrap_or(now);
+                let timings = Timings {
+                    queued: seq.admitted.saturating_duration_since(seq.submitted),
+                    prefill: first.saturating_duration_since(seq.admitted),
+                    decode: now.saturating_duration_since(first),
+                    first_token: seq.first_token.map(|t| t.saturating_duration_since(seq.submitted)),
+                };
+                let usage = Usage {
+                    prompt_tokens: seq.prompt.len() as u32,
+                    cached_tokens: seq.n_cached,
+                    completion_tokens: seq.n_generated,
+                };
+                done_event(finish_reason, usage, timings)
+            }
+            End::Failed(e) => Event::Error(e),
+        };
+        if let Some(sink) = seq.sink.take() {
+            sink.finish(std::mem::take(&mut seq.outbox), event);
+        }
+        if !keep {
+            self.clear_slot_kv(slot_idx);
+        }
+    }
+
+    fn clear_slot_kv(&mut self, slot_idx: usize) {
+        let slot = &mut self.slots[slot_idx];
+        // Removing from position 0 always succeeds.
+        self.inf.kv_seq_rm(slot.id, 0);
+        slot.cache.clear();
+    }
+
+    /// Shutdown: forget every cached prefix.
+    fn release_all_kv(&mut self) {
+        for i in 0..self.slots.len() {
+            self.clear_slot_kv(i);
+        }
+    }
+
+    // ---- sweeping ----------------------------------------------------------
+
+    /// Retire cancelled, expired and abandoned sequences; flush backlogs.
+    fn sweep(&mut self, now: Instant, drain_until: Option<Instant>) {
+        let slow = self.cfg.slow_consumer_timeout;
+        for i in 0..self.slots.len() {
+            let Some(seq) = self.slots[i].seq.as_mut() else { continue };
+            let closed = seq.sink.as_ref().is_none_or(EventSink::is_closed);
+            let verdict = if seq.control.is_cancelled() || closed {
+                Some(EngineError::Cancelled)
+            } else if seq.deadline.is_some_and(|d| now >= d) {
+                Some(EngineError::DeadlineExceeded)
+            } else if drain_until.is_some_and(|d| now >= d) {
+                Some(EngineError::ShuttingDown)
+            } else {
+                match flush_outbox(seq) {
+                    Flush::Closed => Some(EngineError::Cancelled),
+                    Flush::Empty => {
+                        seq.paused_since = None;
+                        seq.control.set_paused(false);
+                        None
+                    }
+                    Flush::Blocked => {
+                        let since = *seq.paused_since.get_or_insert(now);
+                        seq.control.set_paused(true);
+                        (now.saturating_duration_since(since) >= slow)
+                            .then_some(EngineError::SlowConsumer { timeout: slow })
+                    }
+                }
+            };
+            if let Some(err) = verdict {
+                self.end(i, End::Failed(err), now);
+            }
+        }
+    }
+
+    /// End queued requests that were cancelled or passed their deadline, so
+    /// that they do not hold queue capacity.
+    fn sweep_queue(&mut self, now: Instant) {
+        let dead = self
+            .inbox
+            .take_dead(|a| a.control.is_cancelled() || a.sink.is_closed() || a.deadline.is_some_and(|d| now >= d));
+        for adm in dead {
+            let err = if adm.deadline.is_some_and(|d| now >= d) && !adm.control.is_cancelled() {
+                EngineError::DeadlineExceeded
+            } else {
+                EngineError::Cancelled
+            };
+            self.reject_queued(adm, err);
+        }
+    }
+
+    // ---- admission ---------------------------------------------------------
+
+    /// Move queued requests into free slots, oldest first.
+    fn admit(&mut self, now: Instant) {
+        while self.slots.iter().any(|s| s.seq.is_none()) {
+            let Some(adm) = self.inbox.pop() else { break };
+            if adm.control.is_cancelled() || adm.sink.is_closed() {
+                self.reject_queued(adm, EngineError::Cancelled);
+                continue;
+            }
+            if adm.deadline.is_some_and(|d| now >= d) {
+                self.reject_queued(adm, EngineError::DeadlineExceeded);
+                continue;
+            }
+            self.admit_one(adm, now);
+        }
+    }
+
+    /// The free slot to use: the longest cached common prefix when the
+    /// request reuses the cache, else the emptiest, least recently used one.
+    fn pick_slot(&self, adm: &Admission) -> Option<(usize, usize)> {
+        let reuse = adm.cache_prompt && !adm.deterministic;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.seq.is_none())
+            .map(|(i, s)| {
+                let common = if reuse { common_prefix(&s.cache, &adm.tokens) } else { 0 };
+                (i, common, s.cache.len(), s.last_used)
+            })
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2).then(b.3.cmp(&a.3)).then(b.0.cmp(&a.0))))
+            .map(|(i, common, _, _)| (i, common))
+    }
+
+    fn admit_one(&mut self, adm: Admission, now: Instant) {
+        let Some((idx, common)) = self.pick_slot(&adm) else { return };
+        #[cfg(test)]
+        self.admission_log.push(adm.id);
+        self.n_admitted += 1;
+        let n_prompt = adm.tokens.len();
+        // At least one prompt token is decoded, to get logits for the first sample.
+        let mut keep = common.min(n_prompt.saturating_sub(1));
+        let seq_id = self.slots[idx].id;
+        if keep < self.slots[idx].cache.len() && !self.inf.kv_seq_rm(seq_id, keep as Pos) {
+            self.inf.kv_seq_rm(seq_id, 0);
+            keep = 0;
+        }
+        self.slots[idx].cache.truncate(keep);
+        self.slots[idx].last_used = self.n_ticks;
+        self.metrics.prompt_tokens_total.fetch_add(n_prompt as u64, Relaxed);
+        self.metrics.cached_tokens_total.fetch_add(keep as u64, Relaxed);
+        let started = self.inf.start_sequence(seq_id, &adm.sampling);
+        let seq = Sequence {
+            id: adm.id,
+            order: self.n_admitted,
+            prompt: adm.tokens,
+            n_cached: keep as u32,
+            pending: None,
+            n_generated: 0,
+            max_tokens: adm.max_tokens,
+            ignore_eos: adm.ignore_eos,
+            n_probs: adm.n_probs,
+            cache_prompt: adm.cache_prompt,
+            deterministic: adm.deterministic,
+            deadline: adm.deadline,
+            decoder: TokenDecoder::new(),
+            stop: StopMatcher::new(adm.stop),
+            outbox: VecDeque::new(),
+            paused_since: None,
+            control: adm.control,
+            sink: Some(adm.sink),
+            submitted: adm.submitted,
+            admitted: now,
+            first_token: None,
+        };
+        self.slots[idx].seq = Some(seq);
+        if let Err(e) = started {
+            self.end(idx, End::Failed(EngineError::Internal(format!("sampler: {e}"))), now);
+        } else if adm.max_tokens == Some(0) {
+            self.end(idx, End::Finished(FinishReason::MaxTokens), now);
+        }
+    }
+
+    // ---- embeddings --------------------------------------------------------
+
+    /// Embed one input of the current job; true if any work was done.
+    fn embed_one(&mut self) -> bool {
+        if self.embed.is_none() {
+            loop {
+                let Some(job) = self.inbox.pop_embed() else { return false };
+                if !job.reply.is_closed() {
+                    self.embed = Some(EmbedWork { done: Vec::with_capacity(job.inputs.len()), job });
+                    break;
+                }
+            }
+        }
+        let Some(work) = self.embed.as_mut() else { return false };
+        if work.job.reply.is_closed() {
+            self.embed = None;
+            return true;
+        }
+        let input = &work.job.inputs[work.done.len()];
+        // A stale abort (a cancel that raced with the last step) must not
+        // fail an embedding.
+        self.abort.store(false, SeqCst);
+        match self.inf.embed(input) {
+            Ok(mut vector) => {
+                if work.job.normalize {
+                    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    if norm > 0.0 {
+                        vector.iter_mut().for_each(|x| *x /= norm);
+                    }
+                }
+                work.done.push(Embedding { vector, n_tokens: input.len() as u32 });
+                if work.done.len() == work.job.inputs.len()
+                    && let Some(w) = self.embed.take()
+                {
+                    let _ = w.job.reply.send(Ok(w.done));
+                }
+            }
+            Err(e) => {
+                if let Some(w) = self.embed.take() {
+                    let _ = w.job.reply.send(Err(EngineError::Decode(e)));
+                }
+            }
+        }
+        true
+    }
+
+    // ---- planning ----------------------------------------------------------
+
+    fn runnable(&self, slot: &Slot) -> bool {
+        slot.seq
+            .as_ref()
+            .is_some_and(|q| q.outbox.is_empty() && (q.is_prefilling(slot.cache.len()) || q.pending.is_some()))
+    }
+
+    /// Choose this step's batch. Deterministic sequences run alone, each in
+    /// its own step; every other sequence shares the other steps. Steps rotate
+    /// over these groups.
+    fn plan(&mut self) -> Option<Vec<Item>> {
+        let mut det: Vec<(u64, usize)> = Vec::new();
+        let mut shared = false;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if !self.runnable(slot) {
+                continue;
+            }
+            match &slot.seq {
+                Some(q) if q.deterministic => det.push((q.order, i)),
+                Some(_) => shared = true,
+                None => {}
+            }
+        }
+        det.sort_unstable();
+        let n_groups = det.len() + usize::from(shared);
+        if n_groups == 0 {
+            return None;
+        }
+        let pick = self.rotation % n_groups;
+        self.rotation = self.rotation.wrapping_add(1);
+        if shared && pick == det.len() {
+            Some(self.plan_shared())
+        } else {
+            let slot = det[pick].1;
+            Some(vec![self.item(slot, self.cfg.solo_chunk())])
+        }
+    }
+
+    /// One sequence's item: its pending token, or its next prompt chunk of
+    /// at most `chunk` tokens.
+    fn item(&self, slot_idx: usize, chunk: usize) -> Item {
+        let slot = &self.slots[slot_idx];
+        let pos = slot.cache.len();
+        match slot.seq.as_ref() {
+            Some(q) if q.is_prefilling(pos) => {
+                let end = (pos + chunk).min(q.prompt.len());
+                Item {
+                    slot: slot_idx,
+                    pos: pos as Pos,
+                    tokens: q.prompt[pos..end].to_vec(),
+                    logits: end == q.prompt.len(),
+                    prompt: true,
+                }
+            }
+            Some(q) => Item {
+                slot: slot_idx,
+                pos: pos as Pos,
+                tokens: q.pending.into_iter().collect(),
+                logits: true,
+                prompt: false,
+            },
+            None => Item { slot: slot_idx, pos: pos as Pos, tokens: Vec::new(), logits: false, prompt: false },
+        }
+    }
+
+    /// Every runnable non-deterministic sequence: one token per decoding
+    /// sequence, then prompt chunks (oldest request first) within `n_batch`.
+    fn plan_shared(&self) -> Vec<Item> {
+        let mut budget = self.cfg.n_batch as usize;
+        let mut items = Vec::new();
+        let mut prefilling: Vec<(u64, usize)> = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(q) = slot.seq.as_ref() else { continue };
+            if q.deterministic || !self.runnable(slot) {
+                continue;
+            }
+            if q.is_prefilling(slot.cache.len()) {
+                prefilling.push((q.order, i));
+            } else {
+                items.push(self.item(i, 1));
+                budget -= 1;
+            }
+        }
+        prefilling.sort_unstable();
+        for (_, i) in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let item = self.item(i, self.cfg.prefill_chunk.min(budget));
+            budget -= item.tokens.len();
+            items.push(item);
+        }
+        items
+    }
+
+    // ---- executing ---------------------------------------------------------
+
+    fn execute(&mut self, items: Vec<Item>, now: Instant) {
+        // Arm cancellation inside the decode for requests with prompt work.
+        self.abort.store(false, SeqCst);
+        let mut cancelled_early = false;
+        for it in items.iter().filter(|it| it.prompt) {
+            if let Some(q) = &self.slots[it.slot].seq {
+                cancelled_early |= q.control.mark_in_flight();
+            }
+        }
+        if cancelled_early {
+            // The next tick's sweep retires it; the others run then.
+            self.disarm(&items);
+            return;
+        }
+        let entries: Vec<BatchEntry<'_>> = items
+            .iter()
+            .map(|it| BatchEntry { seq: self.slots[it.slot].id, pos: it.pos, tokens: &it.tokens, logits: it.logits })
+            .collect();
+        let started = Instant::now();
+        let result = self.inf.decode(&entries);
+        let elapsed = started.elapsed();
+        drop(entries);
+        self.disarm(&items);
+        let m = &self.metrics;
+        m.decode_steps.fetch_add(1, Relaxed);
+        m.busy_seqs_last_step.store(items.len() as u32, Relaxed);
+        m.busy_seq_steps_total.fetch_add(items.len() as u64, Relaxed);
+        let counter = if items.iter().any(|it| it.prompt) { &m.prefill_nanos } else { &m.decode_nanos };
+        MetricsCell::add_duration(counter, elapsed);
+
+        match result {
+            Ok(()) => self.after_decode(items, now),
+            Err(err) => {
+                // Whatever the step wrote is unspecified: roll every sequence
+                // in it back to where it was before the step.
+                for it in &items {
+                    let seq = self.slots[it.slot].id;
+                    if !self.inf.kv_seq_rm(seq, it.pos) {
+                        self.inf.kv_seq_rm(seq, 0);
+                        self.slots[it.slot].cache.clear();
+                        // A sequence that lost its prefix cannot go on.
+                        if self.slots[it.slot].seq.is_some() {
+                            let e = EngineError::Decode("could not roll back the KV cache".into());
+                            self.end(it.slot, End::Failed(e), now);
+                        }
+                    }
+                }
+                match err {
+                    // Survivors are simply planned again next tick.
+                    DecodeError::Aborted => {}
+                    DecodeError::NoKvSlot => {
+                        let newest = items
+                            .iter()
+                            .filter_map(|it| self.slots[it.slot].seq.as_ref().map(|q| (q.order, it.slot)))
+                            .max();
+                        if let Some((_, slot)) = newest {
+                            let e = EngineError::Decode("the KV cache is full".into());
+                            self.end(slot, End::Failed(e), now);
+                        }
+                    }
+                    DecodeError::Failed(msg) => {
+                        for it in &items {
+                            if self.slots[it.slot].seq.is_some() {
+                                self.end(it.slot, End::Failed(EngineError::Decode(msg.clone())), now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn disarm(&self, items: &[Item]) {
+        for it in items.iter().filter(|it| it.prompt) {
+            if let Some(q) = &self.slots[it.slot].seq {
+                q.control.clear_in_flight();
+            }
+        }
+    }
+
+    fn after_decode(&mut self, items: Vec<Item>, now: Instant) {
+        for (entry, it) in items.into_iter().enumerate() {
+            let slot = &mut self.slots[it.slot];
+            slot.cache.extend_from_slice(&it.tokens);
+            slot.last_used = self.n_ticks;
+            let Some(q) = slot.seq.as_mut() else { continue };
+            if !it.prompt {
+                q.pending = None;
+            }
+            if !it.logits {
+                continue;
+            }
+            let seq_id = slot.id;
+            let n_probs = q.n_probs;
+            match self.inf.sample(seq_id, entry, n_probs) {
+                Ok(s) => self.on_token(it.slot, s, now),
+                Err(e) => self.end(it.slot, End::Failed(EngineError::Internal(format!("sampling: {e}"))), now),
+            }
+        }
+    }
+
+    /// Handle a sampled token: text, stop strings, limits, events.
+    fn on_token(&mut self, slot_idx: usize, sampled: Sampled, now: Instant) {
+        let n_ctx_seq = self.n_ctx_seq as usize;
+        let top_logprobs = sampled
+            .top
+            .iter()
+            .map(|&(token, logprob)| TopLogprob {
+                token,
+                text: String::from_utf8_lossy(&self.inf.token_bytes(token)).into_owned(),
+                logprob,
+            })
+            .collect();
+        let token = sampled.token;
+        let eog = self.inf.is_eog(token) && !self.slots[slot_idx].seq.as_ref().is_some_and(|q| q.ignore_eos);
+        let bytes = if eog { Vec::new() } else { self.inf.token_bytes(token) };
+        let n_in_kv = self.slots[slot_idx].cache.len();
+        let Some(q) = self.slots[slot_idx].seq.as_mut() else { return };
+        q.n_generated += 1;
+        q.first_token.get_or_insert(now);
+        self.metrics.generated_tokens_total.fetch_add(1, Relaxed);
+
+        let limit = if eog {
+            Some(FinishReason::Eos)
+        } else if q.max_tokens.is_some_and(|m| q.n_generated >= m) {
+            Some(FinishReason::MaxTokens)
+        } else if n_in_kv >= n_ctx_seq {
+            // The next decode would need position `n_in_kv`, past the window.
+            Some(FinishReason::ContextFull)
+        } else {
+            None
+        };
+        let piece = q.decoder.push(&bytes);
+        let (mut text, mut finish) = match q.stop.push(&piece) {
+            StopOutcome::Stopped { released, word } => (released, Some(FinishReason::Stop { word })),
+            StopOutcome::Continue { released } => (released, None),
+        };
+        if finish.is_none() && limit.is_some() {
+            // Ending: release what the decoder and the stop matcher held back.
+            let rest = q.decoder.finish();
+            match q.stop.push(&rest) {
+                StopOutcome::Stopped { released, word } => {
+                    text.push_str(&released);
+                    finish = Some(FinishReason::Stop { word });
+                }
+                StopOutcome::Continue { released } => {
+                    text.push_str(&released);
+                    text.push_str(&q.stop.flush());
+                    finish = limit;
+                }
+            }
+        }
+        q.outbox.push_back(Event::Token(TokenEvent { text, token, logprob: sampled.logprob, top_logprobs }));
+        if let Some(reason) = finish {
+            self.end(slot_idx, End::Finished(reason), now);
+            return;
+        }
+        q.pending = Some(token);
+        match flush_outbox(q) {
+            Flush::Empty => {}
+            Flush::Blocked => {
+                q.paused_since.get_or_insert(now);
+                q.control.set_paused(true);
+            }
+            Flush::Closed => self.end(slot_idx, End::Failed(EngineError::Cancelled), now),
+        }
+    }
+}
+
+enum Flush {
+    Empty,
+    Blocked,
+    Closed,
+}
+
+/// Send as much of the backlog as the channel takes.
+fn flush_outbox(q: &mut Sequence) -> Flush {
+    let Some(sink) = q.sink.as_ref() else { return Flush::Closed };
+    while let Some(ev) = q.outbox.pop_front() {
+        match sink.try_send(ev) {
+            Ok(()) => {}
+            Err((SendError::Full, ev)) => {
+                q.outbox.push_front(ev);
+                return Flush::Blocked;
+            }
+            Err((SendError::Closed, _)) => return Flush::Closed,
+        }
+    }
+    Flush::Empty
+}
+
+fn common_prefix(a: &[Token], b: &[Token]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
