@@ -1,2 +1,79 @@
+//! `llama`: run llama.cpp models from the command line.
+//!
+//! Each subcommand lives in its own module; this file parses the command
+//! line, sets up logging, runs the command and turns the outcome into an
+//! exit code: 0 on success (a closed stdout pipe included), 1 on an error
+//! (one `error: ...` line on stderr), 2 on a usage error (clap), 130 when
+//! Ctrl-C stopped the command.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod bench;
+mod chat;
+mod cli;
+mod embed;
+mod generate;
+mod info;
+mod load;
+mod model_path;
+mod output;
+mod session;
+mod tokens;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what it was asked (or its reader closed the pipe).
+    Done,
+    /// Ctrl-C stopped it; the shell convention is exit code 128 + SIGINT.
+    Interrupted,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    match run(cli) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            // `{:#}` puts the whole cause chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let verbose = cli.global.verbose;
+    match cli.command {
+        Command::Generate(args) => generate::run(args, verbose),
+        Command::Chat(args) => chat::run(args, verbose),
+        Command::Embed(args) => embed::run(args),
+        Command::Tokenize(args) => tokens::tokenize(args),
+        Command::Detokenize(args) => tokens::detokenize(args),
+        Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Logs go to stderr. llama.cpp's own chatter (target `llama_cpp`, routed
+/// through `tracing` by llama-core) stays hidden unless `-v`; RUST_LOG, when
+/// set, replaces the whole filter.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,llama_cpp=error",
+        1 => "info,llama_cpp=debug",
+        _ => "debug,llama_cpp=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // `try_init` fails only if a subscriber is already set, which cannot
+    // happen here: this is the first thing main does after parsing.
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

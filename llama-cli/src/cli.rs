@@ -1,0 +1,447 @@
+//! The command line: every flag of every subcommand, as clap derive types.
+//!
+//! Flag names follow llama.cpp's `llama-cli` where one exists (`-m`, `-n`,
+//! `-c`, `-t`, `--temp`, `--top-k`, ...), so that people and scripts moving
+//! over find them where they expect.
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use llama_core::{SamplingParams, Token};
+
+/// `llama --version`: ours and the pinned llama.cpp we were built from.
+static VERSION: LazyLock<String> =
+    LazyLock::new(|| format!("{} (llama.cpp {})", env!("CARGO_PKG_VERSION"), llama_sys::LLAMA_CPP_VERSION));
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  llama generate \"The capital of France is\"       continue a text (default model)
+  llama generate --chat \"Write a haiku about rust\"  ask the instruct model
+  echo \"Once upon a time\" | llama generate -n 64    prompt from stdin
+  llama chat                                        talk, multi-turn, in a terminal
+  llama info                                        what is in the model file
+  llama serve --port 8080                           OpenAI-compatible HTTP server
+
+The default model is models/SmolLM2-135M-Instruct.Q4_1.gguf (run `make setup`
+to fetch it); pass -m FILE or set LLAMA_MODEL to use another GGUF file.";
+
+/// Run llama.cpp models from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "llama", version = VERSION.as_str(), propagate_version = true, after_help = TOP_EXAMPLES)]
+#[command(arg_required_else_help = true)]
+pub struct Cli {
+    /// Options that every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More output on stderr: -v prints timings and llama.cpp's log, -vv debug logs.
+    /// RUST_LOG overrides the log filter.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt, streamed to stdout.
+    #[command(after_help = GENERATE_EXAMPLES)]
+    Generate(GenerateArgs),
+    /// Chat with the model in the terminal, multi-turn.
+    #[command(after_help = CHAT_EXAMPLES)]
+    Chat(ChatArgs),
+    /// Compute embeddings (JSON, one object per input and line).
+    #[command(after_help = EMBED_EXAMPLES)]
+    Embed(EmbedArgs),
+    /// Turn text into token ids.
+    #[command(after_help = TOKENIZE_EXAMPLES)]
+    Tokenize(TokenizeArgs),
+    /// Turn token ids back into text.
+    #[command(after_help = DETOKENIZE_EXAMPLES)]
+    Detokenize(DetokenizeArgs),
+    /// Show a model's metadata (read from the GGUF file; no weights loaded unless needed).
+    #[command(after_help = INFO_EXAMPLES)]
+    Info(InfoArgs),
+    /// Measure prompt and generation speed, ours against the plain C baseline.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
+}
+
+const GENERATE_EXAMPLES: &str = "\
+Examples:
+  llama generate \"The capital of France is\" -n 16
+  llama generate --chat --system \"Answer briefly.\" \"What is a GGUF file?\"
+  llama generate -f prompt.txt --temp 0               greedy, deterministic
+  llama generate --seed 42 \"Once upon a time\"       reproducible sampling
+  cat notes.txt | llama generate --chat -n 200 -     prompt from stdin
+  llama generate --json -n 8 \"Hello\" | jq .usage
+  llama generate --grammar 'root ::= (\"yes\" | \"no\")' --chat \"Is water wet?\"
+
+Sampling defaults are llama.cpp's: temperature 0.8, top-k 40, top-p 0.95,
+min-p 0.05, no repetition penalty, and a random seed (printed with -v and in
+--json); pass --seed N to make a run reproducible byte for byte, or --temp 0
+for greedy decoding. The prompt is used exactly as given (a trailing newline
+from a file or a pipe is part of it); --chat wraps it in the model's chat
+template instead. Output is exactly the generated text; a final newline is
+added only when stdout is a terminal. Ctrl-C stops generation (exit code 130)
+and keeps what was printed.";
+
+const CHAT_EXAMPLES: &str = "\
+Examples:
+  llama chat
+  llama chat --system \"You are a pirate.\" --temp 0.7
+  printf 'Hi!\\nWhat did I just say?\\n' | llama chat    one turn per line, scripted
+
+In the chat: /reset forgets the conversation, /exit (or Ctrl-D) quits.
+Ctrl-C stops the answer being written; Ctrl-C at the prompt quits. The
+conversation stays in the model's KV cache between turns, so only the new
+turn is processed. When it outgrows the context (-c), the oldest turns are
+dropped.";
+
+const EMBED_EXAMPLES: &str = "\
+Examples:
+  llama embed \"first sentence\" \"second sentence\"
+  llama embed --no-normalize \"raw vector\" | jq '.embedding | length'
+  cat lines.txt | llama embed                       one input per stdin line";
+
+const TOKENIZE_EXAMPLES: &str = "\
+Examples:
+  llama tokenize \"Hello world\"                      ids, space-separated
+  llama tokenize --pieces \"Hello world\"             one `id<TAB>piece` per line
+  llama tokenize --json \"Hello\"
+  llama detokenize $(llama tokenize \"round trip\")";
+
+const DETOKENIZE_EXAMPLES: &str = "\
+Examples:
+  llama detokenize 19556 905
+  llama detokenize $(llama tokenize \"round trip\")";
+
+const INFO_EXAMPLES: &str = "\
+Examples:
+  llama info
+  llama info -m other.gguf --json | jq .context_length
+  llama info --metadata                             every GGUF key too";
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  llama bench                                       512-token prompt, 128 generated, 5 rounds
+  llama bench -p 256 -n 64 -r 3 -t 2 --json
+
+Each round runs the C baseline (llama.cpp through llama.h, built with the same
+static libraries) and then our Rust path (llama-core, in this process) on the
+same synthetic tokens; rounds interleave A B A B so that machine noise hits
+both. Reported: median tokens/s of prompt processing (pp) and generation (tg)
+and the ratio ours / baseline.";
+
+/// Where the model comes from.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// GGUF model file [default: models/SmolLM2-135M-Instruct.Q4_1.gguf,
+    /// looked up from the current directory and the executable's directory upwards]
+    #[arg(short, long, env = "LLAMA_MODEL", value_name = "FILE")]
+    pub model: Option<PathBuf>,
+}
+
+/// Context and threads.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Context size in tokens (prompt + output); 0 = the model's training context
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_name = "N")]
+    pub ctx_size: u32,
+    /// CPU threads [default: all cores]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub threads: Option<i32>,
+}
+
+/// Sampling flags, turned into [`SamplingParams`] by [`SamplingArgs::to_params`].
+#[derive(Debug, Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy (always the most likely token)
+    #[arg(long = "temp", default_value_t = 0.8, value_name = "T", value_parser = non_negative_f32)]
+    pub temperature: f32,
+    /// Keep only the K most likely tokens (0 = off)
+    #[arg(long, default_value_t = 40, value_name = "K", value_parser = clap::value_parser!(i32).range(0..))]
+    pub top_k: i32,
+    /// Nucleus sampling: keep the smallest set with probability mass P (1 = off)
+    #[arg(long, default_value_t = 0.95, value_name = "P", value_parser = unit_f32)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0 = off)
+    #[arg(long, default_value_t = 0.05, value_name = "P", value_parser = unit_f32)]
+    pub min_p: f32,
+    /// Penalise repeating the last 64 tokens (1 = off)
+    #[arg(long, default_value_t = 1.0, value_name = "X", value_parser = positive_f32)]
+    pub repeat_penalty: f32,
+    /// Random seed; the same seed, prompt and flags give the same output [default: random]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..u32::MAX as i64))]
+    pub seed: Option<u32>,
+    /// Constrain the output with a GBNF grammar (text)
+    #[arg(long, value_name = "GBNF", conflicts_with = "grammar_file")]
+    pub grammar: Option<String>,
+    /// Constrain the output with a GBNF grammar read from a file
+    #[arg(long, value_name = "FILE")]
+    pub grammar_file: Option<PathBuf>,
+}
+
+impl SamplingArgs {
+    /// The sampling parameters for the engine, with `seed` standing in for
+    /// "random" so that the caller can report which seed was used.
+    pub fn to_params(&self, seed: u32) -> anyhow::Result<SamplingParams> {
+        let grammar = match (&self.grammar, &self.grammar_file) {
+            (Some(g), _) => Some(g.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read grammar file {}: {e}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let params = SamplingParams {
+            seed,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: 64,
+            grammar,
+            ..SamplingParams::default()
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}
+
+/// `llama generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt; `-` or none (with piped stdin) reads it from stdin
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file
+    #[arg(short, long, value_name = "FILE", conflicts_with = "prompt")]
+    pub file: Option<PathBuf>,
+    /// Stop after N generated tokens [default: until the model stops or the context is full]
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Stop when the output contains this text (not printed); repeatable
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Keep generating past the end-of-generation token
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Treat the prompt as a user message and apply the model's chat template
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    pub system: Option<String>,
+    /// Print one JSON object (text, tokens, finish reason, usage, timings) instead of streaming text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sampling: SamplingArgs,
+}
+
+/// `llama chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// System message that opens the conversation
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Longest answer, in tokens [default: until the model stops]
+    #[arg(short = 'n', long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub sampling: SamplingArgs,
+}
+
+/// `llama embed`
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Texts to embed; none reads one text per line from stdin
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Keep the raw vectors instead of scaling them to unit length
+    #[arg(long)]
+    pub no_normalize: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+}
+
+/// `llama tokenize`
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// The text; `-` or none (with piped stdin) reads it from stdin
+    #[arg(value_name = "TEXT")]
+    pub text: Option<String>,
+    /// Print `id<TAB>piece` per line (piece as a quoted string)
+    #[arg(long)]
+    pub pieces: bool,
+    /// Print a JSON array (of ids, or of {id, piece} with --pieces)
+    #[arg(long)]
+    pub json: bool,
+    /// Do not add the BOS/EOS tokens the model adds to a prompt
+    #[arg(long)]
+    pub no_add_special: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `llama detokenize`
+#[derive(Debug, Args)]
+pub struct DetokenizeArgs {
+    /// Token ids (space- or comma-separated)
+    #[arg(value_name = "ID", required = true, num_args = 1.., value_delimiter = ',', allow_negative_numbers = true)]
+    pub ids: Vec<Token>,
+    /// Drop BOS/EOS and other special tokens from the text
+    #[arg(long)]
+    pub remove_special: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `llama info`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every GGUF metadata key (large arrays summarised)
+    #[arg(long)]
+    pub metadata: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+/// `llama bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Prompt length in tokens
+    #[arg(short = 'p', long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub n_prompt: u32,
+    /// Tokens to generate
+    #[arg(short = 'n', long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub n_gen: u32,
+    /// Rounds (each runs the baseline, then ours)
+    #[arg(short = 'r', long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repetitions: u32,
+    /// CPU threads [default: all cores]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub threads: Option<i32>,
+    /// Batch size for prompt processing
+    #[arg(short = 'b', long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub batch_size: u32,
+    /// Measure only ours (skip the C baseline)
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub model: ModelArgs,
+}
+
+fn parse_f32(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() { Ok(v) } else { Err(format!("`{s}` is not a finite number")) }
+}
+
+fn non_negative_f32(s: &str) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    if v >= 0.0 { Ok(v) } else { Err(format!("must be >= 0 (got {v})")) }
+}
+
+fn positive_f32(s: &str) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    if v > 0.0 { Ok(v) } else { Err(format!("must be > 0 (got {v})")) }
+}
+
+fn unit_f32(s: &str) -> Result<f32, String> {
+    let v = parse_f32(s)?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("must be between 0 and 1 (got {v})")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_examples() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let after = sub.get_after_help().map(|s| s.to_string()).unwrap_or_default();
+            assert!(after.contains("Examples:"), "`llama {}` has no examples in --help", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn version_names_llama_cpp() {
+        let v = Cli::command().render_version();
+        assert!(v.contains(llama_sys::LLAMA_CPP_VERSION), "{v}");
+    }
+
+    #[test]
+    fn bad_sampling_values_are_refused_by_the_parser() {
+        for bad in
+            [["--temp", "-1"], ["--top-p", "1.5"], ["--min-p", "-0.1"], ["--repeat-penalty", "0"], ["--temp", "nan"]]
+        {
+            let r = Cli::try_parse_from(["llama", "generate", "hi", bad[0], bad[1]]);
+            assert!(r.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn defaults_are_llama_cpp_like() {
+        let cli = Cli::try_parse_from(["llama", "generate", "hi"]).expect("parses");
+        let Command::Generate(g) = cli.command else { panic!("not generate") };
+        assert_eq!(g.sampling.temperature, 0.8);
+        assert_eq!(g.sampling.top_k, 40);
+        assert_eq!(g.sampling.seed, None);
+        assert_eq!(g.run.ctx_size, 4096);
+        let p = g.sampling.to_params(7).expect("valid");
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.temperature, 0.8);
+    }
+
+    #[test]
+    fn detokenize_takes_commas_and_spaces() {
+        let cli = Cli::try_parse_from(["llama", "detokenize", "1,2", "3"]).expect("parses");
+        let Command::Detokenize(d) = cli.command else { panic!("not detokenize") };
+        assert_eq!(d.ids, vec![1, 2, 3]);
+    }
+}
