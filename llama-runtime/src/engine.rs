@@ -53,15 +53,27 @@ impl<I: Inference> fmt::Debug for Engine<I> {
 }
 
 struct Inner<I: Inference> {
-    tokenizer: I::Tokenizer,
-    config: EngineConfig,
-    n_ctx_per_seq: u32,
-    inbox: Arc<Inbox>,
-    metrics: Arc<MetricsCell>,
-    abort: Arc<AtomicBool>,
-    next_id: AtomicU64,
+    front: Front<I::Tokenizer>,
     thread: Mutex<Option<JoinHandle<()>>>,
     exit: Arc<ExitSignal>,
+}
+
+impl<I: Inference> std::ops::Deref for Inner<I> {
+    type Target = Front<I::Tokenizer>;
+    fn deref(&self) -> &Self::Target {
+        &self.front
+    }
+}
+
+/// The caller-side state: what `submit` and `embed` need.
+pub(crate) struct Front<T: Tokenizer> {
+    pub(crate) tokenizer: T,
+    pub(crate) config: EngineConfig,
+    pub(crate) n_ctx_per_seq: u32,
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) metrics: Arc<MetricsCell>,
+    pub(crate) abort: Arc<AtomicBool>,
+    pub(crate) next_id: AtomicU64,
 }
 
 impl<I: Inference> Drop for Inner<I> {
@@ -164,13 +176,7 @@ impl<I: Inference> Engine<I> {
         let thread = std::thread::Builder::new().name("llama-engine".into()).spawn(move || run(sched, guard))?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                tokenizer,
-                config,
-                n_ctx_per_seq,
-                inbox,
-                metrics,
-                abort,
-                next_id: AtomicU64::new(1),
+                front: Front { tokenizer, config, n_ctx_per_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
                 thread: Mutex::new(Some(thread)),
                 exit,
             }),
@@ -196,60 +202,7 @@ impl<I: Inference> Engine<I> {
     /// the caller's thread, then the request goes into the bounded queue or
     /// is refused at once ([`Rejected::Overloaded`] when the queue is full).
     pub fn submit(&self, req: Request) -> Result<Handle, Rejected> {
-        let result = self.try_submit(req);
-        if result.is_err() {
-            self.inner.metrics.rejected_total.fetch_add(1, Relaxed);
-        }
-        result
-    }
-
-    fn try_submit(&self, req: Request) -> Result<Handle, Rejected> {
-        let inner = &*self.inner;
-        if inner.inbox.is_closed() {
-            return Err(Rejected::ShuttingDown);
-        }
-        check_request(&req)?;
-        inner.tokenizer.check_sampling(&req.sampling).map_err(Rejected::InvalidParams)?;
-        let tokens = match req.prompt {
-            Prompt::Text(text) => inner.tokenizer.tokenize(&text).map_err(Rejected::Tokenize)?,
-            Prompt::Tokens(tokens) => {
-                let n_vocab = inner.tokenizer.n_vocab();
-                if let Some(&token) = tokens.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
-                    return Err(Rejected::InvalidToken { token, n_vocab });
-                }
-                tokens
-            }
-        };
-        if tokens.is_empty() {
-            return Err(Rejected::EmptyPrompt);
-        }
-        let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if n_prompt >= inner.n_ctx_per_seq {
-            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: inner.n_ctx_per_seq });
-        }
-        let id = inner.next_id.fetch_add(1, Relaxed);
-        let control = Arc::new(RequestControl::new(Arc::clone(&inner.abort), Arc::clone(&inner.inbox)));
-        let (sink, handle) = channel(id, n_prompt, inner.config.event_capacity, Arc::clone(&control));
-        let adm = Admission {
-            id,
-            tokens,
-            sampling: req.sampling,
-            max_tokens: req.max_tokens,
-            stop: req.stop,
-            deadline: req.deadline,
-            ignore_eos: req.ignore_eos,
-            n_probs: req.n_probs,
-            cache_prompt: req.cache_prompt,
-            deterministic: req.deterministic,
-            submitted: Instant::now(),
-            control,
-            sink,
-        };
-        match inner.inbox.push(adm) {
-            Ok(()) => Ok(handle),
-            Err(PushError::Full(_)) => Err(Rejected::Overloaded { queue_capacity: inner.inbox.capacity() }),
-            Err(PushError::Closed(_)) => Err(Rejected::ShuttingDown),
-        }
+        self.inner.front.submit(req)
     }
 
     /// Embed each input (pooled over its tokens; L2-normalized when
@@ -358,6 +311,65 @@ impl<I: Inference> Engine<I> {
         // into terminal events by its guard.
         if let Some(t) = thread {
             let _ = t.join();
+        }
+    }
+}
+
+impl<T: Tokenizer> Front<T> {
+    pub(crate) fn submit(&self, req: Request) -> Result<Handle, Rejected> {
+        let result = self.try_submit(req);
+        if result.is_err() {
+            self.metrics.rejected_total.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    fn try_submit(&self, req: Request) -> Result<Handle, Rejected> {
+        let inner = self;
+        if inner.inbox.is_closed() {
+            return Err(Rejected::ShuttingDown);
+        }
+        check_request(&req)?;
+        inner.tokenizer.check_sampling(&req.sampling).map_err(Rejected::InvalidParams)?;
+        let tokens = match req.prompt {
+            Prompt::Text(text) => inner.tokenizer.tokenize(&text).map_err(Rejected::Tokenize)?,
+            Prompt::Tokens(tokens) => {
+                let n_vocab = inner.tokenizer.n_vocab();
+                if let Some(&token) = tokens.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
+                    return Err(Rejected::InvalidToken { token, n_vocab });
+                }
+                tokens
+            }
+        };
+        if tokens.is_empty() {
+            return Err(Rejected::EmptyPrompt);
+        }
+        let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if n_prompt >= inner.n_ctx_per_seq {
+            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: inner.n_ctx_per_seq });
+        }
+        let id = inner.next_id.fetch_add(1, Relaxed);
+        let control = Arc::new(RequestControl::new(Arc::clone(&inner.abort), Arc::clone(&inner.inbox)));
+        let (sink, handle) = channel(id, n_prompt, inner.config.event_capacity, Arc::clone(&control));
+        let adm = Admission {
+            id,
+            tokens,
+            sampling: req.sampling,
+            max_tokens: req.max_tokens,
+            stop: req.stop,
+            deadline: req.deadline,
+            ignore_eos: req.ignore_eos,
+            n_probs: req.n_probs,
+            cache_prompt: req.cache_prompt,
+            deterministic: req.deterministic,
+            submitted: Instant::now(),
+            control,
+            sink,
+        };
+        match inner.inbox.push(adm) {
+            Ok(()) => Ok(handle),
+            Err(PushError::Full(_)) => Err(Rejected::Overloaded { queue_capacity: inner.inbox.capacity() }),
+            Err(PushError::Closed(_)) => Err(Rejected::ShuttingDown),
         }
     }
 }

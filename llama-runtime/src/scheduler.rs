@@ -129,6 +129,9 @@ pub(crate) struct Scheduler<I: Inference> {
     /// Request ids in admission order (checked by the property tests).
     #[cfg(test)]
     pub(crate) admission_log: Vec<u64>,
+    /// Every decode step: `(request id, deterministic, pos, n_tokens)` per entry.
+    #[cfg(test)]
+    pub(crate) step_log: Vec<Vec<(u64, bool, Pos, usize)>>,
 }
 
 impl<I: Inference> Scheduler<I> {
@@ -159,6 +162,8 @@ impl<I: Inference> Scheduler<I> {
             embed: None,
             #[cfg(test)]
             admission_log: Vec::new(),
+            #[cfg(test)]
+            step_log: Vec::new(),
         }
     }
 
@@ -167,18 +172,13 @@ impl<I: Inference> Scheduler<I> {
         &self.inf
     }
 
-    #[cfg(test)]
-    pub(crate) fn inference_mut(&mut self) -> &mut I {
-        &mut self.inf
-    }
-
     /// Tokens each slot's KV cache holds (checked against the fake's KV).
     #[cfg(test)]
     pub(crate) fn slot_caches(&self) -> Vec<Vec<Token>> {
         self.slots.iter().map(|s| s.cache.clone()).collect()
     }
 
-    fn n_active(&self) -> usize {
+    pub(crate) fn n_active(&self) -> usize {
         self.slots.iter().filter(|s| s.seq.is_some()).count()
     }
 
@@ -628,6 +628,15 @@ impl<I: Inference> Scheduler<I> {
             self.disarm(&items);
             return;
         }
+        #[cfg(test)]
+        self.step_log.push(
+            items
+                .iter()
+                .filter_map(|it| {
+                    self.slots[it.slot].seq.as_ref().map(|q| (q.id, q.deterministic, it.pos, it.tokens.len()))
+                })
+                .collect(),
+        );
         let entries: Vec<BatchEntry<'_>> = items
             .iter()
             .map(|it| BatchEntry { seq: self.slots[it.slot].id, pos: it.pos, tokens: &it.tokens, logits: it.logits })
