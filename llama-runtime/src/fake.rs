@@ -50,7 +50,7 @@ pub fn fake_next_token(seed: u32, history: &[Token]) -> Token {
     h ^= h >> 29;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 32;
-    if h % 40 == 0 { FAKE_EOG } else { 2 + (h % (FAKE_VOCAB as u64 - 2)) as Token }
+    if h.is_multiple_of(40) { FAKE_EOG } else { 2 + (h % (FAKE_VOCAB as u64 - 2)) as Token }
 }
 
 /// Knobs a test turns while the fake runs.

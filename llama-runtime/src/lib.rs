@@ -73,6 +73,8 @@ mod scheduler;
 mod stop;
 
 #[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
 mod props;
 
 pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_PER_SEQ};

@@ -642,6 +642,9 @@ impl<I: Inference> Scheduler<I> {
             .map(|it| BatchEntry { seq: self.slots[it.slot].id, pos: it.pos, tokens: &it.tokens, logits: it.logits })
             .collect();
         let started = Instant::now();
+        // Slots show their new requests during a long decode, and a decode
+        // that never returns shows as a stall.
+        self.publish(started, true);
         let result = self.inf.decode(&entries);
         let elapsed = started.elapsed();
         drop(entries);

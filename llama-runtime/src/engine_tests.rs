@@ -1,0 +1,325 @@
+//! The engine with its real thread, over the fake backend: timing-dependent
+//! behaviour (overload, abort inside a decode, slow readers, shutdown,
+//! health) that the tick-driven property tests cannot show.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use llama_core::SamplingParams;
+
+use crate::fake::{FakeControl, FakeInference, FakeTokenizer};
+use crate::{Engine, EngineConfig, EngineError, Event, FinishReason, Health, Prompt, Rejected, Request, SlotState};
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        n_ctx: 4 * 1024,
+        n_seq_max: 4,
+        n_batch: 64,
+        n_ubatch: 8,
+        n_threads: 1,
+        n_threads_batch: 1,
+        queue_capacity: 4,
+        prefill_chunk: 32,
+        event_capacity: 4,
+        embeddings: true,
+        stall_timeout: Duration::from_secs(5),
+        slow_consumer_timeout: Duration::from_secs(5),
+    }
+}
+
+fn engine(cfg: EngineConfig) -> (Engine<FakeInference>, Arc<Mutex<FakeControl>>) {
+    let fake = FakeInference::for_config(&cfg);
+    let ctl = fake.control();
+    (Engine::with_inference(fake, FakeTokenizer, cfg).unwrap(), ctl)
+}
+
+fn greedy(prompt: impl Into<Prompt>, max_tokens: u32) -> Request {
+    let mut r = Request::new(prompt);
+    r.sampling = SamplingParams { seed: 7, ..SamplingParams::greedy() };
+    r.max_tokens = Some(max_tokens);
+    r.ignore_eos = true;
+    r
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[tokio::test]
+async fn generates_and_reports() {
+    let (engine, _) = engine(config());
+    let out = engine.submit(greedy("hello", 12)).unwrap().collect().await.unwrap();
+    assert_eq!(out.finish_reason, FinishReason::MaxTokens);
+    assert_eq!(out.tokens.len(), 12);
+    assert_eq!(out.usage.prompt_tokens, 6);
+    assert_eq!(out.usage.completion_tokens, 12);
+    assert!(out.timings.first_token.is_some());
+    let m = engine.metrics();
+    assert_eq!(m.requests_done, 1);
+    assert_eq!(m.generated_tokens_total, 12);
+    assert!(m.decode_steps >= 12);
+    // The finished request's prefix stays cached for reuse.
+    assert!(m.kv_cells_used > 0);
+    let again = engine.submit(greedy("hello", 12)).unwrap().collect().await.unwrap();
+    assert_eq!(again.tokens, out.tokens);
+    assert_eq!(again.usage.cached_tokens, 5, "all but the last prompt token are reused");
+    engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(engine.health(), Health::Stopped);
+    assert_eq!(engine.metrics().kv_cells_used, 0);
+}
+
+#[test]
+fn rejects_bad_requests_with_typed_errors() {
+    let (engine, _) = engine(config());
+    let n_ctx = engine.n_ctx_per_seq();
+    type Check = fn(&Rejected) -> bool;
+    let cases: Vec<(Request, Check)> = vec![
+        (Request::new(Vec::new()), |r| matches!(r, Rejected::EmptyPrompt)),
+        (Request::new(vec![0, 99]), |r| matches!(r, Rejected::InvalidToken { token: 99, n_vocab: 64 })),
+        (Request::new("a\0b"), |r| matches!(r, Rejected::Tokenize(_))),
+        (Request { stop: vec![String::new()], ..Request::new("x") }, |r| matches!(r, Rejected::InvalidParams(_))),
+        (Request { n_probs: 1000, ..Request::new("x") }, |r| matches!(r, Rejected::InvalidParams(_))),
+        (
+            Request {
+                sampling: SamplingParams { temperature: f32::NAN, ..SamplingParams::default() },
+                ..Request::new("x")
+            },
+            |r| matches!(r, Rejected::InvalidParams(_)),
+        ),
+        (Request::new("a".repeat(n_ctx as usize)), |r| matches!(r, Rejected::PromptTooLong { .. })),
+    ];
+    let n = cases.len() as u64;
+    for (req, ok) in cases {
+        let err = engine.submit(req).unwrap_err();
+        assert!(ok(&err), "unexpected {err:?}");
+    }
+    assert_eq!(engine.metrics().rejected_total, n);
+    // The largest prompt that fits is accepted.
+    let fits = "a".repeat(n_ctx as usize - 2);
+    let out = futures::executor::block_on(engine.submit(greedy(fits, 3)).unwrap().collect()).unwrap();
+    assert_eq!(out.finish_reason, FinishReason::ContextFull);
+    assert_eq!(out.tokens.len(), 2);
+}
+
+#[test]
+fn start_validates_config() {
+    let cfg = EngineConfig { n_seq_max: 0, ..config() };
+    let err = Engine::with_inference(FakeInference::new(1, 64, 64, 8), FakeTokenizer, cfg).unwrap_err();
+    assert!(matches!(err, crate::StartError::InvalidConfig { field: "n_seq_max", .. }), "{err}");
+}
+
+#[test]
+fn overload_is_immediate() {
+    let cfg = EngineConfig { n_seq_max: 1, n_batch: 8, queue_capacity: 1, ..config() };
+    let (engine, ctl) = engine(cfg);
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(2);
+    let a = engine.submit(greedy("aaaa", 1000)).unwrap();
+    wait_until("admission", Duration::from_secs(5), || engine.metrics().active_sequences == 1);
+    let b = engine.submit(greedy("bbbb", 5)).unwrap();
+    let t = Instant::now();
+    let c = engine.submit(greedy("cccc", 5));
+    assert!(t.elapsed() < Duration::from_millis(50));
+    assert!(matches!(c, Err(Rejected::Overloaded { queue_capacity: 1 })), "{c:?}");
+    let m = engine.metrics();
+    assert_eq!((m.queue_depth, m.rejected_total), (1, 1));
+    drop(a);
+    let out = futures::executor::block_on(b.collect()).unwrap();
+    assert_eq!(out.tokens.len(), 5);
+    assert_eq!(engine.metrics().requests_cancelled, 1);
+}
+
+#[test]
+fn cancel_aborts_a_long_prefill_within_a_microbatch() {
+    let cfg = EngineConfig { n_seq_max: 2, n_batch: 2048, n_ubatch: 8, prefill_chunk: 2048, ..config() };
+    let (engine, ctl) = engine(cfg);
+    // 1 ms per token: the 1500-token prompt takes 1.5 s in one decode.
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(1);
+    let long = engine.submit(greedy("b".repeat(1500), 4)).unwrap();
+    wait_until("prefill", Duration::from_secs(5), || engine.slots().iter().any(|s| s.state == SlotState::Prefill));
+    std::thread::sleep(Duration::from_millis(30));
+    let t = Instant::now();
+    long.cancel();
+    let events: Vec<Event> = long.blocking_iter().collect();
+    let waited = t.elapsed();
+    assert_eq!(events, vec![Event::Error(EngineError::Cancelled)]);
+    assert!(waited < Duration::from_millis(300), "cancel took {waited:?}");
+    // The slot is free at once: a new request starts and finishes quickly.
+    let t = Instant::now();
+    let out = futures::executor::block_on(engine.submit(greedy("short", 3)).unwrap().collect()).unwrap();
+    assert_eq!(out.tokens.len(), 3);
+    assert!(t.elapsed() < Duration::from_millis(500), "follow-up took {:?}", t.elapsed());
+    assert_eq!(engine.metrics().requests_cancelled, 1);
+}
+
+#[test]
+fn abort_spares_the_other_sequences() {
+    let cfg = EngineConfig { n_seq_max: 2, n_batch: 2048, n_ubatch: 8, prefill_chunk: 2048, ..config() };
+    let (engine, ctl) = engine(cfg.clone());
+    ctl.lock().unwrap().delay_per_token = Duration::from_micros(300);
+    let solo = {
+        let (e2, _) = self::engine(cfg);
+        futures::executor::block_on(e2.submit(greedy("streaming one", 40)).unwrap().collect()).unwrap()
+    };
+    let streaming = engine.submit(greedy("streaming one", 40)).unwrap();
+    let long = engine.submit(greedy("c".repeat(1500), 4)).unwrap();
+    wait_until("prefill", Duration::from_secs(5), || {
+        engine.slots().iter().any(|s| s.state == SlotState::Prefill && s.n_prompt > 1000)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    drop(long);
+    let out = futures::executor::block_on(streaming.collect()).unwrap();
+    assert_eq!(out.tokens, solo.tokens, "the survivor's output must not change");
+}
+
+#[tokio::test]
+async fn slow_reader_does_not_block_a_fast_one() {
+    let cfg = EngineConfig { event_capacity: 2, ..config() };
+    let (engine, ctl) = engine(cfg.clone());
+    ctl.lock().unwrap().delay_per_token = Duration::from_micros(200);
+    let slow = engine.submit(greedy("slow reader", 40)).unwrap();
+    let fast = engine.submit(greedy("fast reader", 40)).unwrap();
+    let t = Instant::now();
+    let fast_out = fast.collect().await.unwrap();
+    assert_eq!(fast_out.tokens.len(), 40);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // The slow one is paused, not lost: it holds its slot with a full channel.
+    let slot = engine.slots().into_iter().find(|s| s.request_id == Some(slow.id())).unwrap();
+    assert!(slot.n_decoded <= 4, "paused after filling its channel: {slot:?}");
+    let slow_out = slow.collect().await.unwrap();
+    let (solo_engine, _) = self::engine(cfg);
+    let solo = solo_engine.submit(greedy("slow reader", 40)).unwrap().collect().await.unwrap();
+    assert_eq!(slow_out.tokens, solo.tokens);
+    assert_eq!(slow_out.text, solo.text);
+}
+
+#[test]
+fn slow_consumer_is_cancelled_after_the_bound() {
+    let cfg = EngineConfig { event_capacity: 1, slow_consumer_timeout: Duration::from_millis(50), ..config() };
+    let (engine, _) = engine(cfg);
+    let h = engine.submit(greedy("never read", 100)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let events: Vec<Event> = h.blocking_iter().collect();
+    assert!(matches!(events.last(), Some(Event::Error(EngineError::SlowConsumer { .. }))), "{events:?}");
+    assert!(events.len() >= 2, "the buffered token is still delivered");
+    assert_eq!(engine.metrics().requests_failed, 1);
+    assert_eq!(engine.metrics().active_sequences, 0);
+}
+
+#[test]
+fn deadline_ends_queued_and_running_requests() {
+    let cfg = EngineConfig { n_seq_max: 1, n_batch: 8, ..config() };
+    let (engine, ctl) = engine(cfg);
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(1);
+    let deadline = Some(Instant::now() + Duration::from_millis(60));
+    let running = engine.submit(Request { deadline, ..greedy("running", 10_000) }).unwrap();
+    let queued = engine.submit(Request { deadline, ..greedy("queued", 5) }).unwrap();
+    for h in [running, queued] {
+        let events: Vec<Event> = h.blocking_iter().collect();
+        assert_eq!(events.last(), Some(&Event::Error(EngineError::DeadlineExceeded)));
+    }
+    assert_eq!(engine.metrics().requests_timed_out, 2);
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_cancels() {
+    let cfg = EngineConfig { n_seq_max: 2, n_batch: 8, ..config() };
+    let (engine, ctl) = engine(cfg);
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(1);
+    let short = engine.submit(greedy("short", 5)).unwrap();
+    let endless = engine.submit(greedy("endless", 100_000)).unwrap();
+    let queued = engine.submit(greedy("queued", 5)).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Instant::now();
+    engine.shutdown(Duration::from_millis(200)).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(matches!(engine.submit(greedy("late", 1)), Err(Rejected::ShuttingDown)));
+    assert_eq!(short.collect().await.unwrap().tokens.len(), 5);
+    assert_eq!(endless.collect().await, Err(EngineError::ShuttingDown));
+    assert_eq!(queued.collect().await, Err(EngineError::ShuttingDown));
+    assert_eq!(engine.health(), Health::Stopped);
+    assert_eq!(engine.metrics().kv_cells_used, 0);
+}
+
+#[test]
+fn dropping_the_engine_ends_everything() {
+    let (engine, ctl) = engine(config());
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(1);
+    let h = engine.submit(greedy("x", 100_000)).unwrap();
+    drop(engine);
+    let events: Vec<Event> = h.blocking_iter().collect();
+    assert_eq!(events.last(), Some(&Event::Error(EngineError::ShuttingDown)));
+}
+
+#[test]
+fn health_reports_a_stall() {
+    let cfg = EngineConfig { stall_timeout: Duration::from_millis(50), ..config() };
+    let (engine, ctl) = engine(cfg);
+    assert_eq!(engine.health(), Health::Ok);
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(300);
+    let h = engine.submit(greedy("x", 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(matches!(engine.health(), Health::Stalled { since } if since >= Duration::from_millis(50)));
+    ctl.lock().unwrap().delay_per_token = Duration::ZERO;
+    let _ = futures::executor::block_on(h.collect());
+    assert_eq!(engine.health(), Health::Ok);
+}
+
+#[tokio::test]
+async fn embeddings() {
+    let (engine, _) = engine(EngineConfig { n_ubatch: 64, ..config() });
+    let v = engine.embed(vec!["one".into(), "two words".into()], true).await.unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].n_tokens, 10);
+    for e in &v {
+        let norm: f32 = e.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+    assert!(matches!(engine.embed(vec![Prompt::Tokens(vec![])], false).await, Err(EngineError::InvalidInput(_))));
+    let (off, _) = self::engine(EngineConfig { embeddings: false, ..config() });
+    assert_eq!(off.embed(vec!["x".into()], false).await, Err(EngineError::EmbeddingsDisabled));
+}
+
+/// Many threads submitting, reading, cancelling and dropping at once: every
+/// handle that is read to the end sees exactly one terminal event.
+#[test]
+fn concurrent_clients_each_get_one_terminal_event() {
+    let cfg = EngineConfig { queue_capacity: 8, event_capacity: 2, ..config() };
+    let (engine, _) = engine(cfg);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let mut terminals = 0;
+                for i in 0..25u32 {
+                    let Ok(h) = engine.submit(greedy(format!("client {t} request {i}"), 1 + i % 7)) else { continue };
+                    match (t + i) % 4 {
+                        0 => drop(h),
+                        1 => {
+                            h.cancel();
+                            let ev: Vec<Event> = h.blocking_iter().collect();
+                            assert_eq!(ev.iter().filter(|e| e.is_terminal()).count(), 1);
+                            terminals += 1;
+                        }
+                        _ => {
+                            let ev: Vec<Event> = h.blocking_iter().collect();
+                            assert_eq!(ev.iter().filter(|e| e.is_terminal()).count(), 1, "{ev:?}");
+                            assert!(matches!(ev.last(), Some(Event::Done(_))), "{ev:?}");
+                            terminals += 1;
+                        }
+                    }
+                }
+                terminals
+            })
+        })
+        .collect();
+    let total: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(total > 0);
+    engine.shutdown_blocking(Duration::from_secs(1));
+    let m = engine.metrics();
+    assert_eq!(m.active_sequences, 0);
+    assert_eq!(m.kv_cells_used, 0);
+}
