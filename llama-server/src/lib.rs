@@ -1,2 +1,318 @@
-//! placeholder
+//! `llama-server`: a local HTTP server that speaks the OpenAI API and
+//! llama.cpp's own server API over [`llama_runtime`]'s engine.
+//!
+//! [`app`] builds the router (tested in-process with `tower::ServiceExt::oneshot`);
+//! [`serve`] binds, loads the model beside the running server, and shuts
+//! down gracefully on SIGINT/SIGTERM; [`run`] does the same on a small
+//! tokio runtime of its own.
+//!
+//! ```no_run
+//! // Flags as llama.cpp's llama-server takes them, multi-letter shorts included.
+//! let args = llama_server::Args::try_parse_argv(["llama-server", "--port", "8080", "-np", "2"])?;
+//! llama_server::run(args)?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod args;
+mod auth;
+mod error;
+mod extract;
+mod generate;
+mod grammar;
+mod metrics;
+mod native;
+mod openai;
+mod openapi;
+mod sse;
+mod state;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use args::{
+    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, FlashAttnArg, MIN_CTX_PER_SLOT, Settings, TemplateChoice,
+    normalize_argv,
+};
+pub use auth::PUBLIC_PATHS;
+pub use error::AppError;
+pub use generate::{MAX_CHOICES, MAX_GRAMMAR_BYTES, MAX_STOP, MAX_STOP_BYTES, MAX_TOP_LOGPROBS};
+pub use grammar::{MAX_SCHEMA_DEPTH, OrderedJson, SchemaError, json_object_grammar, json_schema_to_gbnf};
+pub use openai::MAX_EMBED_INPUTS;
+pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
+pub use state::{AppState, Phase, Ready};
+
+use crate::extract::BodyLimit;
+
+/// Every route: (method, path). The router is built from this table, and
+/// a test checks it against the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("GET", "/v1/health"),
+    ("GET", "/v1/models"),
+    ("GET", "/models"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/completion"),
+    ("POST", "/completions"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/embedding"),
+    ("POST", "/embeddings"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("POST", "/apply-template"),
+    ("GET", "/props"),
+    ("GET", "/slots"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+fn route(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/") => get(native::index),
+        ("GET", "/health" | "/v1/health") => get(native::health),
+        ("GET", "/v1/models" | "/models") => get(openai::models),
+        ("POST", "/v1/chat/completions" | "/chat/completions") => post(openai::chat_completions),
+        ("POST", "/v1/completions") => post(openai::completions),
+        ("POST", "/completion" | "/completions") => post(native::completion),
+        ("POST", "/v1/embeddings") => post(openai::embeddings),
+        ("POST", "/embedding" | "/embeddings") => post(native::embedding),
+        ("POST", "/tokenize") => post(native::tokenize),
+        ("POST", "/detokenize") => post(native::detokenize),
+        ("POST", "/apply-template") => post(native::apply_template),
+        ("GET", "/props") => get(native::props),
+        ("GET", "/slots") => get(native::slots),
+        ("GET", "/metrics") => get(native::metrics),
+        ("GET", "/openapi.json") => get(openapi::document),
+        // A table entry without a handler: answer like an unknown route, which the route test catches.
+        _ => get(not_found).post(not_found),
+    }
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("File Not Found".into())
+}
+
+/// The router with every route and middleware (auth, Host check, CORS, body
+/// limit, timeout, panic catching, JSON error shapes).
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings().clone();
+    let mut router: Router<AppState> = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, route(method, path));
+    }
+    let router = router
+        .fallback(not_found)
+        .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(state.keys(), auth::require_api_key))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout))
+        .layer(axum::Extension(BodyLimit(settings.max_body)))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(settings.max_body));
+    let router = match cors_layer(&settings.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
+        .layer(middleware::from_fn_with_state(state.hosts(), auth::check_host))
+        .layer(middleware::from_fn_with_state(settings.max_body, json_errors))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            AppError::Internal("a request handler panicked".into()).into_response()
+        }))
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")]),
+    )
+}
+
+/// Give every error response the JSON error shape, including those made by
+/// middleware and routing (413, 405, 408) that carry plain text or nothing.
+async fn json_errors(State(max_body): State<usize>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let mut replaced = AppError::from_status(status, max_body).into_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && !replaced.headers().contains_key(name) {
+            replaced.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    replaced
+}
+
+/// Install a log subscriber on stderr (`-v`: debug, `--log-disable`: none;
+/// `RUST_LOG` overrides). Does nothing if one is installed already.
+pub fn init_logging(args: &Args) {
+    if args.log_disable {
+        return;
+    }
+    let default = if args.verbose { "debug" } else { "info,llama_cpp=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Run the server until SIGINT/SIGTERM (or a failed model load).
+///
+/// Binds at once; `/health` answers 503 "Loading model" until the model,
+/// loaded on a blocking thread, is ready. On a signal: stop accepting, let
+/// in-flight requests finish for up to `--drain-timeout`, shut the engine
+/// down, return `Ok`. A model that fails to load is an `Err`.
+pub async fn serve(args: Args) -> anyhow::Result<()> {
+    let settings = args.validate()?;
+    let addr = SocketAddr::new(settings.host, settings.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!("listening on http://{local}");
+    if !settings.api_keys.is_empty() {
+        tracing::info!("API key authentication is on ({} key(s))", settings.api_keys.len());
+    }
+
+    let state = AppState::new(settings.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let loader = state.clone();
+    let load_stop = stop_tx.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let stats = loader.stats();
+        let path = settings.model_path.clone();
+        tracing::info!("loading model {}", path.display());
+        let result = tokio::task::spawn_blocking(move || Ready::load(&settings, stats)).await;
+        match result {
+            Ok(Ok(ready)) => {
+                tracing::info!(
+                    "model loaded in {:.2} s: {} slot(s) of {} tokens; serving",
+                    started.elapsed().as_secs_f64(),
+                    ready.engine.config().n_seq_max,
+                    ready.n_ctx_per_seq
+                );
+                loader.set_ready(ready);
+            }
+            Ok(Err(e)) => {
+                loader.set_failed(format!("failed to load the model {}: {e:#}", path.display()));
+                let _ = load_stop.send(true);
+            }
+            Err(e) => {
+                loader.set_failed(format!("the model loader crashed: {e}"));
+                let _ = load_stop.send(true);
+            }
+        }
+    });
+
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: no new connections; finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+
+    let drain = state.settings().drain_timeout;
+    let mut graceful_rx = stop_rx.clone();
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|stop| *stop).await;
+    });
+    let mut drain_rx = stop_rx;
+    tokio::select! {
+        result = server => result.context("server error")?,
+        _ = async {
+            let _ = drain_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(drain).await;
+        } => tracing::warn!("drain timeout of {} s passed; closing the remaining connections", drain.as_secs()),
+    }
+
+    match state.phase() {
+        Phase::Ready(ready) => {
+            ready.engine.shutdown(Duration::from_secs(2)).await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Phase::Failed(message) => Err(anyhow::anyhow!(message)),
+        Phase::Loading => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Worker threads of the server's tokio runtime. HTTP handling is light; the
+/// model's threads (ggml) do the heavy work and should not compete with a
+/// runtime sized to every core.
+pub const RUNTIME_WORKERS: usize = 2;
+
+/// Set up logging, build a small multi-threaded tokio runtime
+/// ([`RUNTIME_WORKERS`] workers) and [`serve`] on it.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKERS)
+        .thread_name("llama-server-http")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let result = runtime.block_on(serve(args));
+    // A model still loading on a blocking thread must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}

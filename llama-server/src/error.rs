@@ -1,0 +1,249 @@
+//! The one error type of the HTTP layer, rendered in the OpenAI error shape
+//! with llama.cpp's `type` strings and the HTTP status as numeric `code`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Everything a request can fail with. Internal details are logged, never
+/// sent to the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// Malformed or out-of-range input (400 `invalid_request_error`).
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, for the client.
+        message: String,
+        /// The offending request field, when one is to blame.
+        param: Option<String>,
+    },
+    /// The prompt does not fit in a slot's context (400 `exceed_context_size_error`).
+    #[error("the request exceeds the available context size: {n_prompt_tokens} prompt tokens, {n_ctx} per slot")]
+    ContextExceeded {
+        /// Tokens in the prompt.
+        n_prompt_tokens: u32,
+        /// Context size of one slot.
+        n_ctx: u32,
+    },
+    /// Missing or wrong API key (401 `authentication_error`).
+    #[error("Invalid API Key")]
+    Unauthorized,
+    /// Refused by policy, e.g. a `Host` that is not allowed (403 `permission_error`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such route or model (404 `not_found_error`).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this method (405 `invalid_request_error`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request took longer than `--timeout` (408 `timeout_error`).
+    #[error("{0}")]
+    Timeout(String),
+    /// The body is larger than `--max-body` (413 `invalid_request_error`).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// A feature this server does not offer or that is switched off (501 `not_supported_error`).
+    #[error("{0}")]
+    NotSupported(String),
+    /// Temporarily unable to serve: loading, overloaded, shutting down (503 `unavailable_error`).
+    #[error("{message}")]
+    Unavailable {
+        /// What is going on.
+        message: String,
+        /// Seconds after which a retry makes sense (`Retry-After`).
+        retry_after: Option<u32>,
+    },
+    /// A bug or an engine failure (500 `server_error`); the detail is only logged.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl AppError {
+    /// A 400 naming the field at fault.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::InvalidRequest { message: message.into(), param: Some(param.into()) }
+    }
+
+    /// A 400 with no single field to blame.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        AppError::InvalidRequest { message: message.into(), param: None }
+    }
+
+    /// A 503 with a `Retry-After`.
+    pub fn unavailable(message: impl Into<String>, retry_after: Option<u32>) -> Self {
+        AppError::Unavailable { message: message.into(), retry_after }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::InvalidRequest { .. } | AppError::ContextExceeded { .. } => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// llama.cpp's `type` string for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            AppError::InvalidRequest { .. } | AppError::MethodNotAllowed | AppError::PayloadTooLarge { .. } => {
+                "invalid_request_error"
+            }
+            AppError::ContextExceeded { .. } => "exceed_context_size_error",
+            AppError::Unauthorized => "authentication_error",
+            AppError::Forbidden(_) => "permission_error",
+            AppError::NotFound(_) => "not_found_error",
+            AppError::Timeout(_) => "timeout_error",
+            AppError::NotSupported(_) => "not_supported_error",
+            AppError::Unavailable { .. } => "unavailable_error",
+            AppError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message", "type", ...}}`.
+    pub fn body(&self) -> Value {
+        let mut error = json!({
+            "code": self.status().as_u16(),
+            "message": self.to_string(),
+            "type": self.error_type(),
+        });
+        match self {
+            AppError::InvalidRequest { param: Some(param), .. } => error["param"] = json!(param),
+            AppError::ContextExceeded { n_prompt_tokens, n_ctx } => {
+                error["n_prompt_tokens"] = json!(n_prompt_tokens);
+                error["n_ctx"] = json!(n_ctx);
+            }
+            _ => {}
+        }
+        json!({ "error": error })
+    }
+
+    /// The error as one SSE `data:` payload, for failures after a stream began.
+    pub fn sse_payload(&self) -> String {
+        self.body().to_string()
+    }
+
+    /// Build the error that matches an HTTP status, for responses produced
+    /// by middleware (body limit, timeout, routing) that carry no JSON body.
+    pub fn from_status(status: StatusCode, max_body: usize) -> Self {
+        match status {
+            StatusCode::BAD_REQUEST => AppError::bad_request("bad request"),
+            StatusCode::UNAUTHORIZED => AppError::Unauthorized,
+            StatusCode::FORBIDDEN => AppError::Forbidden("forbidden".into()),
+            StatusCode::NOT_FOUND => AppError::NotFound("File Not Found".into()),
+            StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => AppError::Timeout("request timed out".into()),
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: max_body },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+                AppError::bad_request(status.canonical_reason().unwrap_or("bad request").to_string())
+            }
+            StatusCode::NOT_IMPLEMENTED => AppError::NotSupported("not supported".into()),
+            StatusCode::SERVICE_UNAVAILABLE => AppError::unavailable("service unavailable", Some(1)),
+            s if s.is_client_error() => {
+                AppError::bad_request(s.canonical_reason().unwrap_or("bad request").to_string())
+            }
+            _ => AppError::Internal(format!("status {status}")),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = self.status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let AppError::Unavailable { retry_after: Some(secs), .. } = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        response
+    }
+}
+
+impl From<llama_core::Error> for AppError {
+    fn from(err: llama_core::Error) -> Self {
+        use llama_core::Error as E;
+        match err {
+            E::InvalidParam { name, reason } => {
+                AppError::invalid(name, format!("invalid value for `{name}`: {reason}"))
+            }
+            E::TokenOutOfVocab { token, n_vocab } => {
+                AppError::bad_request(format!("token id {token} is outside the vocabulary (0..{n_vocab})"))
+            }
+            E::Tokenize(msg) => AppError::bad_request(format!("tokenization failed: {msg}")),
+            E::Grammar(msg) => AppError::invalid("grammar", format!("invalid grammar: {msg}")),
+            E::Template(msg) => AppError::bad_request(format!("chat template error: {msg}")),
+            E::NoChatTemplate => {
+                AppError::NotSupported("the model has no chat template; start the server with --chat-template".into())
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_has_code_message_type() {
+        let body = AppError::invalid("messages", "`messages` must not be empty").body();
+        assert_eq!(body["error"]["code"], 400);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(body["error"]["message"], "`messages` must not be empty");
+    }
+
+    #[test]
+    fn context_exceeded_carries_counts() {
+        let body = AppError::ContextExceeded { n_prompt_tokens: 900, n_ctx: 512 }.body();
+        assert_eq!(body["error"]["code"], 400);
+        assert_eq!(body["error"]["type"], "exceed_context_size_error");
+        assert_eq!(body["error"]["n_prompt_tokens"], 900);
+        assert_eq!(body["error"]["n_ctx"], 512);
+    }
+
+    #[test]
+    fn unavailable_sets_retry_after() {
+        let resp = AppError::unavailable("server is busy", Some(2)).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn internal_detail_is_not_sent() {
+        let body = AppError::Internal("secret path /root/x".into()).body();
+        assert_eq!(body["error"]["message"], "internal server error");
+        assert_eq!(body["error"]["type"], "server_error");
+        assert_eq!(body["error"]["code"], 500);
+    }
+
+    #[test]
+    fn statuses_map_to_llama_cpp_types() {
+        for (status, ty) in [
+            (StatusCode::UNAUTHORIZED, "authentication_error"),
+            (StatusCode::NOT_FOUND, "not_found_error"),
+            (StatusCode::NOT_IMPLEMENTED, "not_supported_error"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        ] {
+            let err = AppError::from_status(status, 10);
+            assert_eq!(err.status(), status);
+            assert_eq!(err.error_type(), ty);
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Shared state: the settings, and the model and engine once loaded.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use llama_core::{ChatMessage, ChatTemplate, Model, ModelParams, SamplingParams};
+use llama_runtime::{Engine, EngineConfig, Health};
+
+use crate::args::{BUILTIN_TEMPLATES, Settings, TemplateChoice};
+use crate::auth::{ApiKeys, HostPolicy};
+use crate::error::AppError;
+use crate::generate::unix_now;
+use crate::metrics::ServerStats;
+
+/// Where the server is in its life.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// The model is being loaded; inference endpoints answer 503.
+    Loading,
+    /// Serving.
+    Ready(Arc<Ready>),
+    /// Loading failed; the server is about to exit.
+    Failed(String),
+}
+
+/// The loaded model and the engine running it.
+pub struct Ready {
+    /// The engine.
+    pub engine: Engine,
+    /// The model.
+    pub model: Arc<Model>,
+    /// The chat template in use.
+    pub template: ChatTemplate,
+    /// Its source (for `/props`).
+    pub template_source: String,
+    /// Server-wide timing measurements.
+    pub stats: Arc<ServerStats>,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    /// Default sampling parameters (llama.cpp's, overridden by flags).
+    pub defaults: SamplingParams,
+    /// Server cap on generated tokens.
+    pub n_predict: Option<u32>,
+    /// Context per slot.
+    pub n_ctx_per_seq: u32,
+    /// Text of the BOS token (empty if none).
+    pub bos_text: String,
+    /// Text of the EOS token (empty if none).
+    pub eos_text: String,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready").field("model", &self.model.path()).field("n_ctx_per_seq", &self.n_ctx_per_seq).finish()
+    }
+}
+
+impl Ready {
+    /// Load the model and start the engine (blocking: call it on a blocking thread).
+    pub fn load(settings: &Settings, stats: Arc<ServerStats>) -> anyhow::Result<Ready> {
+        let params = ModelParams { n_gpu_layers: settings.n_gpu_layers.unwrap_or(0), ..ModelParams::default() };
+        let model = Arc::new(Model::load(&settings.model_path, &params)?);
+        Self::with_model(model, settings, stats)
+    }
+
+    /// Start the engine on an already loaded model.
+    pub fn with_model(model: Arc<Model>, settings: &Settings, stats: Arc<ServerStats>) -> anyhow::Result<Ready> {
+        let vocab = model.vocab();
+        let piece = |t: Option<i32>| {
+            t.and_then(|t| vocab.token_to_piece(t, true).ok()).map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let bos_text = piece(vocab.bos()).unwrap_or_default();
+        let eos_text = piece(vocab.eos()).unwrap_or_default();
+        let (template, template_source) = choose_template(&model, &settings.chat_template, &bos_text, &eos_text)?;
+
+        let n_ctx =
+            if settings.ctx_size == 0 { model.n_ctx_train().min(crate::args::MAX_CTX) } else { settings.ctx_size };
+        let threads = |t: i32| if t < 0 { llama_core::default_threads() } else { t };
+        let config = EngineConfig {
+            n_ctx,
+            n_seq_max: settings.parallel,
+            n_batch: settings.batch_size.max(settings.parallel),
+            n_ubatch: settings.ubatch_size.min(settings.batch_size.max(settings.parallel)),
+            n_threads: threads(settings.threads),
+            n_threads_batch: threads(settings.threads_batch),
+            queue_capacity: settings.queue_size,
+            embeddings: settings.embeddings,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::start(Arc::clone(&model), config)?;
+        let n_ctx_per_seq = engine.n_ctx_per_seq();
+
+        let mut defaults = SamplingParams { seed: settings.seed, ..SamplingParams::default() };
+        if let Some(v) = settings.temp {
+            defaults.temperature = v;
+        }
+        if let Some(v) = settings.top_k {
+            defaults.top_k = v;
+        }
+        if let Some(v) = settings.top_p {
+            defaults.top_p = v;
+        }
+        if let Some(v) = settings.min_p {
+            defaults.min_p = v;
+        }
+        if let Some(v) = settings.repeat_penalty {
+            defaults.repeat_penalty = v;
+        }
+        if let Some(v) = settings.repeat_last_n {
+            defaults.repeat_last_n = v;
+        }
+        defaults.validate().map_err(|e| anyhow::anyhow!("default sampling flags: {e}"))?;
+
+        Ok(Ready {
+            engine,
+            model,
+            template,
+            template_source,
+            stats,
+            timeout: settings.timeout,
+            defaults,
+            n_predict: settings.n_predict,
+            n_ctx_per_seq,
+            bos_text,
+            eos_text,
+        })
+    }
+
+    /// Render chat messages with the template (generation prompt added).
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, AppError> {
+        self.template.render(messages, true).map_err(AppError::from)
+    }
+}
+
+/// The template from the flags, else the model's, else ChatML (as llama.cpp
+/// falls back to ChatML). A template given explicitly must compile.
+fn choose_template(
+    model: &Model,
+    choice: &TemplateChoice,
+    bos: &str,
+    eos: &str,
+) -> anyhow::Result<(ChatTemplate, String)> {
+    let chatml = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == "chatml").map_or("", |(_, s)| *s);
+    match choice {
+        TemplateChoice::Source(src) => {
+            let t = ChatTemplate::new(src, bos, eos).map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?;
+            Ok((t, src.clone()))
+        }
+        TemplateChoice::Model => {
+            if let Some(src) = model.chat_template() {
+                match ChatTemplate::new(&src, bos, eos) {
+                    Ok(t) => return Ok((t, src)),
+                    Err(e) => tracing::warn!("the model's chat template does not compile ({e}); using ChatML"),
+                }
+            } else {
+                tracing::warn!("the model has no chat template; using ChatML");
+            }
+            Ok((ChatTemplate::new(chatml, bos, eos)?, chatml.to_string()))
+        }
+    }
+}
+
+struct Shared {
+    settings: Settings,
+    keys: ApiKeys,
+    hosts: HostPolicy,
+    phase: RwLock<Phase>,
+    stats: Arc<ServerStats>,
+    created: u64,
+}
+
+/// The state every handler sees. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("phase", &self.phase()).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A state in the [`Phase::Loading`] phase.
+    pub fn new(settings: Settings) -> AppState {
+        let keys = ApiKeys::new(&settings.api_keys);
+        let hosts = HostPolicy::new(settings.host, &settings.allowed_hosts);
+        AppState(Arc::new(Shared {
+            settings,
+            keys,
+            hosts,
+            phase: RwLock::new(Phase::Loading),
+            stats: Arc::new(ServerStats::default()),
+            created: unix_now(),
+        }))
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// The API keys.
+    pub fn keys(&self) -> ApiKeys {
+        self.0.keys.clone()
+    }
+
+    /// The Host policy.
+    pub fn hosts(&self) -> HostPolicy {
+        self.0.hosts.clone()
+    }
+
+    /// Server-side measurements.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.0.stats)
+    }
+
+    /// Unix time the server started (the `created` of `/v1/models`).
+    pub fn created(&self) -> u64 {
+        self.0.created
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        // A poisoned lock only means a writer panicked mid-assignment of an
+        // enum; the value is still a valid Phase.
+        self.0.phase.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Switch to serving.
+    pub fn set_ready(&self, ready: Ready) {
+        *self.0.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Ready(Arc::new(ready));
+    }
+
+    /// Record a load failure.
+    pub fn set_failed(&self, message: String) {
+        *self.0.phase.write().unwrap_or_else(|p| p.into_inner()) = Phase::Failed(message);
+    }
+
+    /// The loaded model and engine, or 503 while loading.
+    pub fn ready(&self) -> Result<Arc<Ready>, AppError> {
+        match self.phase() {
+            Phase::Ready(r) => Ok(r),
+            Phase::Loading => Err(AppError::unavailable("Loading model", Some(1))),
+            Phase::Failed(_) => Err(AppError::unavailable("the model failed to load", None)),
+        }
+    }
+
+    /// Whether the engine is healthy (for `/health`).
+    pub fn health(&self) -> Result<(), AppError> {
+        let ready = self.ready()?;
+        match ready.engine.health() {
+            Health::Ok => Ok(()),
+            Health::Stalled { since } => Err(AppError::unavailable(
+                format!("the engine has made no progress for {} s", since.as_secs()),
+                Some(5),
+            )),
+            _ => Err(AppError::unavailable("the engine has stopped", None)),
+        }
+    }
+
+    /// The id the API reports for the model: the first alias, else the file name.
+    pub fn model_id(&self) -> String {
+        let s = &self.0.settings;
+        s.aliases.first().cloned().unwrap_or_else(|| file_name(&s.model_path))
+    }
+
+    /// Accept a request's `model` field: absent, empty, an alias, the file
+    /// name, its stem or the path given with `-m`; anything else is 404.
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), AppError> {
+        let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let s = &self.0.settings;
+        let path = &s.model_path;
+        let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+        let known = s.aliases.iter().any(|a| a == name)
+            || name == file_name(path)
+            || name == stem
+            || Path::new(name) == path.as_path();
+        if known {
+            Ok(())
+        } else {
+            Err(AppError::NotFound(format!("model '{name}' not found; this server serves '{}'", self.model_id())))
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
