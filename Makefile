@@ -26,8 +26,16 @@ lint: setup
 test: lint
 	$(CARGO) test --workspace
 
-bench: build
-	./target/release/llama bench
+# Benchmarks (docs/BENCHMARKS.md): llama-core, engine, server and cold start
+# against the C baseline; rewrites docs/benchmarks.{json,png} and docs/BENCHMARKS.md.
+bench: setup
+	$(CARGO) build --release -p llama-cli -p llama-server -p llama-e2e --bins
+	./target/release/bench-suite
+
+# The same suite at tiny sizes (seconds): checks it runs, measures nothing.
+bench-smoke: setup
+	$(CARGO) build -p llama-cli -p llama-server -p llama-e2e --bins
+	./target/debug/bench-suite --smoke --out target/bench-smoke
 
 # Force a rebuild of llama.cpp (normally built once per source tree and cached in target/llama.cpp-build).
 clean-llama:

@@ -9,6 +9,12 @@
 //       prompt processing and generation speed; prints one JSON line
 //   llama-baseline MODEL first-token PROMPT [THREADS]
 //       load, prefill, sample one token, print it, exit (cold-start timing)
+//   llama-baseline MODEL batched N_PROMPT N_GEN N_SEQ REPEATS THREADS N_BATCH N_CTX N_SEQ_MAX
+//       N_SEQ sequences at once, the way a continuous-batching server runs
+//       them at its best: every prompt prefilled (batches of up to N_BATCH
+//       tokens), then N_GEN greedy tokens per sequence, one batch of N_SEQ
+//       tokens per step; prints one JSON line with times to first token,
+//       inter-token latencies and aggregate tokens/s
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +69,110 @@ static int prefill(struct llama_context *ctx, const llama_token *toks, int n, in
 }
 
 static double now_s(void) { return (double)llama_time_us() / 1e6; }
+
+// The `batched` mode: an ideal continuous-batching run over N_SEQ sequences
+// (KV not unified, as llama-runtime sets it up).
+static int run_batched(struct llama_model *model, const struct llama_vocab *vocab, int argc, char **argv) {
+    if (argc < 11) return die("batched: missing arguments");
+    int n_prompt = atoi(argv[3]), n_gen = atoi(argv[4]), n_seq = atoi(argv[5]), reps = atoi(argv[6]);
+    int threads = atoi(argv[7]), n_batch = atoi(argv[8]), n_ctx = atoi(argv[9]), n_seq_max = atoi(argv[10]);
+    if (n_prompt < 1 || n_gen < 1 || n_seq < 1 || n_seq > n_seq_max || reps < 1 || n_batch < n_seq)
+        return die("batched: bad sizes");
+    int n_vocab = llama_vocab_n_tokens(vocab);
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)n_ctx;
+    cp.n_batch = (uint32_t)n_batch;
+    cp.n_ubatch = (uint32_t)n_batch;
+    cp.n_seq_max = (uint32_t)n_seq_max;
+    cp.n_threads = threads;
+    cp.n_threads_batch = threads;
+    cp.kv_unified = false;
+    cp.no_perf = true;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    if (!ctx) return die("failed to create context");
+    struct llama_sampler **smpl = malloc(sizeof(*smpl) * (size_t)n_seq);
+    for (int s = 0; s < n_seq; s++) {
+        smpl[s] = llama_sampler_chain_init(llama_sampler_chain_default_params());
+        llama_sampler_chain_add(smpl[s], llama_sampler_init_greedy());
+    }
+    struct llama_batch batch = llama_batch_init(n_batch, 0, 1);
+    llama_token *next = malloc(sizeof(llama_token) * (size_t)n_seq);
+    double *first = malloc(sizeof(double) * (size_t)n_seq);
+    // warm-up: one small decode so that lazy init is not timed
+    {
+        llama_token t = 1;
+        struct llama_batch one = llama_batch_get_one(&t, 1);
+        llama_decode(ctx, one);
+    }
+    printf("{\"ttft_ms\":[");
+    int printed = 0;
+    double *agg = malloc(sizeof(double) * (size_t)reps);
+    double *itl = malloc(sizeof(double) * (size_t)reps * (size_t)(n_gen > 1 ? n_gen - 1 : 1));
+    int n_itl = 0;
+    for (int r = 0; r < reps; r++) {
+        llama_memory_clear(llama_get_memory(ctx), true);
+        for (int s = 0; s < n_seq; s++) llama_sampler_reset(smpl[s]);
+        double t0 = now_s();
+        // prefill: sequences one after another, flushed every n_batch tokens;
+        // a sequence's first token is sampled right after the batch that
+        // holds its last prompt token
+        batch.n_tokens = 0;
+        int pending_from = 0;  // first sequence whose first token is not sampled yet
+        for (int s = 0; s < n_seq; s++) {
+            for (int i = 0; i < n_prompt; i++) {
+                int j = batch.n_tokens++;
+                batch.token[j] = (llama_token)((i * 7919 + 13 + s * 104729) % n_vocab);
+                batch.pos[j] = i;
+                batch.n_seq_id[j] = 1;
+                batch.seq_id[j][0] = s;
+                batch.logits[j] = (i == n_prompt - 1);
+                int last_token = (s == n_seq - 1 && i == n_prompt - 1);
+                if (batch.n_tokens == n_batch || last_token) {
+                    if (llama_decode(ctx, batch) != 0) return die("decode failed");
+                    int upto = (i == n_prompt - 1) ? s : s - 1;
+                    for (int q = pending_from; q <= upto; q++) {
+                        next[q] = llama_sampler_sample(smpl[q], ctx, -1 - (upto - q));
+                        first[q] = now_s();
+                    }
+                    if (upto >= pending_from) pending_from = upto + 1;
+                    batch.n_tokens = 0;
+                }
+            }
+        }
+        for (int s = 0; s < n_seq; s++) printf("%s%.3f", printed++ ? "," : "", (first[s] - t0) * 1e3);
+        double prev = now_s();
+        for (int g = 1; g < n_gen; g++) {
+            batch.n_tokens = n_seq;
+            for (int s = 0; s < n_seq; s++) {
+                batch.token[s] = next[s];
+                batch.pos[s] = n_prompt + g - 1;
+                batch.n_seq_id[s] = 1;
+                batch.seq_id[s][0] = s;
+                batch.logits[s] = 1;
+            }
+            if (llama_decode(ctx, batch) != 0) return die("decode failed");
+            for (int s = 0; s < n_seq; s++) next[s] = llama_sampler_sample(smpl[s], ctx, s);
+            double now = now_s();
+            itl[n_itl++] = (now - prev) * 1e3;
+            prev = now;
+        }
+        agg[r] = (double)n_seq * n_gen / (prev - t0);
+    }
+    printf("],\"itl_ms\":[");
+    for (int i = 0; i < n_itl; i++) printf("%s%.3f", i ? "," : "", itl[i]);
+    printf("],\"aggregate_tok_s\":[");
+    for (int r = 0; r < reps; r++) printf("%s%.3f", r ? "," : "", agg[r]);
+    printf("]}\n");
+    for (int s = 0; s < n_seq; s++) llama_sampler_free(smpl[s]);
+    free(smpl);
+    free(next);
+    free(first);
+    free(agg);
+    free(itl);
+    llama_batch_free(batch);
+    llama_free(ctx);
+    return 0;
+}
 
 int main(int argc, char **argv) {
     if (argc < 3) return die("usage: llama-baseline MODEL generate|bench|first-token ...");
@@ -142,6 +252,9 @@ int main(int argc, char **argv) {
         printf("]}\n");
         free(toks);
         llama_free(ctx);
+    } else if (strcmp(mode, "batched") == 0) {
+        int rc = run_batched(model, vocab, argc, argv);
+        if (rc != 0) return rc;
     } else {
         return die("unknown mode");
     }

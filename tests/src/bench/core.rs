@@ -1,0 +1,305 @@
+//! Section 1: llama-core driven directly against the C baseline.
+//!
+//! Both sides do the same work as `llama-baseline bench`: a synthetic prompt
+//! `(i * 7919 + 13) % n_vocab`, a small warm-up decode, then per repetition
+//! a cleared KV cache and a prefill in chunks of `n_batch` with logits for
+//! the last token only (pp), and a cleared cache and `n_gen` single-token
+//! decodes (tg). Each side runs in its own process (so that each has its own
+//! peak RSS), and rounds alternate baseline, ours, baseline, ours.
+//!
+//! Ours also measures what the baseline's loop does not do: sampling. A
+//! real prompt is prefilled and `n_gen` tokens are generated with the greedy
+//! chain and with the full default chain (top-k 40, typical, top-p 0.95,
+//! min-p 0.05, temperature 0.8, dist), timing `Sampler::sample` apart from
+//! `Context::decode` for every token.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use llama_core::{Context, ContextParams, Model, ModelParams, Sampler, SamplingParams, Token};
+use serde::{Deserialize, Serialize};
+
+use super::proc::{run_measured, self_vm_hwm};
+use super::stats::{Summary, median, ratio};
+
+/// Sizes of the llama-core section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// Prompt tokens for pp.
+    pub n_prompt: u32,
+    /// Generated tokens for tg and for the sampling runs.
+    pub n_gen: u32,
+    /// Batch (and micro-batch) size.
+    pub n_batch: u32,
+    /// Repetitions inside each process.
+    pub reps: u32,
+    /// Processes per side (interleaved).
+    pub rounds: u32,
+}
+
+/// Text for the sampling runs: real prose, so the logits look like real ones.
+const SAMPLING_PROMPT: &str = "Once upon a time, in a small village by the sea, there lived an old fisherman who";
+
+/// One sampling run of the child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplingRun {
+    /// Median µs per `Sampler::sample` call.
+    pub sample_us_median: f64,
+    /// Mean µs per `Sampler::sample` call.
+    pub sample_us_mean: f64,
+    /// Mean µs per single-token `Context::decode` call.
+    pub decode_us_mean: f64,
+}
+
+/// What `bench-suite --child core` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoreChildOutput {
+    /// Prompt processing, tokens/s per repetition.
+    pub pp: Vec<f64>,
+    /// Generation, tokens/s per repetition.
+    pub tg: Vec<f64>,
+    /// Peak RSS after the pp/tg part (before the sampling context exists).
+    pub vm_hwm_kib: Option<u64>,
+    /// Greedy chain.
+    pub greedy: SamplingRun,
+    /// The default chain.
+    pub default_chain: SamplingRun,
+}
+
+/// Run the child's measurements (in this process) and return them.
+pub fn child(model_path: &Path, threads: i32, cfg: &CoreConfig) -> anyhow::Result<CoreChildOutput> {
+    let model = Arc::new(Model::load(model_path, &ModelParams::default())?);
+    let n_vocab = model.vocab().n_tokens();
+    let prompt: Vec<Token> =
+        (0..i64::from(cfg.n_prompt)).map(|i| ((i * 7919 + 13) % i64::from(n_vocab)) as Token).collect();
+    let params = ContextParams {
+        n_ctx: cfg.n_prompt + cfg.n_gen + 16,
+        n_batch: cfg.n_batch,
+        n_ubatch: cfg.n_batch,
+        n_seq_max: 1,
+        n_threads: threads,
+        n_threads_batch: threads,
+        ..ContextParams::default()
+    };
+    let (pp, tg) = {
+        let mut ctx = Context::new(Arc::clone(&model), &params)?;
+        // Warm-up, as the baseline does: lazy initialisation is not timed.
+        prefill(&mut ctx, &prompt[..prompt.len().min(8)])?;
+        let mut pp = Vec::new();
+        for _ in 0..cfg.reps {
+            ctx.kv_clear();
+            let t0 = Instant::now();
+            prefill(&mut ctx, &prompt)?;
+            pp.push(f64::from(cfg.n_prompt) / t0.elapsed().as_secs_f64());
+        }
+        let mut tg = Vec::new();
+        let mut batch = ctx.new_batch();
+        for _ in 0..cfg.reps {
+            ctx.kv_clear();
+            let mut t = prompt[0];
+            let t0 = Instant::now();
+            for pos in 0..cfg.n_gen as i32 {
+                batch.clear();
+                batch.add(t, pos, &[0], true)?;
+                ctx.decode(&batch)?;
+                t = (t + 1) % n_vocab;
+            }
+            tg.push(f64::from(cfg.n_gen) / t0.elapsed().as_secs_f64());
+        }
+        (pp, tg)
+    };
+    let vm_hwm_kib = self_vm_hwm();
+    let greedy = sampling_run(&model, threads, cfg, &SamplingParams::greedy())?;
+    let default_chain = sampling_run(&model, threads, cfg, &SamplingParams { seed: 42, ..SamplingParams::default() })?;
+    Ok(CoreChildOutput { pp, tg, vm_hwm_kib, greedy, default_chain })
+}
+
+/// Prefill `tokens` at position 0 of sequence 0 in chunks of `n_batch`,
+/// logits for the last token only (what the baseline's `prefill` does).
+fn prefill(ctx: &mut Context, tokens: &[Token]) -> anyhow::Result<usize> {
+    let mut batch = ctx.new_batch();
+    let n_batch = ctx.n_batch() as usize;
+    let mut last = 0;
+    for (k, chunk) in tokens.chunks(n_batch).enumerate() {
+        batch.clear();
+        let start = k * n_batch;
+        last = batch.add_sequence(chunk, start as i32, 0, start + chunk.len() == tokens.len())?;
+        ctx.decode(&batch)?;
+    }
+    Ok(last)
+}
+
+fn sampling_run(
+    model: &Arc<Model>,
+    threads: i32,
+    cfg: &CoreConfig,
+    sampling: &SamplingParams,
+) -> anyhow::Result<SamplingRun> {
+    let prompt = model.vocab().tokenize(SAMPLING_PROMPT, true, false)?;
+    let params = ContextParams {
+        n_ctx: prompt.len() as u32 + cfg.n_gen + 16,
+        n_batch: cfg.n_batch,
+        n_ubatch: cfg.n_batch,
+        n_seq_max: 1,
+        n_threads: threads,
+        n_threads_batch: threads,
+        ..ContextParams::default()
+    };
+    let mut ctx = Context::new(Arc::clone(model), &params)?;
+    let mut sampler = Sampler::new(model, sampling)?;
+    let mut last = prefill(&mut ctx, &prompt)?;
+    let mut batch = ctx.new_batch();
+    let mut sample_us = Vec::with_capacity(cfg.n_gen as usize);
+    let mut decode_us = Vec::with_capacity(cfg.n_gen as usize);
+    for pos in prompt.len()..prompt.len() + cfg.n_gen as usize {
+        let t0 = Instant::now();
+        let token = sampler.sample(&ctx, last)?;
+        sample_us.push(t0.elapsed().as_secs_f64() * 1e6);
+        batch.clear();
+        last = batch.add(token, pos as i32, &[0], true)?;
+        let t1 = Instant::now();
+        ctx.decode(&batch)?;
+        decode_us.push(t1.elapsed().as_secs_f64() * 1e6);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(SamplingRun {
+        sample_us_median: median(&sample_us).unwrap_or(f64::NAN),
+        sample_us_mean: mean(&sample_us),
+        decode_us_mean: mean(&decode_us),
+    })
+}
+
+/// Speeds and peak RSS of one side.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreSide {
+    /// Prompt processing, tokens/s.
+    pub pp_tok_s: Summary,
+    /// Generation, tokens/s.
+    pub tg_tok_s: Summary,
+    /// Peak RSS per process, MiB.
+    pub peak_rss_mib: Summary,
+}
+
+/// Cost of one sampler chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SamplingCost {
+    /// µs per sampled token (median of each process's mean).
+    pub us_per_token: Summary,
+    /// Sampling time as % of single-token decode time.
+    pub pct_of_decode: Summary,
+}
+
+/// Section 1 as written to benchmarks.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoreSection {
+    /// Sizes.
+    pub config: CoreConfig,
+    /// `llama-baseline bench`.
+    pub baseline: CoreSide,
+    /// llama-core.
+    pub ours: CoreSide,
+    /// ours / baseline, prompt processing (medians).
+    pub ratio_pp: Option<f64>,
+    /// ours / baseline, generation (medians).
+    pub ratio_tg: Option<f64>,
+    /// Greedy sampling.
+    pub sampling_greedy: SamplingCost,
+    /// The default chain.
+    pub sampling_default_chain: SamplingCost,
+}
+
+#[derive(Debug, Deserialize)]
+struct BaselineBench {
+    pp: Vec<f64>,
+    tg: Vec<f64>,
+}
+
+/// How long one process of this section may take before it is killed.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Run section 1: `cfg.rounds` rounds of baseline then ours.
+pub fn run(model: &Path, threads: i32, cfg: &CoreConfig, log: &dyn Fn(&str)) -> anyhow::Result<CoreSection> {
+    let exe = std::env::current_exe()?;
+    let (mut base, mut ours) = (Raw::default(), Raw::default());
+    let mut greedy = (Vec::new(), Vec::new());
+    let mut default_chain = (Vec::new(), Vec::new());
+    for round in 0..cfg.rounds {
+        let m = run_measured(
+            Command::new(llama_sys::BASELINE_BIN).arg(model).arg("bench").args([
+                cfg.n_prompt.to_string(),
+                cfg.n_gen.to_string(),
+                cfg.reps.to_string(),
+                threads.to_string(),
+                cfg.n_batch.to_string(),
+            ]),
+            TIMEOUT,
+        )?
+        .check("llama-baseline bench")?;
+        let b: BaselineBench = serde_json::from_str(m.stdout_text().trim()).context("llama-baseline bench output")?;
+        base.push(b.pp, b.tg, m.vm_hwm_kib);
+
+        let m = run_measured(
+            Command::new(&exe)
+                .args(["--child", "core", "--threads", &threads.to_string(), "--model"])
+                .arg(model)
+                .arg("--core-config")
+                .arg(serde_json::to_string(cfg)?),
+            TIMEOUT,
+        )?
+        .check("bench-suite --child core")?;
+        let o: CoreChildOutput = serde_json::from_str(m.stdout_text().trim()).context("core child output")?;
+        ours.push(o.pp, o.tg, o.vm_hwm_kib);
+        for (acc, run) in [(&mut greedy, &o.greedy), (&mut default_chain, &o.default_chain)] {
+            acc.0.push(run.sample_us_mean);
+            acc.1.push(100.0 * run.sample_us_mean / run.decode_us_mean);
+        }
+        log(&format!(
+            "core round {}/{}: baseline pp {:.1} tg {:.1} | ours pp {:.1} tg {:.1} tok/s",
+            round + 1,
+            cfg.rounds,
+            median(&base.pp).unwrap_or(f64::NAN),
+            median(&base.tg).unwrap_or(f64::NAN),
+            median(&ours.pp).unwrap_or(f64::NAN),
+            median(&ours.tg).unwrap_or(f64::NAN),
+        ));
+    }
+    let (baseline, ours) = (base.summarise(), ours.summarise());
+    Ok(CoreSection {
+        config: cfg.clone(),
+        ratio_pp: ratio(ours.pp_tok_s.median, baseline.pp_tok_s.median),
+        ratio_tg: ratio(ours.tg_tok_s.median, baseline.tg_tok_s.median),
+        baseline,
+        ours,
+        sampling_greedy: SamplingCost { us_per_token: Summary::of(greedy.0), pct_of_decode: Summary::of(greedy.1) },
+        sampling_default_chain: SamplingCost {
+            us_per_token: Summary::of(default_chain.0),
+            pct_of_decode: Summary::of(default_chain.1),
+        },
+    })
+}
+
+#[derive(Default)]
+struct Raw {
+    pp: Vec<f64>,
+    tg: Vec<f64>,
+    rss_mib: Vec<f64>,
+}
+
+impl Raw {
+    fn push(&mut self, pp: Vec<f64>, tg: Vec<f64>, rss_kib: Option<u64>) {
+        self.pp.extend(pp);
+        self.tg.extend(tg);
+        self.rss_mib.extend(rss_kib.map(|k| k as f64 / 1024.0));
+    }
+
+    fn summarise(self) -> CoreSide {
+        CoreSide {
+            pp_tok_s: Summary::of(self.pp),
+            tg_tok_s: Summary::of(self.tg),
+            peak_rss_mib: Summary::of(self.rss_mib),
+        }
+    }
+}

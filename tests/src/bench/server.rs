@@ -1,0 +1,225 @@
+//! Section 3: the real `llama-server` binary over HTTP/SSE on a loopback
+//! port, with the same loads as the engine section. The server runs with the
+//! engine section's configuration (`-c`, `-np`, `-b`, `-ub`, `-t`), so the
+//! gap between the two sections is what HTTP, JSON and SSE cost.
+//!
+//! The client is reqwest on a single-threaded tokio runtime in the suite's
+//! own process: `POST /v1/completions` with `stream: true`, greedy,
+//! `ignore_eos`, each SSE `data:` chunk that carries text (and no
+//! `finish_reason`) counted as one token when it arrives.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::load::{LevelFigures, LoadConfig, RequestTrace, RunTrace, prompt};
+use super::proc::{vm_hwm, vm_rss};
+use super::stats::Summary;
+
+/// A running `llama-server`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The exact command line.
+    pub command: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Start `bin` with the load's configuration and wait until `/health` answers 200.
+    pub fn start(bin: &Path, model: &Path, threads: i32, cfg: &LoadConfig) -> anyhow::Result<Server> {
+        // Ask the OS for a free port, then hand it to the server.
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::env::temp_dir().join(format!("bench-suite-server-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("-m").arg(model).args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-c",
+            &cfg.n_ctx.to_string(),
+            "--parallel",
+            &cfg.n_seq_max.to_string(),
+            "-t",
+            &threads.to_string(),
+            "--batch-size",
+            &cfg.n_batch.to_string(),
+            "--ubatch-size",
+            &cfg.n_batch.to_string(),
+        ]);
+        let command = format!("{cmd:?}").replace('"', "");
+        cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).env_remove("RUST_LOG");
+        let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), command, log };
+        server.wait_healthy(Duration::from_secs(120))?;
+        Ok(server)
+    }
+
+    fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let addr = self.base.trim_start_matches("http://").to_string();
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                if s.write_all(req.as_bytes()).is_ok() {
+                    let mut buf = String::new();
+                    let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+                    if buf.starts_with("HTTP/1.1 200") {
+                        return Ok(());
+                    }
+                }
+            }
+            if started.elapsed() > within {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                bail!("llama-server was not healthy within {within:?}; its log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Current RSS, KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        vm_rss(self.pid())
+    }
+
+    /// Peak RSS so far, KiB.
+    pub fn hwm_kib(&self) -> Option<u64> {
+        vm_hwm(self.pid())
+    }
+}
+
+/// One level over HTTP: `concurrency` streaming requests at once.
+pub async fn run_level(
+    client: &reqwest::Client,
+    base: &str,
+    concurrency: u32,
+    cfg: &LoadConfig,
+    run_id: usize,
+    max_tokens: u32,
+) -> anyhow::Result<RunTrace> {
+    let start = Instant::now();
+    let words = super::engine::words_for(cfg.prompt_tokens);
+    let url = format!("{base}/v1/completions");
+    let tasks = (0..concurrency as usize).map(|i| {
+        let body = json!({
+            "prompt": prompt(run_id, i, words),
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": true,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        let url = url.clone();
+        async move {
+            let submitted = start.elapsed().as_secs_f64();
+            let resp = client.post(&url).json(&body).send().await?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                bail!("{url}: {status}: {}", resp.text().await.unwrap_or_default());
+            }
+            let mut trace = RequestTrace { submitted, tokens: Vec::new(), prompt_tokens: 0 };
+            let mut body = resp.bytes_stream();
+            let mut pending = Vec::<u8>::new();
+            while let Some(bytes) = body.next().await {
+                let bytes = bytes?;
+                let now = start.elapsed().as_secs_f64();
+                pending.extend_from_slice(&bytes);
+                // SSE events end with a blank line; parse each complete one.
+                while let Some(end) = find_event_end(&pending) {
+                    let event: Vec<u8> = pending.drain(..end).collect();
+                    for line in String::from_utf8_lossy(&event).lines() {
+                        let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+                        if data == "[DONE]" {
+                            return Ok(trace);
+                        }
+                        let v: Value = serde_json::from_str(data).with_context(|| format!("bad SSE data: {data}"))?;
+                        if let Some(err) = v.get("error") {
+                            bail!("server error: {err}");
+                        }
+                        if let Some(n) = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64) {
+                            trace.prompt_tokens = n as u32;
+                        }
+                        let choice = v.pointer("/choices/0");
+                        let is_token = choice.is_some_and(|c| {
+                            c.get("finish_reason").is_none_or(Value::is_null)
+                                && c.get("text").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+                        });
+                        if is_token {
+                            trace.tokens.push(now);
+                        }
+                    }
+                }
+            }
+            bail!("the SSE stream ended without [DONE]")
+        }
+    });
+    let requests = futures::future::try_join_all(tasks).await?;
+    Ok(RunTrace { requests })
+}
+
+/// Index just past the blank line that ends the first complete SSE event.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Section 3 as written to benchmarks.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSection {
+    /// How the server was started.
+    pub command: String,
+    /// The load (the engine section's).
+    pub config: LoadConfig,
+    /// Mean prompt length in tokens, as the server reported it.
+    pub prompt_tokens: f64,
+    /// Per level.
+    pub levels: Vec<LevelFigures>,
+    /// RSS right after start-up (healthy, no request yet), MiB.
+    pub idle_rss_mib: Option<f64>,
+    /// RSS after every load had finished, MiB.
+    pub idle_after_load_rss_mib: Option<f64>,
+    /// Peak RSS over the whole section, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Tokens generated per request as the client counted them (should be max_tokens).
+    pub tokens_per_request: Summary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_event_boundaries() {
+        assert_eq!(find_event_end(b"data: 1\n\ndata: 2"), Some(9));
+        assert_eq!(find_event_end(b"data: 1\r\n\r\n"), Some(11));
+        assert_eq!(find_event_end(b"data: 1\n"), None);
+    }
+}
