@@ -73,8 +73,8 @@ pub const LLAMA_MAX_LAYERS: u64 = 512;
 /// llama.cpp's `LLAMA_MAX_EXPERTS`.
 pub const LLAMA_MAX_EXPERTS: u64 = 1024;
 
-/// The first read; most headers fit (the default model's is about 2 MiB).
-const FIRST_READ: u64 = 4 << 20;
+/// The first read; most headers fit (the default model's is 1.7 MiB).
+const FIRST_READ: u64 = 2 << 20;
 
 /// Validate the GGUF file at `path` and describe it.
 ///

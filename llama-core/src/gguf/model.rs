@@ -275,6 +275,17 @@ fn check_arch(info: &GgufInfo, arch: &str, n_vocab: Option<u64>) -> Result<(), G
     }
     let n_embd = int_key(info, &key("embedding_length"))?;
 
+    // llama.cpp sizes the embedding and output matrices (hence the logits)
+    // by `{arch}.vocab_size` when present, and the tokenizer by the token
+    // list: a mismatch lets sampling pick ids the tokenizer does not have.
+    let vocab_size_key = key("vocab_size");
+    if let Some(v) = int_key(info, &vocab_size_key)?
+        && let Some(n) = n_vocab
+        && v != i128::from(n)
+    {
+        return Err(inconsistent(format!("{vocab_size_key} = {v}, but {TOKENS_KEY} has {n} tokens")));
+    }
+
     // Attention heads.
     let head_key = key("attention.head_count");
     let kv_key = key("attention.head_count_kv");
