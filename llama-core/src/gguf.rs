@@ -5,7 +5,8 @@
 //! arithmetic that wraps, tensors whose data lies past the end of the file),
 //! and at the vendored version some inconsistent metadata still makes it abort
 //! the whole process (`llama.block_count` of 0 or 1000, duplicate vocabulary
-//! entries, unknown rope scaling types, ...). [`validate`] reads only the
+//! entries, unknown rope scaling types, SPM vocabularies without byte tokens,
+//! ...). [`validate`] reads only the
 //! header of a file, bounds every count and length by the bytes that remain,
 //! does all size arithmetic checked, and refuses anything suspicious with a
 //! typed [`GgufError`] that says what is wrong.

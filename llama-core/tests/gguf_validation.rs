@@ -325,10 +325,26 @@ fn tiny_tokens() -> Vec<String> {
     tokens
 }
 
+/// [`tiny_llama`] with an SPM ("llama") vocabulary: the ASCII tokens plus
+/// one `<0xXX>` token per byte, and scores.
+fn tiny_spm() -> Gguf {
+    let mut tokens = tiny_tokens();
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    let n = tokens.len();
+    tiny_llama_with(tokens)
+        .set("tokenizer.ggml.model", s("llama"))
+        .remove("tokenizer.ggml.merges")
+        .set("tokenizer.ggml.scores", V::Arr(6, (0..n).map(|i| V::F32(-(i as f32))).collect()))
+}
+
 /// A two-layer llama model with f32 zero weights that passes validation and
 /// that llama.cpp loads.
 fn tiny_llama() -> Gguf {
-    let tokens = tiny_tokens();
+    tiny_llama_with(tiny_tokens())
+}
+
+/// [`tiny_llama`] with another vocabulary (types: first three control, others normal).
+fn tiny_llama_with(tokens: Vec<String>) -> Gguf {
     let n_vocab = tokens.len() as u64;
     let mut g = Gguf::empty()
         .set("general.architecture", s("llama"))
@@ -688,16 +704,54 @@ fn bad_vocabularies_and_special_tokens() {
         assert_err!(bad(key, s("1")), GgufError::InvalidMetadata { .. });
         check(&tiny_llama().set(key, V::U32(n as u32 - 1))).unwrap();
     }
-    // Default ids that do not exist while BOS/EOS must be added.
-    let bert = tiny_llama().set("tokenizer.ggml.model", s("bert")).remove("tokenizer.ggml.bos_token_id");
-    assert_err!(check(&bert.clone().remove("tokenizer.ggml.add_bos_token")), GgufError::InvalidMetadata { key, .. } if key == "tokenizer.ggml.bos_token_id");
-    check(&bert).unwrap(); // add_bos_token = false: the default is never used
+    // Default ids that do not exist while BOS/EOS must be added. The
+    // vocabulary has 101 tokens, so bert's default CLS (101) and SEP (102) do not exist.
+    let gpt2 = tiny_llama().remove("tokenizer.ggml.bos_token_id");
+    check(&gpt2).unwrap(); // add_bos_token = false: the default is never used
+    let small_gpt2 = tiny_llama_with(tiny_tokens()[..11].to_vec())
+        .remove("tokenizer.ggml.bos_token_id")
+        .remove("tokenizer.ggml.add_bos_token");
+    assert_err!(check(&small_gpt2), GgufError::InvalidMetadata { key, .. } if key == "tokenizer.ggml.bos_token_id");
+    // bert (WPM) adds CLS and SEP whatever add_bos_token says.
+    let bert = tiny_llama().set("tokenizer.ggml.model", s("bert"));
+    assert_err!(check(&bert), GgufError::InvalidMetadata { key, .. } if key == "tokenizer.ggml.seperator_token_id");
+    assert_err!(
+        check(&bert.clone().remove("tokenizer.ggml.bos_token_id").set("tokenizer.ggml.seperator_token_id", V::U32(2))),
+        GgufError::InvalidMetadata { key, .. } if key == "tokenizer.ggml.bos_token_id"
+    );
+    check(&bert.set("tokenizer.ggml.seperator_token_id", V::U32(2))).unwrap();
     let t5 = tiny_llama()
         .set("tokenizer.ggml.model", s("t5"))
         .remove("tokenizer.ggml.bos_token_id")
         .set("tokenizer.ggml.add_bos_token", V::Bool(1));
     assert_err!(check(&t5), GgufError::InvalidMetadata { reason, .. } if reason.contains("no default"));
     assert_err!(bad("tokenizer.ggml.add_bos_token", V::U8(1)), GgufError::InvalidMetadata { .. });
+}
+
+#[test]
+fn spm_vocabularies_need_byte_tokens() {
+    // Without byte tokens, llama.cpp's SPM tokenizer throws a C++ exception
+    // through `llama_tokenize` (an abort) on any character it has no token for.
+    let spm = tiny_spm();
+    check(&spm).unwrap();
+    let without_bytes = tiny_llama().set("tokenizer.ggml.model", s("llama"));
+    assert_err!(
+        check(&without_bytes),
+        GgufError::InvalidMetadata { key, reason } if key == "tokenizer.ggml.tokens" && reason.contains("byte 0x00")
+    );
+    // One byte token missing (é starts with 0xC3); lower-case spellings do not count.
+    let mut tokens = tiny_tokens();
+    tokens.extend((0..=255u8).map(|b| if b == 0xC3 { "<0xc3>".into() } else { format!("<0x{b:02X}>") }));
+    let mut g = spm.clone().set("tokenizer.ggml.tokens", strs(&tokens));
+    assert_err!(check(&g), GgufError::InvalidMetadata { reason, .. } if reason.contains("byte 0xC3"));
+    // ASCII bytes may use their one-character token instead; 0xF5.. never occur in UTF-8.
+    tokens.retain(|t| t != "<0x41>" && t != "<0xFF>" && t != "<0xc3>");
+    tokens.push("<0xC3>".into());
+    g.set_raw(b"tokenizer.ggml.tokens", strs(&tokens));
+    g.set_raw(b"tokenizer.ggml.scores", V::Arr(6, vec![V::F32(0.0); tokens.len()]));
+    g.set_raw(b"tokenizer.ggml.token_type", V::Arr(5, vec![V::I32(1); tokens.len()]));
+    g.tensor_mut("token_embd.weight").dims = vec![N_EMBD, tokens.len() as u64];
+    check(&g).unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -1041,6 +1095,20 @@ fn llama_cpp_loads_the_synthetic_model() {
     assert_eq!(model.n_embd(), N_EMBD as u32);
     assert_eq!(model.vocab().n_tokens(), tiny_tokens().len() as i32);
     assert!(matches!(ChatTemplate::for_model(&model), Err(Error::NoChatTemplate)));
+}
+
+#[test]
+fn llama_cpp_tokenizes_any_text_with_validated_vocabularies() {
+    let text = "h\u{e9}llo \u{2713} \u{1F600}\0 \u{7f}\n\ttabs, CJK \u{4e2d}\u{6587}";
+    for (name, g) in [("bpe", tiny_llama()), ("spm", tiny_spm())] {
+        let f = TempFile::with(&format!("e2e-tok-{name}.gguf"), &g.build());
+        let model = load(f.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for add_special in [false, true] {
+            let tokens = model.vocab().tokenize(text, add_special, true).unwrap();
+            assert!(!tokens.is_empty(), "{name}");
+            assert!(tokens.iter().all(|&t| (0..model.vocab().n_tokens()).contains(&t)), "{name}: {tokens:?}");
+        }
+    }
 }
 
 #[test]

@@ -41,6 +41,7 @@ const BOS_KEY: &str = "tokenizer.ggml.bos_token_id";
 const EOS_KEY: &str = "tokenizer.ggml.eos_token_id";
 const ADD_BOS_KEY: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS_KEY: &str = "tokenizer.ggml.add_eos_token";
+const SEP_KEY: &str = "tokenizer.ggml.seperator_token_id";
 
 /// The rope scaling types llama.cpp knows; any other string is a `GGML_ASSERT`.
 const ROPE_SCALING_TYPES: &[&str] = &["none", "linear", "yarn", "longrope"];
@@ -175,22 +176,43 @@ fn check_vocab(info: &GgufInfo, tokens: Option<&TokenStats>) -> Result<Option<u6
         }
     }
 
-    // Without an explicit id, llama.cpp uses a per-tokenizer default id, and
-    // aborts while tokenizing if BOS/EOS must be added but that default is
-    // missing or was disabled for lying outside the vocabulary.
     let model = str_key(info, "tokenizer.ggml.model")?.unwrap_or("");
-    let (default_bos, default_eos): (Option<u64>, Option<u64>) = match model {
-        "llama" | "plamo2" => (Some(1), Some(2)),
-        "bert" => (Some(101), None),
-        "gpt2" => (Some(11), Some(11)),
-        "t5" => (None, Some(1)),
-        _ => (None, None),
+
+    // llama.cpp's SPM tokenizer ("llama") spells unknown text as byte tokens,
+    // looked up with `std::map::at`: a missing one throws a C++ exception
+    // out of `llama_tokenize`, which aborts the process. Every byte that
+    // valid UTF-8 text can contain needs a token.
+    if model == "llama"
+        && let Some(stats) = tokens
+        && let Some(b) = (0u8..=0xF4).filter(|b| !matches!(b, 0xC0 | 0xC1)).find(|&b| !stats.has_byte_token(b))
+    {
+        return Err(invalid(
+            TOKENS_KEY,
+            format!(
+                "the SPM vocabulary has no token for byte 0x{b:02X} (`<0x{b:02X}>`), which llama.cpp cannot tokenize"
+            ),
+        ));
+    }
+
+    // Without an explicit id, llama.cpp uses a per-tokenizer default id, and
+    // aborts while tokenizing if a special token must be added but that
+    // default is missing or was disabled for lying outside the vocabulary.
+    let (default_bos, default_eos, default_sep): (Option<u64>, Option<u64>, Option<u64>) = match model {
+        "llama" | "plamo2" => (Some(1), Some(2), None),
+        "bert" => (Some(101), None, Some(102)),
+        "gpt2" => (Some(11), Some(11), None),
+        "t5" => (None, Some(1), None),
+        _ => (None, None, None),
     };
     let add_bos = bool_key(info, ADD_BOS_KEY)?;
     let add_eos = bool_key(info, ADD_EOS_KEY)?;
-    let bos_by_default = matches!(model, "llama" | "plamo2" | "bert" | "gpt2");
-    check_default_special(info, model, n_vocab, BOS_KEY, ADD_BOS_KEY, add_bos.unwrap_or(bos_by_default), default_bos)?;
-    check_default_special(info, model, n_vocab, EOS_KEY, ADD_EOS_KEY, add_eos.unwrap_or(false), default_eos)?;
+    // WPM ("bert") adds CLS (its BOS) and SEP to every tokenization with special tokens, whatever the flags say.
+    let wpm = model == "bert";
+    let bos_by_default = matches!(model, "llama" | "plamo2" | "gpt2");
+    let needs_bos = wpm || add_bos.unwrap_or(bos_by_default);
+    check_default_special(info, model, n_vocab, BOS_KEY, needs_bos, default_bos)?;
+    check_default_special(info, model, n_vocab, EOS_KEY, add_eos.unwrap_or(false), default_eos)?;
+    check_default_special(info, model, n_vocab, SEP_KEY, wpm, default_sep)?;
     Ok(Some(n_vocab))
 }
 
@@ -199,7 +221,6 @@ fn check_default_special(
     model: &str,
     n_vocab: u64,
     id_key: &str,
-    add_key: &str,
     added: bool,
     default_id: Option<u64>,
 ) -> Result<(), GgufError> {
@@ -211,13 +232,13 @@ fn check_default_special(
         Some(d) => Err(invalid(
             id_key,
             format!(
-                "missing, and the default id {d} of tokenizer model `{model}` is outside the vocabulary (0..{n_vocab}), \
-                 but `{add_key}` is (or defaults to) true"
+                "missing, and the default id {d} of tokenizer model `{model}` is outside the vocabulary \
+                 (0..{n_vocab}), but the token is added when tokenizing"
             ),
         )),
         None => Err(invalid(
             id_key,
-            format!("missing, and tokenizer model `{model}` has no default, but `{add_key}` is true"),
+            format!("missing, and tokenizer model `{model}` has no default, but the token is added when tokenizing"),
         )),
     }
 }

@@ -54,6 +54,33 @@ pub(super) struct TokenStats {
     /// The first token whose text repeats an earlier one: `(id, first_id, text)`.
     /// Empty tokens count as llama.cpp renames them, `[EMPTY_<id>]`.
     pub duplicate: Option<(u64, u64, String)>,
+    /// Bytes that have a token of their own, as llama.cpp's SPM tokenizer
+    /// looks them up (`<0xE9>`, or the one-character string): a bit set.
+    pub byte_tokens: [u64; 4],
+}
+
+impl TokenStats {
+    /// Whether byte `b` has a token.
+    pub fn has_byte_token(&self, b: u8) -> bool {
+        self.byte_tokens[usize::from(b / 64)] & (1 << (b % 64)) != 0
+    }
+
+    fn note_byte_token(&mut self, text: &str) {
+        let b = match text.as_bytes() {
+            // The one-character fallback; a NUL byte would be the empty string, which llama.cpp renames.
+            [b] if *b != 0 => *b,
+            // llama.cpp spells byte tokens with upper-case hex digits.
+            [b'<', b'0', b'x', hi, lo, b'>'] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
+                    return;
+                }
+                let hex = |c: u8| if c.is_ascii_digit() { c - b'0' } else { c - b'A' + 10 };
+                hex(*hi) * 16 + hex(*lo)
+            }
+            _ => return,
+        };
+        self.byte_tokens[usize::from(b / 64)] |= 1 << (b % 64);
+    }
 }
 
 /// A parsed header plus what the model checks need beyond it.
@@ -348,6 +375,7 @@ fn parse_array(c: &mut Cursor<'_>, key: &str, what: &str) -> Res<(GgufArray, Opt
             items.push(GgufValue::String(s.to_owned()));
         }
         if is_vocab {
+            stats.note_byte_token(s);
             if stats.longest.is_none_or(|(_, l)| s.len() > l) {
                 stats.longest = Some((i, s.len()));
             }
