@@ -42,6 +42,8 @@ mod embed;
 mod error;
 mod ffi;
 pub mod gguf;
+mod chat;
+pub use chat::{ChatMessage, ChatTemplate};
 mod model;
 mod sampler;
 mod state;
