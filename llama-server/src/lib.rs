@@ -43,7 +43,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use args::{
     Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, FlashAttnArg, MIN_CTX_PER_SLOT, Settings, TemplateChoice,
@@ -133,7 +133,8 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(middleware::from_fn_with_state(state.hosts(), auth::check_host))
         .layer(middleware::from_fn_with_state(settings.max_body, json_errors))
-        .layer(TraceLayer::new_for_http())
+        // 5xx are logged where they arise (AppError::Internal); the trace layer only at debug.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             AppError::Internal("a request handler panicked".into()).into_response()
         }))
@@ -187,7 +188,11 @@ pub fn init_logging(args: &Args) {
     let default = if args.verbose { "debug" } else { "info,llama_cpp=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Run the server until SIGINT/SIGTERM (or a failed model load).
@@ -198,6 +203,7 @@ pub fn init_logging(args: &Args) {
 /// down, return `Ok`. A model that fails to load is an `Err`.
 pub async fn serve(args: Args) -> anyhow::Result<()> {
     let settings = args.validate()?;
+    let signals = ShutdownSignals::register();
     let addr = SocketAddr::new(settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -239,7 +245,7 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     });
 
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.recv().await;
         tracing::info!("shutdown requested: no new connections; finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
@@ -269,30 +275,56 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for Ctrl-C: {e}");
+/// SIGINT and SIGTERM handlers, registered when created (before the server
+/// announces itself), so that a signal right after start is never lost.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let register = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot listen for {name}: {e}");
+                    None
+                }
+            };
+            ShutdownSignals {
+                interrupt: register(SignalKind::interrupt(), "SIGINT"),
+                terminate: register(SignalKind::terminate(), "SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
+    }
+
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = next(self.interrupt) => {},
+                _ = next(self.terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }
 
