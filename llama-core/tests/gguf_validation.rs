@@ -651,6 +651,14 @@ fn inconsistent_attention_and_sizes() {
         GgufError::InconsistentHyperparameters { .. }
     );
     assert_err!(check(&moe.set("llama.expert_group_count", V::U32(3))), GgufError::InconsistentHyperparameters { .. });
+    // Per-layer lists that disagree, in an architecture without block_count.
+    let generic = Gguf::empty()
+        .set("general.architecture", s("other"))
+        .set("other.attention.head_count", V::Arr(4, vec![V::U32(4); 3]))
+        .set("other.attention.head_count_kv", V::Arr(4, vec![V::U32(2); 2]));
+    assert_err!(check(&generic), GgufError::InconsistentHyperparameters { .. });
+    check(&generic.clone().set("other.attention.head_count_kv", V::Arr(4, vec![V::U32(2); 3]))).unwrap();
+    check(&generic.set("other.attention.head_count", V::U32(4))).unwrap();
     // Architecture name.
     assert_err!(bad("general.architecture", V::U32(1)), GgufError::InvalidMetadata { .. });
     assert_err!(bad("general.architecture", s("lla ma")), GgufError::InvalidMetadata { .. });
@@ -1057,8 +1065,133 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
+/// Keys the model checks read, with the architecture prefix of [`tiny_llama`].
+/// The first [`HOT_KEYS`] are picked more often.
+const MODEL_KEYS: &[&str] = &[
+    "llama.attention.head_count",
+    "llama.attention.head_count_kv",
+    "llama.feed_forward_length",
+    "llama.expert_used_count",
+    "llama.block_count",
+    "llama.embedding_length",
+    "general.architecture",
+    "general.alignment",
+    "llama.context_length",
+    "llama.attention.key_length",
+    "llama.attention.value_length",
+    "llama.rope.scaling.type",
+    "llama.expert_count",
+    "llama.expert_used_count",
+    "llama.expert_group_count",
+    "llama.expert_group_used_count",
+    "llama.nextn_predict_layers",
+    "llama.vocab_size",
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.seperator_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.add_eos_token",
+];
+
+fn small_int() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (0u64..8),
+        Just(16),
+        Just(64),
+        Just(101),
+        Just(102),
+        Just(512),
+        Just(513),
+        Just(1024),
+        Just(u32::MAX as u64),
+        Just(u64::MAX),
+        any::<u64>()
+    ]
+}
+
+/// Well-formed values of every shape, for keys whose meaning the checks know.
+fn model_value() -> impl Strategy<Value = V> {
+    let name = prop_oneof![Just("llama".to_owned()), Just("bert".to_owned()), Just("t5".to_owned()), "[a-z0-9 ]{0,8}"];
+    prop_oneof![
+        2 => small_int().prop_map(|v| V::U32(v as u32)),
+        1 => small_int().prop_map(V::U64),
+        1 => any::<i32>().prop_map(V::I32),
+        1 => any::<f32>().prop_map(V::F32),
+        1 => (0u8..2).prop_map(V::Bool),
+        1 => name.prop_map(|t| s(&t)),
+        3 => prop::collection::vec(small_int(), 0..5)
+            .prop_map(|v| V::Arr(4, v.into_iter().map(|x| V::U32(x as u32)).collect())),
+        1 => prop::collection::vec(any::<i32>(), 0..5).prop_map(|v| V::Arr(5, v.into_iter().map(V::I32).collect())),
+        1 => prop::collection::vec(any::<f32>(), 0..5).prop_map(|v| V::Arr(6, v.into_iter().map(V::F32).collect())),
+        1 => prop::collection::vec("[a-z<>0-9]{0,4}", 0..6).prop_map(|v| strs(&v)),
+    ]
+}
+
+/// A structural edit of [`tiny_llama`].
+#[derive(Clone, Debug)]
+enum Edit {
+    Set(usize, V),
+    Remove(usize),
+    Dims(usize, Vec<u64>),
+    Type(usize, u32),
+    Offset(usize, u64),
+    Rename(usize, u64),
+    Drop(usize),
+}
+
+const HOT_KEYS: usize = 6;
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let key = prop_oneof![3 => 0..HOT_KEYS, 1 => 0..MODEL_KEYS.len()];
+    let tensor = 0usize..20;
+    prop_oneof![
+        4 => (key.clone(), model_value()).prop_map(|(k, v)| Edit::Set(k, v)),
+        1 => key.prop_map(Edit::Remove),
+        1 => (tensor.clone(), prop::collection::vec(small_int(), 0..6)).prop_map(|(t, d)| Edit::Dims(t, d)),
+        1 => (tensor.clone(), prop_oneof![0u32..45, any::<u32>()]).prop_map(|(t, ty)| Edit::Type(t, ty)),
+        1 => (tensor.clone(), small_int()).prop_map(|(t, o)| Edit::Offset(t, o)),
+        1 => (tensor.clone(), small_int()).prop_map(|(t, n)| Edit::Rename(t, n)),
+        1 => tensor.prop_map(Edit::Drop),
+    ]
+}
+
+fn apply_edit(g: &mut Gguf, e: &Edit) {
+    let n = g.tensors.len();
+    match e {
+        Edit::Set(k, v) => g.set_raw(MODEL_KEYS[*k].as_bytes(), v.clone()),
+        Edit::Remove(k) => g.kv.retain(|(key, _)| key != MODEL_KEYS[*k].as_bytes()),
+        Edit::Dims(t, d) if *t < n => g.tensors[*t].dims = d.clone(),
+        Edit::Type(t, ty) if *t < n => g.tensors[*t].ty = *ty,
+        Edit::Offset(t, o) if *t < n => g.tensors[*t].offset = Some(*o),
+        Edit::Rename(t, i) if *t < n => g.tensors[*t].name = format!("blk.{i}.x").into_bytes(),
+        Edit::Drop(t) if *t < n => {
+            g.tensors.remove(*t);
+        }
+        _ => {}
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 768, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn edited_models_never_panic(generic in any::<bool>(), edits in prop::collection::vec(edit(), 1..8)) {
+        // Half the time without block_count or layers, where per-layer lists have no expected length.
+        let mut g = tiny_llama();
+        if generic {
+            g = g.remove("llama.block_count");
+            g.tensors.retain(|t| !t.name.starts_with(b"blk."));
+        }
+        for e in &edits {
+            apply_edit(&mut g, e);
+        }
+        survives(&g.build());
+    }
 
     #[test]
     fn mutated_headers_never_panic(which in 0usize..2, mutations in prop::collection::vec(mutation(), 1..6)) {

@@ -312,9 +312,24 @@ fn check_arch(info: &GgufInfo, arch: &str, n_vocab: Option<u64>) -> Result<(), G
     let kv_key = key("attention.head_count_kv");
     let heads = per_layer_key(info, &head_key, n_layer)?;
     let heads_kv = per_layer_key(info, &kv_key, n_layer)?;
+    if let (Some(heads), Some(kv)) = (&heads, &heads_kv)
+        && heads.len() > 1
+        && kv.len() > 1
+        && heads.len() != kv.len()
+    {
+        return Err(inconsistent(format!(
+            "{head_key} has {} per-layer values but {kv_key} has {}",
+            heads.len(),
+            kv.len()
+        )));
+    }
     if let Some(heads) = &heads {
-        for (layer, &h) in heads.iter().enumerate() {
-            let kv = heads_kv.as_ref().map_or(h, |kv| if kv.len() == 1 { kv[0] } else { kv[layer] });
+        let layers = heads.len().max(heads_kv.as_ref().map_or(0, Vec::len));
+        for layer in 0..layers {
+            // One value applies to every layer; otherwise both lists have `layers` values (checked above).
+            let per_layer = |v: &[i128]| if v.len() == 1 { v[0] } else { v[layer] };
+            let h = per_layer(heads);
+            let kv = heads_kv.as_deref().map_or(h, per_layer);
             if !(0..=i128::from(u32::MAX)).contains(&h) || !(0..=i128::from(u32::MAX)).contains(&kv) {
                 return Err(inconsistent(format!("layer {layer}: head counts {h} / {kv} are out of range")));
             }

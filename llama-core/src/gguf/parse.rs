@@ -24,6 +24,9 @@ pub(super) const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
 const MIN_KV_BYTES: u64 = 8 + 1 + 4 + 1;
 /// Smallest possible tensor info: name length (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
+/// Most entries reserved up front from a count in the file; beyond this,
+/// collections grow as entries are actually read, so a lying count costs nothing.
+const PREALLOC_LIMIT: u64 = 1 << 16;
 
 /// Why parsing stopped.
 #[derive(Debug)]
@@ -250,8 +253,8 @@ pub(super) fn parse(buf: &[u8], file_size: u64) -> Res<Parsed> {
     }
 
     // Key-value pairs.
-    let mut metadata = Vec::with_capacity(n_kv as usize);
-    let mut seen_keys: HashSet<&str> = HashSet::with_capacity(n_kv as usize);
+    let mut metadata = Vec::with_capacity(n_kv.min(PREALLOC_LIMIT) as usize);
+    let mut seen_keys: HashSet<&str> = HashSet::with_capacity(n_kv.min(PREALLOC_LIMIT) as usize);
     let mut tokens = None;
     for index in 0..n_kv {
         let key = c.string("metadata key", MAX_KEY_LEN)?;
@@ -293,8 +296,8 @@ pub(super) fn parse(buf: &[u8], file_size: u64) -> Res<Parsed> {
     }
 
     // Tensor infos.
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut seen_names: HashSet<&str> = HashSet::with_capacity(n_tensors as usize);
+    let mut tensors = Vec::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
+    let mut seen_names: HashSet<&str> = HashSet::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
     for _ in 0..n_tensors {
         let name = c.string("tensor name", MAX_STRING_LEN)?;
         if name.len() >= GGML_MAX_NAME {
@@ -367,7 +370,7 @@ fn parse_array(c: &mut Cursor<'_>, key: &str, what: &str) -> Res<(GgufArray, Opt
     let mut stats = TokenStats::default();
     let mut seen: HashMap<Cow<'_, [u8]>, u64> = HashMap::new();
     if is_vocab {
-        seen.reserve(len as usize);
+        seen.reserve(len.min(PREALLOC_LIMIT) as usize);
     }
     for i in 0..len {
         let s = c.string(what, MAX_STRING_LEN)?;
