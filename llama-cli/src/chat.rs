@@ -33,7 +33,7 @@ pub fn run(args: ChatArgs, verbose: u8) -> anyhow::Result<Outcome> {
     let interactive = output::stdin_is_tty();
     if interactive {
         eprintln!(
-            "Chatting with {} ({}). /reset forgets, /exit or Ctrl-D quits, Ctrl-C stops an answer.",
+            "Chatting with {} ({}).\n/reset forgets the conversation, /exit or Ctrl-D quits, Ctrl-C stops an answer.",
             model_name(&model),
             model.description()
         );

@@ -42,8 +42,8 @@ pub struct Cli {
 /// Options that every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// More output on stderr: -v prints timings and llama.cpp's log, -vv debug logs.
-    /// RUST_LOG overrides the log filter.
+    /// More output on stderr: -v prints the seed, timings and llama.cpp's warnings;
+    /// -vv all of llama.cpp's log and ours. RUST_LOG replaces the log filter.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 }
@@ -72,7 +72,22 @@ pub enum Command {
     /// Measure prompt and generation speed, ours against the plain C baseline.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(BenchArgs),
+    /// Start the HTTP server (OpenAI and llama.cpp APIs); takes every `llama-server` flag.
+    #[command(after_help = SERVE_EXAMPLES, disable_help_flag = true)]
+    Serve(ServeArgs),
 }
+
+/// Shown after the server's own `--help`.
+pub const SERVE_EXAMPLES: &str = "\
+Examples:
+  llama serve                                       127.0.0.1:8080, default model
+  llama serve -m model.gguf --port 9000 -np 8 -c 16384
+  llama serve --api-key secret --host 0.0.0.0
+  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'
+
+`llama serve ARGS` is `llama-server ARGS`: the same flags, defaults and
+environment variables (see docs/SERVER.md).";
 
 const GENERATE_EXAMPLES: &str = "\
 Examples:
@@ -164,19 +179,19 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy (always the most likely token)
-    #[arg(long = "temp", default_value_t = 0.8, value_name = "T", value_parser = non_negative_f32)]
+    #[arg(long = "temp", default_value_t = 0.8, value_name = "T", value_parser = non_negative_f32, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep only the K most likely tokens (0 = off)
-    #[arg(long, default_value_t = 40, value_name = "K", value_parser = clap::value_parser!(i32).range(0..))]
+    #[arg(long, default_value_t = 40, value_name = "K", value_parser = clap::value_parser!(i32).range(0..), allow_negative_numbers = true)]
     pub top_k: i32,
     /// Nucleus sampling: keep the smallest set with probability mass P (1 = off)
-    #[arg(long, default_value_t = 0.95, value_name = "P", value_parser = unit_f32)]
+    #[arg(long, default_value_t = 0.95, value_name = "P", value_parser = unit_f32, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens less likely than P times the most likely one (0 = off)
-    #[arg(long, default_value_t = 0.05, value_name = "P", value_parser = unit_f32)]
+    #[arg(long, default_value_t = 0.05, value_name = "P", value_parser = unit_f32, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Penalise repeating the last 64 tokens (1 = off)
-    #[arg(long, default_value_t = 1.0, value_name = "X", value_parser = positive_f32)]
+    #[arg(long, default_value_t = 1.0, value_name = "X", value_parser = positive_f32, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// Random seed; the same seed, prompt and flags give the same output [default: random]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..u32::MAX as i64))]
@@ -338,6 +353,16 @@ pub struct InfoArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub model: ModelArgs,
+}
+
+/// `llama serve`: everything after `serve` goes to llama-server's own
+/// parser, so that its llama.cpp-style flags (`-np 4`, `-ngl 0`) work
+/// unchanged.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// llama-server flags (see `llama serve --help`)
+    #[arg(value_name = "ARGS", num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 /// `llama bench`

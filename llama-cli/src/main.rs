@@ -16,6 +16,7 @@ mod info;
 mod load;
 mod model_path;
 mod output;
+mod serve;
 mod session;
 mod tokens;
 
@@ -36,7 +37,10 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose);
+    // The server sets up its own logging (it logs at info by default).
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing(cli.global.verbose);
+    }
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Interrupted) => ExitCode::from(130),
@@ -58,22 +62,33 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Detokenize(args) => tokens::detokenize(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args, verbose),
     }
 }
 
-/// Logs go to stderr. llama.cpp's own chatter (target `llama_cpp`, routed
-/// through `tracing` by llama-core) stays hidden unless `-v`; RUST_LOG, when
-/// set, replaces the whole filter.
+/// Logs go to stderr. llama.cpp's own log (target `llama_cpp`, routed
+/// through `tracing` by llama-core) stays hidden by default; `-v` shows its
+/// warnings, `-vv` all of it. RUST_LOG, when set, replaces the whole filter.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn,llama_cpp=error",
-        1 => "info,llama_cpp=debug",
-        _ => "debug,llama_cpp=trace",
+        // llama.cpp's errors are off too: every failure reaches the user as
+        // our own one-line error, and -v shows llama.cpp's side of it.
+        0 => "warn,llama_cpp=off",
+        // -v is about timings and what went wrong: llama.cpp's warnings,
+        // not its pages of loader chatter (that is -vv).
+        1 => "info,llama_cpp=warn",
+        2 => "debug,llama_cpp=debug",
+        _ => "trace,llama_cpp=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // `try_init` fails only if a subscriber is already set, which cannot
     // happen here: this is the first thing main does after parsing.
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(output::stderr_is_tty())
+        .try_init();
 }
