@@ -51,6 +51,8 @@ pub enum FlashAttnArg {
 #[command(
     name = "llama-server",
     version,
+    // As in llama.cpp, a flag given twice takes its last value.
+    args_override_self = true,
     about = "OpenAI- and llama.cpp-compatible HTTP server (llama.rs)",
     after_help = "Multi-letter short flags of llama.cpp are accepted too: -np, -tb, -ub, -cb, -nocb, -fa, -to, -ngl.\n\
                   Batching is always continuous; --cont-batching/--no-cont-batching and --no-webui are accepted and ignored."
@@ -733,6 +735,13 @@ mod tests {
     fn ubatch_is_clamped_to_batch() {
         let s = settings(&["-b", "64", "-ub", "512"]).unwrap();
         assert_eq!(s.ubatch_size, 64);
+    }
+
+    #[test]
+    fn the_last_value_of_a_repeated_flag_wins() {
+        let a = parse(&["-np", "2", "--parallel", "3", "-c", "100", "-c", "2048"]).unwrap();
+        assert_eq!(a.parallel, 3);
+        assert_eq!(a.ctx_size, 2048);
     }
 
     #[test]
