@@ -5,7 +5,7 @@
 PROMPT ?= Write a short poem about the sea.
 CARGO  ?= cargo
 
-.PHONY: setup run build test lint fmt bench serve clean-llama
+.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind clean-llama
 
 setup:
 	@vendor/setup.sh
@@ -36,6 +36,14 @@ bench: setup
 bench-smoke: setup
 	$(CARGO) build -p llama-cli -p llama-server -p llama-e2e --bins
 	./target/debug/bench-suite --smoke --out target/bench-smoke
+
+# llama-core's real-model tests under valgrind memcheck. valgrind cannot decode
+# AVX-512, so this builds a separate AVX2 llama.cpp (LLAMA_SYS_NATIVE=0) in target/valgrind.
+VALGRIND_TESTS ?= bad_inputs state_save model_metadata grammar_constrains sequences_are_isolated special_token_text cjk_and_emoji
+valgrind: setup
+	CARGO_TARGET_DIR=target/valgrind LLAMA_SYS_NATIVE=0 $(CARGO) test -p llama-core --test real_model --no-run
+	valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+	  $$(ls -t target/valgrind/debug/deps/real_model-* | grep -v '\.d$$' | head -n1) --test-threads=1 $(VALGRIND_TESTS)
 
 # Force a rebuild of llama.cpp (normally built once per source tree and cached in target/llama.cpp-build).
 clean-llama:
