@@ -1,8 +1,11 @@
 //! The real `llama` binary on the real default model: output, errors, exit
 //! codes, signals, pipes, and a terminal session under tmux.
 //!
-//! Every generation is short (-n ≤ 32, -c ≤ 1024, -t 2) so that the whole
-//! file stays around a minute on two cores.
+//! Every generation is short (-n ≤ 32, -c ≤ 1024) and single-threaded
+//! (-t 1): tests run in parallel on a two-core machine, and two OpenMP
+//! teams of two threads each on two cores spin in their barriers for
+//! most of the time (measured: -n 48 took 39 s with -t 2 and 2.8 s with
+//! -t 1 on a loaded machine).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +42,7 @@ fn llama() -> Command {
 /// `generate` with flags for a small, fast run: the default model, 2
 /// threads, a 512-token context, unless `extra` sets `-m` or `-c` itself.
 fn gen_args(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["generate".into(), "-t".into(), "2".into()];
+    let mut v: Vec<String> = vec!["generate".into(), "-t".into(), "1".into()];
     if !extra.contains(&"-m") {
         v.extend(["-m".to_owned(), model().display().to_string()]);
     }
@@ -383,7 +386,7 @@ fn info_reports_the_model() {
 #[test]
 fn embed_prints_one_unit_vector_per_input() {
     let model = model().display().to_string();
-    let o = ok(run(&strs(&["embed", "-m", &model, "-t", "2", "-c", "256", "first text", "second text"]), None));
+    let o = ok(run(&strs(&["embed", "-m", &model, "-t", "1", "-c", "256", "first text", "second text"]), None));
     let lines: Vec<serde_json::Value> =
         stdout(&o).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert_eq!(lines.len(), 2);
@@ -404,7 +407,7 @@ fn embed_prints_one_unit_vector_per_input() {
 fn piped_chat_answers_each_line() {
     let model = model().display().to_string();
     let o = ok(run(
-        &strs(&["chat", "-m", &model, "-t", "2", "-c", "1024", "-n", "16", "--temp", "0"]),
+        &strs(&["chat", "-m", &model, "-t", "1", "-c", "1024", "-n", "16", "--temp", "0"]),
         Some("Hi!\n/reset\nWhat is 2+2?\n"),
     ));
     let text = stdout(&o);
@@ -417,7 +420,7 @@ fn piped_chat_answers_each_line() {
 #[test]
 fn bench_compares_with_the_baseline() {
     let model = model().display().to_string();
-    let o = ok(run(&strs(&["bench", "-m", &model, "-p", "32", "-n", "8", "-r", "2", "-t", "2", "--json"]), None));
+    let o = ok(run(&strs(&["bench", "-m", &model, "-p", "32", "-n", "8", "-r", "2", "-t", "1", "--json"]), None));
     let j = json(&o);
     for side in ["baseline", "ours"] {
         assert_eq!(j[side]["pp"].as_array().map(Vec::len), Some(2), "{j}");
@@ -435,7 +438,7 @@ fn terminal_shows_the_progress_bar() {
         return;
     }
     let model = model().display().to_string();
-    let cmd = format!("{BIN} generate -m '{model}' -t 2 -c 256 -n 4 --temp 0 'Hello'");
+    let cmd = format!("{BIN} generate -m '{model}' -t 1 -c 256 -n 4 --temp 0 'Hello'");
     let o = Command::new("script")
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .current_dir(repo_root())
@@ -463,7 +466,7 @@ fn chat_in_tmux_two_turns() {
         let o = Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let cmd = format!("{BIN} chat -m '{model}' -t 2 -c 1024 -n 24 --temp 0");
+    let cmd = format!("{BIN} chat -m '{model}' -t 1 -c 1024 -n 24 --temp 0");
     tmux(&["new-session", "-d", "-s", "chat", "-x", "120", "-y", "40", "-c", &repo_root().display().to_string()]);
     tmux(&["set-option", "-t", "chat", "remain-on-exit", "on"]);
     tmux(&["respawn-pane", "-k", "-t", "chat", &cmd]);
@@ -541,7 +544,7 @@ fn serve_starts_answers_and_stops() {
 
     let model = model().display().to_string();
     let mut child = llama()
-        .args(["serve", "-m", &model, "--port", "0", "-t", "2", "-c", "512", "-np", "1"])
+        .args(["serve", "-m", &model, "--port", "0", "-t", "1", "-c", "512", "-np", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
