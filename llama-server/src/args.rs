@@ -120,11 +120,11 @@ pub struct Args {
     pub api_key_file: Option<PathBuf>,
 
     /// Enable the embeddings endpoints.
-    #[arg(long = "embeddings", visible_alias = "embedding", env = "LLAMA_ARG_EMBEDDINGS")]
+    #[arg(long = "embeddings", visible_alias = "embedding", env = "LLAMA_ARG_EMBEDDINGS", value_parser = parse_bool_env)]
     pub embeddings: bool,
 
     /// Enable the Prometheus /metrics endpoint.
-    #[arg(long, env = "LLAMA_ARG_ENDPOINT_METRICS")]
+    #[arg(long, env = "LLAMA_ARG_ENDPOINT_METRICS", value_parser = parse_bool_env)]
     pub metrics: bool,
 
     /// Expose GET /slots (default: on).
@@ -132,7 +132,7 @@ pub struct Args {
     pub slots: bool,
 
     /// Hide GET /slots (answers 501).
-    #[arg(long = "no-slots", env = "LLAMA_ARG_NO_ENDPOINT_SLOTS", overrides_with = "slots")]
+    #[arg(long = "no-slots", env = "LLAMA_ARG_NO_ENDPOINT_SLOTS", overrides_with = "slots", value_parser = parse_bool_env)]
     pub no_slots: bool,
 
     /// Default RNG seed (-1 = random).
@@ -164,7 +164,7 @@ pub struct Args {
     pub repeat_last_n: Option<i32>,
 
     /// Accepted for compatibility: batching is always continuous. Alias: -cb.
-    #[arg(long = "cont-batching", env = "LLAMA_ARG_CONT_BATCHING")]
+    #[arg(long = "cont-batching", env = "LLAMA_ARG_CONT_BATCHING", value_parser = parse_bool_env)]
     pub cont_batching: bool,
 
     /// Accepted for compatibility and ignored: batching is always continuous. Alias: -nocb.
@@ -363,6 +363,16 @@ pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[(
     "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}\
      {%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
 )];
+
+/// Boolean flags read from the environment accept llama.cpp's words:
+/// true/1/on/enabled and false/0/off/disabled (any case).
+fn parse_bool_env(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "enabled" | "yes" => Ok(true),
+        "false" | "0" | "off" | "disabled" | "no" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (use true/false, 1/0, on/off, enabled/disabled)")),
+    }
+}
 
 /// Rewrite llama.cpp's multi-letter short flags (`-np 4`, `-np=4`) to their
 /// long forms so clap can parse them. Stops at `--`.

@@ -1,0 +1,153 @@
+//! The binary's command line: llama.cpp's flags and `LLAMA_ARG_*`
+//! variables, clear refusals of bad values, the default model lookup, and a
+//! model that fails to load.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Server, binary, model_path};
+use serde_json::Value;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run llama-server")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let o = run(&["--help"], &[]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in
+        ["--ctx-size", "--parallel", "--api-key", "--embeddings", "--metrics", "--no-slots", "-np", "LLAMA_ARG_MODEL"]
+    {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let o = run(&["--version"], &[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn unknown_flags_and_absurd_values_are_refused_with_a_message() {
+    let o = run(&["--no-such-flag"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--no-such-flag"), "{}", stderr(&o));
+
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["-m", m, "--ctx-size", "1"], "--ctx-size"),
+        (vec!["-m", m, "-np", "0"], "--parallel"),
+        (vec!["-m", m, "--threads", "0"], "--threads"),
+        (vec!["-m", m, "-ub", "0"], "--ubatch-size"),
+        (vec!["-m", m, "--port", "99999"], "--port"),
+        (vec!["-m", "/nonexistent/model.gguf"], "model file not found"),
+        (vec!["-m", m, "--api-key-file", "/nonexistent/keys"], "--api-key-file"),
+        (vec!["-m", m, "--chat-template", "no-such-template"], "--chat-template"),
+        (vec!["-m", m, "--flash-attn", "maybe"], "--flash-attn"),
+    ] {
+        let o = run(&args, &[]);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("GGML_ASSERT") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    // Environment variables are read like llama.cpp's.
+    let o = run(&["-m", m], &[("LLAMA_ARG_CTX_SIZE", "1")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--ctx-size"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn llama_cpp_flags_and_env_vars_work() {
+    let s = Server::spawn_with_env(
+        &[
+            "-np",
+            "3",
+            "-tb",
+            "1",
+            "-ub",
+            "64",
+            "-b",
+            "128",
+            "-cb",
+            "-fa",
+            "off",
+            "-to",
+            "30",
+            "-ngl",
+            "0",
+            "--no-webui",
+            "--jinja",
+        ],
+        &[("LLAMA_ARG_ENDPOINT_METRICS", "1"), ("LLAMA_API_KEY", "sk-env"), ("LLAMA_ARG_ALIAS", "from-env")],
+    );
+    s.wait_healthy(Duration::from_secs(120)).await;
+    let client = reqwest::Client::new();
+    let r = client.get(s.url("/props")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "LLAMA_API_KEY turns auth on");
+    let props: Value = client.get(s.url("/props")).bearer_auth("sk-env").send().await.unwrap().json().await.unwrap();
+    assert_eq!(props["total_slots"], 3);
+    assert_eq!(props["model_alias"], "from-env");
+    let r = client.get(s.url("/metrics")).header("x-api-key", "sk-env").send().await.unwrap();
+    assert_eq!(r.status(), 200, "LLAMA_ARG_ENDPOINT_METRICS=1 enables /metrics");
+    assert!(!s.log().contains("sk-env"), "the key must never be logged");
+}
+
+#[tokio::test]
+async fn default_model_is_found_next_to_the_executable() {
+    // No -m, and a working directory without models/: the executable's
+    // ancestors (target/debug/.. /..) hold models/.
+    let dir = std::env::temp_dir().join(format!("llama-server-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.current_dir(&dir)
+        .args(["--port", "0", "-c", "256", "-np", "1", "-t", "2"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let mut loaded = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        if line.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && line.contains("loading model") {
+            loaded = true;
+        }
+        if line.contains("serving") {
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(loaded, "the default model was not picked up");
+}
+
+#[tokio::test]
+async fn a_model_that_fails_to_load_is_reported_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("llama-server-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&[3, 0, 0, 0]);
+    bytes.extend_from_slice(&[0xff; 64]);
+    std::fs::write(&bad, bytes).unwrap();
+    let s = Server::spawn(&["-m", bad.to_str().unwrap()]);
+    let (status, log) =
+        tokio::task::spawn_blocking(move || (s.wait_exit(Duration::from_secs(60)), s.log())).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.expect("exits");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("failed to load the model"), "{log}");
+}
