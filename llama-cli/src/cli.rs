@@ -168,7 +168,7 @@ pub struct ModelArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Context size in tokens (prompt + output); 0 = the model's training context
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_name = "N")]
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_name = "N", value_parser = ctx_size)]
     pub ctx_size: u32,
     /// CPU threads [default: all cores]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
@@ -392,6 +392,17 @@ pub struct BenchArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub model: ModelArgs,
+}
+
+/// 0 (the model's training context) or at least the engine's minimum.
+fn ctx_size(s: &str) -> Result<u32, String> {
+    let v: u32 = s.trim().parse().map_err(|_| format!("`{s}` is not a whole number"))?;
+    let min = llama_runtime::MIN_CTX_PER_SEQ;
+    if v == 0 || (min..=1 << 20).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be 0 (the model's training context) or in {min}..=1048576 (got {v})"))
+    }
 }
 
 fn parse_f32(s: &str) -> Result<f32, String> {

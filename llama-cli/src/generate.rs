@@ -132,27 +132,30 @@ fn print_timings(done: &Done) {
 /// The prompt from the argument, `-f FILE`, or stdin (`-`, or no argument
 /// while stdin is not a terminal). Used exactly as given.
 pub fn read_prompt(arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
+    read_text("prompt", arg, file)
+}
+
+/// [`read_prompt`] for any kind of input text, named `what` in messages.
+pub fn read_text(what: &str, arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
     let text = match (arg, file) {
         (_, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", path.display()))?,
-        (Some("-"), None) => read_stdin()?,
+            .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))?,
+        (Some("-"), None) => read_stdin(what)?,
         (Some(text), None) => text.to_owned(),
-        (None, None) if !output::stdin_is_tty() => read_stdin()?,
-        (None, None) => {
-            anyhow::bail!("no prompt: pass PROMPT, -f FILE, or pipe text on stdin (see `llama generate --help`)")
-        }
+        (None, None) if !output::stdin_is_tty() => read_stdin(what)?,
+        (None, None) => anyhow::bail!("no {what}: pass it as an argument or pipe it on stdin (see --help)"),
     };
     if text.is_empty() {
-        anyhow::bail!("the prompt is empty");
+        anyhow::bail!("the {what} is empty");
     }
     Ok(text)
 }
 
-fn read_stdin() -> anyhow::Result<String> {
+fn read_stdin(what: &str) -> anyhow::Result<String> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
-        .map_err(|e| anyhow::anyhow!("cannot read the prompt from stdin: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot read the {what} from stdin: {e}"))?;
     Ok(text)
 }
 

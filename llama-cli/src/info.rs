@@ -7,7 +7,7 @@ use llama_core::gguf::{self, GgufInfo, GgufValue};
 use serde_json::{Value, json};
 
 use crate::cli::InfoArgs;
-use crate::{Outcome, model_path, output};
+use crate::{Outcome, load, model_path, output};
 
 /// The special tokens worth showing, by their GGUF key suffix.
 const SPECIAL_TOKENS: &[(&str, &str)] = &[
@@ -24,9 +24,9 @@ const SPECIAL_TOKENS: &[(&str, &str)] = &[
 pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
     let path = model_path::resolve(args.model.model.as_deref())?;
     if !path.exists() {
-        anyhow::bail!("model file not found: {}", path.display());
+        return Err(load::describe(llama_core::Error::ModelNotFound { path: path.clone() }, &path));
     }
-    let info = gguf::validate(&path).map_err(|e| anyhow::anyhow!("{}: invalid model file: {e}", path.display()))?;
+    let info = gguf::validate(&path).map_err(|e| load::describe(llama_core::Error::InvalidModel(e), &path))?;
     let summary = Summary::of(&info);
     if args.json {
         let mut value = summary.to_json(&path.display().to_string(), &info);

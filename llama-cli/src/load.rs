@@ -64,10 +64,9 @@ fn load_with_bar(path: &Path, params: &ModelParams) -> anyhow::Result<Model> {
     }
 }
 
-/// One line that names the file and the reason.
-fn describe(e: llama_core::Error, path: &Path) -> anyhow::Error {
-    match e {
-        llama_core::Error::ModelNotFound { .. } => anyhow::anyhow!("{e}"),
-        other => anyhow::anyhow!("cannot load {}: {other}", path.display()),
-    }
+/// One line that names the file (once) and the reason.
+pub fn describe(e: impl std::fmt::Display, path: &Path) -> anyhow::Error {
+    let text = e.to_string();
+    let shown = path.display().to_string();
+    if text.contains(&shown) { anyhow::anyhow!("{text}") } else { anyhow::anyhow!("{shown}: {text}") }
 }

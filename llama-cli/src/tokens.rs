@@ -3,14 +3,14 @@
 use serde_json::json;
 
 use crate::cli::{DetokenizeArgs, TokenizeArgs};
-use crate::generate::read_prompt;
+use crate::generate::read_text;
 use crate::{Outcome, load, output};
 
 /// Run `llama tokenize`. Without flags the text is tokenized exactly as
 /// `llama generate` tokenizes a prompt (BOS as the model wants, special-token
 /// text like `<|im_start|>` parsed), so the counts match `--json`'s usage.
 pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<Outcome> {
-    let text = read_prompt(args.text.as_deref(), None)?;
+    let text = read_text("text", args.text.as_deref(), None)?;
     let model = load::load_vocab_only(&args.model)?;
     let vocab = model.vocab();
     let ids = vocab.tokenize(&text, !args.no_add_special, true)?;
