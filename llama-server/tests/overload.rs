@@ -63,3 +63,45 @@ async fn excess_requests_get_503_at_once_and_the_rest_complete() {
         .unwrap();
     assert_eq!(rejected as usize, refused.len());
 }
+
+#[tokio::test]
+async fn requests_past_the_timeout_end_with_408_and_free_the_slot() {
+    let s = Server::start(&["-np", "1", "-c", "2048", "--timeout", "1"]).await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let r = client
+        .post(s.url("/completion"))
+        .json(&json!({"prompt": "Go on forever:", "n_predict": 2000, "ignore_eos": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "timeout_error", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // A stream past its deadline ends with an error event.
+    let r = client
+        .post(s.url("/v1/chat/completions"))
+        .json(&json!({"messages": [{"role": "user", "content": "Talk."}], "max_tokens": 2000, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let events = common::sse_data(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "timeout_error", "{body}");
+
+    // The slot is free again.
+    let r: Value = client
+        .post(s.url("/completion"))
+        .json(&json!({"prompt": "Hi", "n_predict": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["tokens_predicted"], 1, "{r}");
+}
