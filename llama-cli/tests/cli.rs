@@ -453,8 +453,8 @@ fn terminal_shows_the_progress_bar() {
     assert!(screen.ends_with("\r\n") || screen.ends_with('\n'), "no final newline on a terminal:\n{screen:?}");
 }
 
-/// `llama chat` in tmux: two turns, then Ctrl-C twice at the prompt quits
-/// with 130.
+/// `llama chat` in tmux: two turns, a third stopped by Ctrl-C, then Ctrl-C
+/// twice at the prompt quits with 130.
 #[test]
 fn chat_in_tmux_two_turns() {
     if skip_tty("tmux") {
@@ -466,7 +466,7 @@ fn chat_in_tmux_two_turns() {
         let o = Command::new("tmux").arg("-L").arg(&socket).args(args).output().expect("tmux");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let cmd = format!("{BIN} chat -m '{model}' -t 1 -c 1024 -n 24 --temp 0");
+    let cmd = format!("{BIN} chat -m '{model}' -t 1 -c 2048 -n 100 --temp 0");
     tmux(&["new-session", "-d", "-s", "chat", "-x", "120", "-y", "40", "-c", &repo_root().display().to_string()]);
     tmux(&["set-option", "-t", "chat", "remain-on-exit", "on"]);
     tmux(&["respawn-pane", "-k", "-t", "chat", &cmd]);
@@ -501,6 +501,14 @@ fn chat_in_tmux_two_turns() {
             "no answer:\n{screen}"
         );
     }
+    // Ctrl-C during an answer stops it and gives the prompt back.
+    tmux(&["send-keys", "-t", "chat", "Write a very long story about a dragon.", "Enter"]);
+    wait_for(
+        &|p| p.lines().skip_while(|l| !l.contains("about a dragon")).nth(1).is_some_and(|l| !l.trim().is_empty()),
+        "the third answer to start",
+    );
+    tmux(&["send-keys", "-t", "chat", "C-c"]);
+    wait_for(&|p| p.contains("(stopped)") && prompts(p) == 4, "the stopped answer");
     tmux(&["send-keys", "-t", "chat", "C-c"]);
     wait_for(&|p| p.contains("Ctrl-C again"), "the Ctrl-C hint");
     tmux(&["send-keys", "-t", "chat", "C-c"]);
