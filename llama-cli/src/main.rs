@@ -36,6 +36,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     // The server sets up its own logging (it logs at info by default).
     if !matches!(cli.command, Command::Serve(_)) {
@@ -64,6 +65,26 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args, verbose),
     }
+}
+
+/// A panic is a bug, never an answer to bad input; should one happen, the
+/// user still gets one `error:` line rather than a Rust panic report. With
+/// RUST_BACKTRACE set (a developer debugging), the default report stays.
+fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        // (`payload_as_str` would do this, but needs Rust 1.91; MSRV is 1.89.)
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("unknown cause");
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error (a bug in llama; please report it): {what}{at}");
+    }));
 }
 
 /// Logs go to stderr. llama.cpp's own log (target `llama_cpp`, routed
