@@ -147,8 +147,8 @@ impl Engine<LlamaInference> {
     ///
     /// The configuration is checked first; a bad value is a
     /// [`StartError::InvalidConfig`]. The context holds `config.n_ctx` KV
-    /// cells split evenly across `config.n_seq_max` slots (plus one slot's
-    /// worth for embeddings when `config.embeddings`).
+    /// cells split evenly across `config.n_seq_max` slots; with
+    /// `config.embeddings` a second, small context serves [`embed`](Self::embed).
     pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
         let (inference, tokenizer) = LlamaInference::new(model, &config)?;
@@ -276,9 +276,9 @@ impl<I: Inference> Engine<I> {
     }
 
     /// Stop gracefully: refuse new requests at once ([`Rejected::ShuttingDown`]),
-    /// end queued requests with [`EngineError::ShuttingDown`], let requests
-    /// holding a slot finish for up to `drain`, end the rest with
-    /// `ShuttingDown`, free the context and wait for the engine thread to exit.
+    /// keep serving the requests already accepted (queued or running) for up
+    /// to `drain`, end whatever is left then with [`EngineError::ShuttingDown`],
+    /// free the context and wait for the engine thread to exit.
     ///
     /// # Cancel safety
     ///

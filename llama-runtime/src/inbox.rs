@@ -196,6 +196,12 @@ impl Inbox {
         self.lock().embeds.pop_front()
     }
 
+    /// Whether nothing is queued (requests or embedding jobs).
+    pub(crate) fn is_empty(&self) -> bool {
+        let st = self.lock();
+        st.requests.is_empty() && st.embeds.is_empty()
+    }
+
     /// Earliest deadline among queued requests.
     pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
         self.lock().requests.iter().filter_map(|a| a.deadline).min()

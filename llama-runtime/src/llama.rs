@@ -1,5 +1,6 @@
-//! [`Inference`] over llama-core: one [`Context`] with a sequence per slot
-//! (plus one for embeddings), a [`Sampler`] per slot, and the model's vocabulary.
+//! [`Inference`] over llama-core: one [`Context`] with a sequence per slot, a
+//! [`Sampler`] per slot, the model's vocabulary, and (when embeddings are
+//! enabled) a second, small context that only embeds.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -61,8 +62,11 @@ pub struct LlamaInference {
     samplers: Vec<Option<Sampler>>,
     /// Batch index of each entry's output in the last decode.
     outputs: Vec<Option<usize>>,
-    /// The extra sequence used for embeddings.
-    embed_seq: Option<SeqId>,
+    /// The embedding context. Separate from the generation context: pooled
+    /// embeddings make every token an output and change the graph, and
+    /// llama.cpp asserts on pooled contexts whose `n_ubatch` is not a
+    /// multiple of `n_seq_max`; a one-sequence context avoids both.
+    embed_ctx: Option<Context>,
     n_ctx_seq: u32,
 }
 
@@ -72,27 +76,35 @@ impl LlamaInference {
     /// request's cache layout does not depend on the others'.
     pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaTokenizer), StartError> {
         let per_seq = config.n_ctx_per_seq();
-        let n_seq = config.n_seq_max + u32::from(config.embeddings);
-        // Generative models carry no pooling type; mean pooling is the
-        // sensible default for their sentence embeddings.
-        let has_pooling = model.architecture().is_some_and(|a| model.meta(&format!("{a}.pooling_type")).is_some());
         let params = ContextParams {
-            n_ctx: per_seq * n_seq,
+            n_ctx: per_seq * config.n_seq_max,
             n_batch: config.n_batch,
             n_ubatch: config.n_ubatch,
-            n_seq_max: n_seq,
+            n_seq_max: config.n_seq_max,
             n_threads: config.n_threads,
             n_threads_batch: config.n_threads_batch,
-            embeddings: config.embeddings,
-            pooling: if has_pooling { Pooling::Unspecified } else { Pooling::Mean },
+            embeddings: false,
+            pooling: Pooling::Unspecified,
             flash_attn: FlashAttn::Auto,
             kv_unified: false,
         };
-        let mut ctx = Context::new(Arc::clone(&model), &params)?;
-        if config.embeddings {
-            // Generation runs with embeddings off; `embed` turns them on.
-            ctx.set_embeddings(false);
-        }
+        let ctx = Context::new(Arc::clone(&model), &params)?;
+        let embed_ctx = if config.embeddings {
+            // Pooling needs a whole input in one micro-batch.
+            let limit = config.n_ubatch.min(per_seq).max(llama_core::MIN_CTX);
+            let params = ContextParams {
+                n_ctx: limit,
+                n_batch: limit,
+                n_ubatch: limit,
+                n_seq_max: 1,
+                embeddings: true,
+                pooling: pooling_for(&model),
+                ..params
+            };
+            Some(Context::new(Arc::clone(&model), &params)?)
+        } else {
+            None
+        };
         let n_ctx_seq = ctx.n_ctx_seq().min(per_seq);
         let batch = ctx.new_batch();
         let samplers = (0..config.n_seq_max).map(|_| None).collect();
@@ -102,7 +114,7 @@ impl LlamaInference {
             batch,
             samplers,
             outputs: Vec::new(),
-            embed_seq: config.embeddings.then_some(config.n_seq_max as SeqId),
+            embed_ctx,
             n_ctx_seq,
         };
         Ok((inference, LlamaTokenizer::new(model)))
@@ -116,6 +128,18 @@ impl LlamaInference {
             self.outputs.push(e.logits.then_some(last));
         }
         Ok(())
+    }
+}
+
+/// The model's own pooling (embedding models declare one), else the mean
+/// over the tokens: a generative model declares none, and one vector per
+/// input is what callers want.
+fn pooling_for(model: &Model) -> Pooling {
+    let declared = model.architecture().and_then(|arch| model.meta(&format!("{arch}.pooling_type")));
+    match declared.as_deref().map(str::trim) {
+        Some("2") => Pooling::Cls,
+        Some("3") => Pooling::Last,
+        _ => Pooling::Mean,
     }
 }
 
@@ -181,18 +205,8 @@ impl Inference for LlamaInference {
     }
 
     fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String> {
-        let seq = self.embed_seq.ok_or("embeddings are disabled")?;
-        self.batch.clear();
-        self.outputs.clear();
-        // Pooling reads every token's hidden state, so every token is an output.
-        for (p, &t) in tokens.iter().enumerate() {
-            self.batch.add(t, p as Pos, &[seq], true).map_err(|e| e.to_string())?;
-        }
-        let _ = self.ctx.kv_seq_rm(seq, None, None);
-        self.ctx.set_embeddings(true);
-        let result = self.ctx.decode(&self.batch).and_then(|()| self.ctx.embeddings_seq(seq).map(<[f32]>::to_vec));
-        self.ctx.set_embeddings(false);
-        let _ = self.ctx.kv_seq_rm(seq, None, None);
-        result.map_err(|e| e.to_string())
+        let ctx = self.embed_ctx.as_mut().ok_or("embeddings are disabled")?;
+        let mut out = llama_core::embed(ctx, &[tokens.to_vec()], false).map_err(|e| e.to_string())?;
+        out.pop().ok_or_else(|| "no embedding returned".to_string())
     }
 }

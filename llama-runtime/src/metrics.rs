@@ -23,6 +23,9 @@ pub struct Metrics {
     pub generated_tokens_total: u64,
     /// Decode steps (calls into the model).
     pub decode_steps: u64,
+    /// Decode steps stopped part-way by the abort flag (a request cancelled
+    /// during its prompt); the other sequences of such a step are re-run.
+    pub aborted_steps: u64,
     /// Sequences in the last step's batch.
     pub busy_seqs_last_step: u32,
     /// Sum over steps of the sequences in each batch (divide by
@@ -140,6 +143,7 @@ pub(crate) struct MetricsCell {
     pub(crate) cached_tokens_total: AtomicU64,
     pub(crate) generated_tokens_total: AtomicU64,
     pub(crate) decode_steps: AtomicU64,
+    pub(crate) aborted_steps: AtomicU64,
     pub(crate) busy_seqs_last_step: AtomicU32,
     pub(crate) busy_seq_steps_total: AtomicU64,
     pub(crate) kv_cells_used: AtomicU64,
@@ -167,6 +171,7 @@ impl MetricsCell {
             cached_tokens_total: AtomicU64::new(0),
             generated_tokens_total: AtomicU64::new(0),
             decode_steps: AtomicU64::new(0),
+            aborted_steps: AtomicU64::new(0),
             busy_seqs_last_step: AtomicU32::new(0),
             busy_seq_steps_total: AtomicU64::new(0),
             kv_cells_used: AtomicU64::new(0),
@@ -205,6 +210,7 @@ impl MetricsCell {
             cached_tokens_total: self.cached_tokens_total.load(Relaxed),
             generated_tokens_total: self.generated_tokens_total.load(Relaxed),
             decode_steps: self.decode_steps.load(Relaxed),
+            aborted_steps: self.aborted_steps.load(Relaxed),
             busy_seqs_last_step: self.busy_seqs_last_step.load(Relaxed),
             busy_seq_steps_total: self.busy_seq_steps_total.load(Relaxed),
             kv_cells_used: self.kv_cells_used.load(Relaxed),

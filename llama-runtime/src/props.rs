@@ -300,6 +300,11 @@ impl Harness {
         let m = &self.front.metrics;
         prop_assert!(m.queue_depth.load(std::sync::atomic::Ordering::Relaxed) <= self.cfg.queue_capacity);
         prop_assert!(self.sched.n_active() <= self.cfg.n_seq_max as usize);
+        prop_assert_eq!(m.active_sequences.load(std::sync::atomic::Ordering::Relaxed), self.sched.n_active());
+        prop_assert_eq!(
+            m.kv_cells_used.load(std::sync::atomic::Ordering::Relaxed),
+            crate::inference::Inference::kv_cells_used(self.sched.inference())
+        );
         // Deterministic requests run alone, in the fixed solo shape.
         let solo = self.cfg.solo_chunk();
         for step in &self.sched.step_log[self.steps_checked..] {

@@ -124,7 +124,6 @@ pub(crate) struct Scheduler<I: Inference> {
     n_admitted: u64,
     n_ticks: u64,
     rotation: usize,
-    draining: bool,
     embed: Option<EmbedWork>,
     /// Request ids in admission order (checked by the property tests).
     #[cfg(test)]
@@ -158,7 +157,6 @@ impl<I: Inference> Scheduler<I> {
             n_admitted: 0,
             n_ticks: 0,
             rotation: 0,
-            draining: false,
             embed: None,
             #[cfg(test)]
             admission_log: Vec::new(),
@@ -183,11 +181,14 @@ impl<I: Inference> Scheduler<I> {
     }
 
     /// Run one round of scheduling at time `now`.
+    ///
+    /// After shutdown was requested (the inbox is closed), requests already
+    /// accepted, queued or running, are still served until the drain
+    /// deadline; then everything left ends with `ShuttingDown`.
     pub(crate) fn tick(&mut self, now: Instant) -> Tick {
         self.n_ticks += 1;
         let drain_until = self.inbox.drain_until();
-        if drain_until.is_some() && !self.draining {
-            self.draining = true;
+        if drain_until.is_some_and(|d| now >= d) {
             let (reqs, embeds) = self.inbox.take_all();
             for adm in reqs {
                 self.reject_queued(adm, EngineError::ShuttingDown);
@@ -200,18 +201,14 @@ impl<I: Inference> Scheduler<I> {
             }
         }
         self.sweep(now, drain_until);
-        if !self.draining {
-            self.sweep_queue(now);
-            self.admit(now);
-        } else if self.n_active() == 0 {
+        self.sweep_queue(now);
+        self.admit(now);
+        if drain_until.is_some() && self.n_active() == 0 && self.embed.is_none() && self.inbox.is_empty() {
             self.release_all_kv();
             self.publish(now, false);
             return Tick::Finished;
         }
-        let mut worked = false;
-        if !self.draining {
-            worked |= self.embed_one();
-        }
+        let mut worked = self.embed_one();
         if let Some(items) = self.plan() {
             self.execute(items, now);
             worked = true;
@@ -225,30 +222,36 @@ impl<I: Inference> Scheduler<I> {
     }
 
     fn publish(&self, now: Instant, busy: bool) {
-        self.metrics.active_sequences.store(self.n_active(), Relaxed);
         self.metrics.kv_cells_used.store(self.inf.kv_cells_used(), Relaxed);
-        for (slot, cell) in self.slots.iter().zip(self.metrics.slots.iter()) {
-            let info = match &slot.seq {
-                Some(seq) => SlotInfo {
-                    id: slot.id as u32,
-                    state: if seq.is_prefilling(slot.cache.len()) { SlotState::Prefill } else { SlotState::Decode },
-                    n_prompt: seq.prompt.len() as u32,
-                    n_cached: slot.cache.len() as u32,
-                    n_decoded: seq.n_generated,
-                    request_id: Some(seq.id),
-                },
-                None => SlotInfo {
-                    id: slot.id as u32,
-                    state: SlotState::Idle,
-                    n_prompt: slot.last_prompt,
-                    n_cached: slot.cache.len() as u32,
-                    n_decoded: slot.last_decoded,
-                    request_id: None,
-                },
-            };
-            cell.publish(&info);
+        for i in 0..self.slots.len() {
+            self.publish_slot(i);
         }
         self.metrics.mark_progress(now, busy);
+    }
+
+    fn publish_slot(&self, slot_idx: usize) {
+        let slot = &self.slots[slot_idx];
+        let info = match &slot.seq {
+            Some(seq) => SlotInfo {
+                id: slot.id as u32,
+                state: if seq.is_prefilling(slot.cache.len()) { SlotState::Prefill } else { SlotState::Decode },
+                n_prompt: seq.prompt.len() as u32,
+                n_cached: slot.cache.len() as u32,
+                n_decoded: seq.n_generated,
+                request_id: Some(seq.id),
+            },
+            None => SlotInfo {
+                id: slot.id as u32,
+                state: SlotState::Idle,
+                n_prompt: slot.last_prompt,
+                n_cached: slot.cache.len() as u32,
+                n_decoded: slot.last_decoded,
+                request_id: None,
+            },
+        };
+        if let Some(cell) = self.metrics.slots.get(slot_idx) {
+            cell.publish(&info);
+        }
     }
 
     fn next_wake(&self, drain_until: Option<Instant>) -> Option<Instant> {
@@ -258,8 +261,7 @@ impl<I: Inference> Scheduler<I> {
             .iter()
             .filter_map(|s| s.seq.as_ref())
             .flat_map(|q| [q.deadline, q.paused_since.map(|p| p + slow)].into_iter().flatten());
-        let queued = if self.draining { None } else { self.inbox.earliest_deadline() };
-        active.chain(queued).chain(drain_until.filter(|_| self.n_active() > 0)).min()
+        active.chain(self.inbox.earliest_deadline()).chain(drain_until).min()
     }
 
     // ---- ending requests -------------------------------------------------
@@ -288,13 +290,20 @@ impl<I: Inference> Scheduler<I> {
     fn end(&mut self, slot_idx: usize, end: End, now: Instant) {
         let Some(mut seq) = self.slots[slot_idx].seq.take() else { return };
         self.count_end(&end);
-        let slot = &mut self.slots[slot_idx];
         seq.control.clear_in_flight();
         seq.control.set_paused(false);
+        let slot = &mut self.slots[slot_idx];
         slot.last_prompt = seq.prompt.len() as u32;
         slot.last_decoded = seq.n_generated;
         slot.last_used = self.n_ticks;
-        let keep = matches!(end, End::Finished(_)) && seq.cache_prompt;
+        if !(matches!(end, End::Finished(_)) && seq.cache_prompt) {
+            self.clear_slot_kv(slot_idx);
+        }
+        // Counters first, so that whoever reads the terminal event sees the
+        // slot free and its KV released.
+        self.metrics.active_sequences.fetch_sub(1, Relaxed);
+        self.metrics.kv_cells_used.store(self.inf.kv_cells_used(), Relaxed);
+        self.publish_slot(slot_idx);
         let event = match end {
             End::Finished(finish_reason) => {
                 let first = seq.first_token.unwrap_or(now);
@@ -315,9 +324,6 @@ impl<I: Inference> Scheduler<I> {
         };
         if let Some(sink) = seq.sink.take() {
             sink.finish(std::mem::take(&mut seq.outbox), event);
-        }
-        if !keep {
-            self.clear_slot_kv(slot_idx);
         }
     }
 
@@ -463,6 +469,7 @@ impl<I: Inference> Scheduler<I> {
             first_token: None,
         };
         self.slots[idx].seq = Some(seq);
+        self.metrics.active_sequences.fetch_add(1, Relaxed);
         if let Err(e) = started {
             self.end(idx, End::Failed(EngineError::Internal(format!("sampler: {e}"))), now);
         } else if adm.max_tokens == Some(0) {
@@ -675,7 +682,9 @@ impl<I: Inference> Scheduler<I> {
                 }
                 match err {
                     // Survivors are simply planned again next tick.
-                    DecodeError::Aborted => {}
+                    DecodeError::Aborted => {
+                        self.metrics.aborted_steps.fetch_add(1, Relaxed);
+                    }
                     DecodeError::NoKvSlot => {
                         let newest = items
                             .iter()
