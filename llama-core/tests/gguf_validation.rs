@@ -90,15 +90,17 @@ fn real_model_validates_with_expected_values() {
 }
 
 #[test]
-fn real_model_validates_in_milliseconds() {
+fn real_model_validates_quickly() {
     model_info();
-    // Unoptimized test build; an optimized build takes about 6 ms.
+    // An optimized build takes about 6 ms; this unoptimized test build about
+    // 50 ms on an idle machine. The bound only catches pathologies (reading
+    // the weights, quadratic parsing) on a loaded CI machine.
     let start = Instant::now();
-    for _ in 0..5 {
+    for _ in 0..3 {
         gguf::validate(model_path()).unwrap();
     }
-    let each = start.elapsed() / 5;
-    assert!(each < Duration::from_millis(500), "{each:?} per validation");
+    let each = start.elapsed() / 3;
+    assert!(each < Duration::from_secs(5), "{each:?} per validation");
 }
 
 // ---------------------------------------------------------------------------
@@ -345,17 +347,37 @@ fn tiny_llama() -> Gguf {
 
 /// [`tiny_llama`] with another vocabulary (types: first three control, others normal).
 fn tiny_llama_with(tokens: Vec<String>) -> Gguf {
+    llama_model(tokens, TINY)
+}
+
+/// The sizes of a synthetic llama model.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    embd: u64,
+    ff: u64,
+    heads: u32,
+    heads_kv: u32,
+}
+
+const TINY: Shape = Shape { embd: N_EMBD, ff: N_FF, heads: N_HEAD, heads_kv: N_HEAD_KV };
+/// Small enough for fuzz seeds (about 10 KiB).
+const MICRO: Shape = Shape { embd: 8, ff: 16, heads: 2, heads_kv: 1 };
+
+/// A two-layer llama model of `shape` with f32 zero weights.
+fn llama_model(tokens: Vec<String>, shape: Shape) -> Gguf {
+    let Shape { embd, ff, heads, heads_kv } = shape;
+    let head_dim = embd / u64::from(heads);
     let n_vocab = tokens.len() as u64;
     let mut g = Gguf::empty()
         .set("general.architecture", s("llama"))
         .set("general.name", s("tiny test llama"))
         .set("llama.block_count", V::U32(2))
         .set("llama.context_length", V::U32(256))
-        .set("llama.embedding_length", V::U32(N_EMBD as u32))
-        .set("llama.feed_forward_length", V::U32(N_FF as u32))
-        .set("llama.attention.head_count", V::U32(N_HEAD))
-        .set("llama.attention.head_count_kv", V::U32(N_HEAD_KV))
-        .set("llama.rope.dimension_count", V::U32(HEAD_DIM as u32))
+        .set("llama.embedding_length", V::U32(embd as u32))
+        .set("llama.feed_forward_length", V::U32(ff as u32))
+        .set("llama.attention.head_count", V::U32(heads))
+        .set("llama.attention.head_count_kv", V::U32(heads_kv))
+        .set("llama.rope.dimension_count", V::U32(head_dim as u32))
         .set("llama.rope.freq_base", V::F32(10000.0))
         .set("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5))
         .set("tokenizer.ggml.model", s("gpt2"))
@@ -367,20 +389,20 @@ fn tiny_llama_with(tokens: Vec<String>) -> Gguf {
         .set("tokenizer.ggml.eos_token_id", V::U32(2))
         .set("tokenizer.ggml.unknown_token_id", V::U32(0))
         .set("tokenizer.ggml.add_bos_token", V::Bool(0))
-        .tensor("token_embd.weight", &[N_EMBD, n_vocab], F32)
-        .tensor("output_norm.weight", &[N_EMBD], F32);
-    let kv_dim = HEAD_DIM * N_HEAD_KV as u64;
+        .tensor("token_embd.weight", &[embd, n_vocab], F32)
+        .tensor("output_norm.weight", &[embd], F32);
+    let kv_dim = head_dim * u64::from(heads_kv);
     for i in 0..2 {
         g = g
-            .tensor(&format!("blk.{i}.attn_norm.weight"), &[N_EMBD], F32)
-            .tensor(&format!("blk.{i}.attn_q.weight"), &[N_EMBD, N_EMBD], F32)
-            .tensor(&format!("blk.{i}.attn_k.weight"), &[N_EMBD, kv_dim], F32)
-            .tensor(&format!("blk.{i}.attn_v.weight"), &[N_EMBD, kv_dim], F32)
-            .tensor(&format!("blk.{i}.attn_output.weight"), &[N_EMBD, N_EMBD], F32)
-            .tensor(&format!("blk.{i}.ffn_norm.weight"), &[N_EMBD], F32)
-            .tensor(&format!("blk.{i}.ffn_gate.weight"), &[N_EMBD, N_FF], F32)
-            .tensor(&format!("blk.{i}.ffn_down.weight"), &[N_FF, N_EMBD], F32)
-            .tensor(&format!("blk.{i}.ffn_up.weight"), &[N_EMBD, N_FF], F32);
+            .tensor(&format!("blk.{i}.attn_norm.weight"), &[embd], F32)
+            .tensor(&format!("blk.{i}.attn_q.weight"), &[embd, embd], F32)
+            .tensor(&format!("blk.{i}.attn_k.weight"), &[embd, kv_dim], F32)
+            .tensor(&format!("blk.{i}.attn_v.weight"), &[embd, kv_dim], F32)
+            .tensor(&format!("blk.{i}.attn_output.weight"), &[embd, embd], F32)
+            .tensor(&format!("blk.{i}.ffn_norm.weight"), &[embd], F32)
+            .tensor(&format!("blk.{i}.ffn_gate.weight"), &[embd, ff], F32)
+            .tensor(&format!("blk.{i}.ffn_down.weight"), &[ff, embd], F32)
+            .tensor(&format!("blk.{i}.ffn_up.weight"), &[embd, ff], F32);
     }
     g
 }
@@ -1209,6 +1231,74 @@ proptest! {
         bytes.extend(version.to_le_bytes());
         bytes.extend(tail);
         survives(&bytes);
+    }
+}
+
+/// Seeds for the fuzzer in `llama-core/fuzz`: small, valid files of every
+/// shape the validator knows, plus the start of the real model.
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut spm_tokens = tiny_tokens();
+    spm_tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    let n_spm = spm_tokens.len();
+    let micro_spm = llama_model(spm_tokens, MICRO)
+        .set("tokenizer.ggml.model", s("llama"))
+        .remove("tokenizer.ggml.merges")
+        .set("tokenizer.ggml.scores", V::Arr(6, vec![V::F32(0.0); n_spm]));
+    let micro_moe = llama_model(tiny_tokens(), MICRO)
+        .set("llama.expert_count", V::U32(4))
+        .set("llama.expert_used_count", V::Arr(4, vec![V::U32(2), V::U32(1)]))
+        .set("llama.attention.head_count_kv", V::Arr(4, vec![V::U32(1), V::U32(2)]))
+        .set("llama.vocab_size", V::U32(tiny_tokens().len() as u32))
+        .set("llama.rope.scaling.type", s("yarn"));
+    let mut all_types = Gguf::empty()
+        .set("general.alignment", V::U32(64))
+        .set("u8", V::U8(1))
+        .set("i32", V::I32(-1))
+        .set("u32", V::U32(7))
+        .set("f32", V::F32(0.5))
+        .set("u64", V::U64(1 << 40))
+        .set("bool", V::Bool(1))
+        .set("str", s("text"))
+        .set("raw i8", V::Raw(1, vec![0xff]))
+        .set("raw u16", V::Raw(2, vec![1, 0]))
+        .set("raw i16", V::Raw(3, vec![0xff, 0xff]))
+        .set("raw i64", V::Raw(11, vec![0xff; 8]))
+        .set("raw f64", V::Raw(12, 1.5f64.to_le_bytes().to_vec()))
+        .set("arr u8", V::Arr(0, vec![V::U8(1), V::U8(2)]))
+        .set("arr bool", V::Arr(7, vec![V::Bool(0), V::Bool(1)]))
+        .set("arr str", strs(&["a", "b"]))
+        .tensor("f16", &[4, 4], 1)
+        .tensor("q4_0", &[32, 2], Q4_0)
+        .tensor("q6_K", &[256], 14)
+        .tensor("bf16", &[2, 1, 1, 3], 30);
+    all_types.alignment = 64;
+    vec![
+        ("real-model-64k", model_bytes()[..64 << 10].to_vec()),
+        ("empty", Gguf::empty().build()),
+        ("all-types", all_types.build()),
+        ("micro-llama-bpe", llama_model(tiny_tokens(), MICRO).build()),
+        ("micro-llama-spm", micro_spm.build()),
+        ("micro-llama-moe", micro_moe.build()),
+    ]
+}
+
+#[test]
+fn fuzz_seeds_are_valid() {
+    let dir = std::env::var_os("GGUF_FUZZ_SEED_DIR").map(PathBuf::from);
+    if let Some(dir) = &dir {
+        fs::create_dir_all(dir).unwrap();
+    }
+    for (name, bytes) in fuzz_seeds() {
+        assert!(bytes.len() <= 64 << 10, "{name}: {} bytes", bytes.len());
+        let result = gguf::validate_bytes(&bytes);
+        if name == "real-model-64k" {
+            assert_err!(result, GgufError::CountTooLarge { .. });
+        } else {
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        if let Some(dir) = &dir {
+            fs::write(dir.join(name), bytes).unwrap();
+        }
     }
 }
 
