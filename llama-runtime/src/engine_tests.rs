@@ -325,3 +325,19 @@ fn concurrent_clients_each_get_one_terminal_event() {
     assert_eq!(m.active_sequences, 0);
     assert_eq!(m.kv_cells_used, 0);
 }
+
+#[test]
+fn timings_are_wall_clock() {
+    let (engine, ctl) = engine(config());
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(2);
+    // 20 prompt tokens (one chunk) then 5 single-token steps.
+    let out = futures::executor::block_on(engine.submit(greedy("a".repeat(19), 5)).unwrap().collect()).unwrap();
+    let t = out.timings;
+    let first = t.first_token.unwrap();
+    assert!(t.prefill >= Duration::from_millis(40), "{t:?}");
+    assert!(first >= t.prefill && first >= t.queued, "{t:?}");
+    assert!(t.decode >= Duration::from_millis(8), "{t:?}");
+    let m = engine.metrics();
+    assert!(m.prefill_time_total >= Duration::from_millis(40), "{m:?}");
+    assert!(m.decode_time_total >= Duration::from_millis(8), "{m:?}");
+}

@@ -287,7 +287,7 @@ impl<I: Inference> Scheduler<I> {
     /// End the sequence in `slot_idx` and free the slot. Its KV stays cached
     /// after a normal finish of a `cache_prompt` request; otherwise it is
     /// cleared.
-    fn end(&mut self, slot_idx: usize, end: End, now: Instant) {
+    fn end(&mut self, slot_idx: usize, end: End) {
         let Some(mut seq) = self.slots[slot_idx].seq.take() else { return };
         self.count_end(&end);
         seq.control.clear_in_flight();
@@ -306,6 +306,8 @@ impl<I: Inference> Scheduler<I> {
         self.publish_slot(slot_idx);
         let event = match end {
             End::Finished(finish_reason) => {
+                // Timings are wall-clock: the tick's `now` may predate a long decode.
+                let now = Instant::now();
                 let first = seq.first_token.unwrap_or(now);
                 let timings = Timings {
                     queued: seq.admitted.saturating_duration_since(seq.submitted),
@@ -372,7 +374,7 @@ impl<I: Inference> Scheduler<I> {
                 }
             };
             if let Some(err) = verdict {
-                self.end(i, End::Failed(err), now);
+                self.end(i, End::Failed(err));
             }
         }
     }
@@ -407,7 +409,7 @@ impl<I: Inference> Scheduler<I> {
                 self.reject_queued(adm, EngineError::DeadlineExceeded);
                 continue;
             }
-            self.admit_one(adm, now);
+            self.admit_one(adm);
         }
     }
 
@@ -427,7 +429,7 @@ impl<I: Inference> Scheduler<I> {
             .map(|(i, common, _, _)| (i, common))
     }
 
-    fn admit_one(&mut self, adm: Admission, now: Instant) {
+    fn admit_one(&mut self, adm: Admission) {
         let Some((idx, common)) = self.pick_slot(&adm) else { return };
         #[cfg(test)]
         self.admission_log.push(adm.id);
@@ -465,15 +467,15 @@ impl<I: Inference> Scheduler<I> {
             control: adm.control,
             sink: Some(adm.sink),
             submitted: adm.submitted,
-            admitted: now,
+            admitted: Instant::now(),
             first_token: None,
         };
         self.slots[idx].seq = Some(seq);
         self.metrics.active_sequences.fetch_add(1, Relaxed);
         if let Err(e) = started {
-            self.end(idx, End::Failed(EngineError::Internal(format!("sampler: {e}"))), now);
+            self.end(idx, End::Failed(EngineError::Internal(format!("sampler: {e}"))));
         } else if adm.max_tokens == Some(0) {
-            self.end(idx, End::Finished(FinishReason::MaxTokens), now);
+            self.end(idx, End::Finished(FinishReason::MaxTokens));
         }
     }
 
@@ -676,7 +678,7 @@ impl<I: Inference> Scheduler<I> {
                         // A sequence that lost its prefix cannot go on.
                         if self.slots[it.slot].seq.is_some() {
                             let e = EngineError::Decode("could not roll back the KV cache".into());
-                            self.end(it.slot, End::Failed(e), now);
+                            self.end(it.slot, End::Failed(e));
                         }
                     }
                 }
@@ -692,13 +694,13 @@ impl<I: Inference> Scheduler<I> {
                             .max();
                         if let Some((_, slot)) = newest {
                             let e = EngineError::Decode("the KV cache is full".into());
-                            self.end(slot, End::Failed(e), now);
+                            self.end(slot, End::Failed(e));
                         }
                     }
                     DecodeError::Failed(msg) => {
                         for it in &items {
                             if self.slots[it.slot].seq.is_some() {
-                                self.end(it.slot, End::Failed(EngineError::Decode(msg.clone())), now);
+                                self.end(it.slot, End::Failed(EngineError::Decode(msg.clone())));
                             }
                         }
                     }
@@ -731,7 +733,7 @@ impl<I: Inference> Scheduler<I> {
             let n_probs = q.n_probs;
             match self.inf.sample(seq_id, entry, n_probs) {
                 Ok(s) => self.on_token(it.slot, s, now),
-                Err(e) => self.end(it.slot, End::Failed(EngineError::Internal(format!("sampling: {e}"))), now),
+                Err(e) => self.end(it.slot, End::Failed(EngineError::Internal(format!("sampling: {e}")))),
             }
         }
     }
@@ -754,7 +756,7 @@ impl<I: Inference> Scheduler<I> {
         let n_in_kv = self.slots[slot_idx].cache.len();
         let Some(q) = self.slots[slot_idx].seq.as_mut() else { return };
         q.n_generated += 1;
-        q.first_token.get_or_insert(now);
+        q.first_token.get_or_insert_with(Instant::now);
         self.metrics.generated_tokens_total.fetch_add(1, Relaxed);
 
         let limit = if eog {
@@ -789,7 +791,7 @@ impl<I: Inference> Scheduler<I> {
         }
         q.outbox.push_back(Event::Token(TokenEvent { text, token, logprob: sampled.logprob, top_logprobs }));
         if let Some(reason) = finish {
-            self.end(slot_idx, End::Finished(reason), now);
+            self.end(slot_idx, End::Finished(reason));
             return;
         }
         q.pending = Some(token);
@@ -799,7 +801,7 @@ impl<I: Inference> Scheduler<I> {
                 q.paused_since.get_or_insert(now);
                 q.control.set_paused(true);
             }
-            Flush::Closed => self.end(slot_idx, End::Failed(EngineError::Cancelled), now),
+            Flush::Closed => self.end(slot_idx, End::Failed(EngineError::Cancelled)),
         }
     }
 }
