@@ -43,7 +43,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 pub use args::{
     Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, FlashAttnArg, MIN_CTX_PER_SLOT, Settings, TemplateChoice,
@@ -113,13 +113,19 @@ async fn not_found() -> AppError {
 /// The router with every route and middleware (auth, Host check, CORS, body
 /// limit, timeout, panic catching, JSON error shapes).
 pub fn app(state: AppState) -> Router {
-    let settings = state.settings().clone();
     let mut router: Router<AppState> = Router::new();
     for (method, path) in ROUTES {
         router = router.route(path, route(method, path));
     }
+    with_middleware(router.fallback(not_found), state)
+}
+
+/// Wrap `router` in the middleware stack, outermost last: panics → 500,
+/// request logging, JSON error bodies, Host check, CORS, body limit,
+/// timeout, API keys.
+fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
+    let settings = state.settings().clone();
     let router = router
-        .fallback(not_found)
         .with_state(state.clone())
         .layer(middleware::from_fn_with_state(state.keys(), auth::require_api_key))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout))
@@ -133,8 +139,14 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(middleware::from_fn_with_state(state.hosts(), auth::check_host))
         .layer(middleware::from_fn_with_state(settings.max_body, json_errors))
-        // 5xx are logged where they arise (AppError::Internal); the trace layer only at debug.
-        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        // One line per request at info (method, path, status, latency; never
+        // headers or bodies). 5xx details are logged where they arise.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             AppError::Internal("a request handler panicked".into()).into_response()
         }))
@@ -347,4 +359,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // A model still loading on a blocking thread must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500_not_a_dead_process() {
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let settings = Args::try_parse_argv(["llama-server", "-m", model]).unwrap().validate().unwrap();
+        let router: Router<AppState> = Router::new().route(
+            "/boom",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("handler bug");
+                }
+                "unreachable"
+            }),
+        );
+        let app = with_middleware(router, AppState::new(settings));
+        let req = axum::http::Request::get("/boom").header(header::HOST, "localhost").body(Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "server_error");
+        assert_eq!(v["error"]["message"], "internal server error");
+    }
 }

@@ -39,7 +39,10 @@ async fn excess_requests_get_503_at_once_and_the_rest_complete() {
             other => panic!("unexpected status {other}: {v}"),
         }
     }
-    assert!(ok.len() >= 3, "slot + queue admit at least three, got {}", ok.len());
+    // The queue's two places are always there; the slot adds a third once
+    // the engine has picked the first request up, which a loaded machine may
+    // not have done before the others arrive.
+    assert!(ok.len() >= 2, "the queue admits at least two, got {}", ok.len());
     assert!(!refused.is_empty(), "the excess must be refused");
     for (v, _) in &ok {
         assert_eq!(v["usage"]["completion_tokens"], TOKENS, "{v}");
@@ -66,7 +69,7 @@ async fn excess_requests_get_503_at_once_and_the_rest_complete() {
 
 #[tokio::test]
 async fn requests_past_the_timeout_end_with_408_and_free_the_slot() {
-    let s = Server::start(&["-np", "1", "-c", "2048", "--timeout", "1"]).await;
+    let s = Server::start(&["-np", "1", "-c", "2048", "--timeout", "2"]).await;
     let client = reqwest::Client::new();
     let started = Instant::now();
     let r = client
@@ -93,15 +96,14 @@ async fn requests_past_the_timeout_end_with_408_and_free_the_slot() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "timeout_error", "{body}");
 
-    // The slot is free again.
-    let r: Value = client
-        .post(s.url("/completion"))
-        .json(&json!({"prompt": "Hi", "n_predict": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["tokens_predicted"], 1, "{r}");
+    // The slot is free again: the engine stopped both generations.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let slots: Value = reqwest::get(s.url("/slots")).await.unwrap().json().await.unwrap();
+        if slots.as_array().unwrap().iter().all(|x| x["state"] == "idle") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot still busy: {slots}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
