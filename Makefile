@@ -5,7 +5,7 @@
 PROMPT ?= Write a short poem about the sea.
 CARGO  ?= cargo
 
-.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind clean-llama
+.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind reliability reliability-long clean-llama
 
 setup:
 	@vendor/setup.sh
@@ -44,6 +44,15 @@ valgrind: setup
 	CARGO_TARGET_DIR=target/valgrind LLAMA_SYS_NATIVE=0 $(CARGO) test -p llama-core --test real_model --no-run
 	valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
 	  $$(ls -t target/valgrind/debug/deps/real_model-* | grep -v '\.d$$' | head -n1) --test-threads=1 $(VALGRIND_TESTS)
+
+# Reliability suites (docs/RELIABILITY.md): hostile input, flags, network safety, load,
+# faults, determinism, memory, tokenizer. `reliability` runs the CI sizes (also part of
+# `make test`); `reliability-long` the long sizes, in release (RELIABILITY_* knobs override).
+reliability: setup
+	$(CARGO) test -p llama-e2e --test 'reliability_*'
+
+reliability-long: setup
+	RELIABILITY_SCALE=long $(CARGO) test --release -p llama-e2e --test 'reliability_*' -- --nocapture --test-threads=1
 
 # Force a rebuild of llama.cpp (normally built once per source tree and cached in target/llama.cpp-build).
 clean-llama:
