@@ -341,3 +341,32 @@ fn timings_are_wall_clock() {
     assert!(m.prefill_time_total >= Duration::from_millis(40), "{m:?}");
     assert!(m.decode_time_total >= Duration::from_millis(8), "{m:?}");
 }
+
+#[test]
+fn public_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send_unpin_stream<T: Send + Unpin + futures::Stream<Item = Event>>() {}
+    send_sync::<Engine>();
+    send_sync::<Engine<FakeInference>>();
+    send_sync::<crate::Canceller>();
+    send_unpin_stream::<crate::Handle>();
+}
+
+/// Even a panic on the engine thread leaves no request without its terminal event.
+#[test]
+fn engine_thread_panic_still_ends_every_request() {
+    let cfg = EngineConfig { n_seq_max: 1, n_batch: 8, ..config() };
+    let (engine, ctl) = engine(cfg);
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(1);
+    let running = engine.submit(greedy("running", 1000)).unwrap();
+    let queued = engine.submit(greedy("queued", 5)).unwrap();
+    wait_until("admission", Duration::from_secs(5), || engine.metrics().active_sequences == 1);
+    ctl.lock().unwrap().on_ubatch = Some(Box::new(|_| panic!("injected engine panic (expected by this test)")));
+    let events: Vec<Event> = running.blocking_iter().collect();
+    assert!(matches!(events.last(), Some(Event::Error(EngineError::Internal(_)))), "{:?}", events.last());
+    let events: Vec<Event> = queued.blocking_iter().collect();
+    assert_eq!(events, vec![Event::Error(EngineError::ShuttingDown)]);
+    wait_until("stop", Duration::from_secs(5), || engine.health() == Health::Stopped);
+    assert!(matches!(engine.submit(greedy("late", 1)), Err(Rejected::ShuttingDown)));
+    engine.shutdown_blocking(Duration::ZERO);
+}

@@ -358,19 +358,11 @@ impl<I: Inference> Scheduler<I> {
             } else if drain_until.is_some_and(|d| now >= d) {
                 Some(EngineError::ShuttingDown)
             } else {
-                match flush_outbox(seq) {
+                match flush_outbox(seq, now) {
                     Flush::Closed => Some(EngineError::Cancelled),
-                    Flush::Empty => {
-                        seq.paused_since = None;
-                        seq.control.set_paused(false);
-                        None
-                    }
-                    Flush::Blocked => {
-                        let since = *seq.paused_since.get_or_insert(now);
-                        seq.control.set_paused(true);
-                        (now.saturating_duration_since(since) >= slow)
-                            .then_some(EngineError::SlowConsumer { timeout: slow })
-                    }
+                    Flush::Empty => None,
+                    Flush::Blocked(since) => (now.saturating_duration_since(since) >= slow)
+                        .then_some(EngineError::SlowConsumer { timeout: slow }),
                 }
             };
             if let Some(err) = verdict {
@@ -795,36 +787,45 @@ impl<I: Inference> Scheduler<I> {
             return;
         }
         q.pending = Some(token);
-        match flush_outbox(q) {
-            Flush::Empty => {}
-            Flush::Blocked => {
-                q.paused_since.get_or_insert(now);
-                q.control.set_paused(true);
-            }
-            Flush::Closed => self.end(slot_idx, End::Failed(EngineError::Cancelled)),
+        if let Flush::Closed = flush_outbox(q, now) {
+            self.end(slot_idx, End::Failed(EngineError::Cancelled));
         }
     }
 }
 
 enum Flush {
+    /// Everything was sent.
     Empty,
-    Blocked,
+    /// The channel is full; paused since this instant.
+    Blocked(Instant),
+    /// The handle is gone.
     Closed,
 }
 
-/// Send as much of the backlog as the channel takes.
-fn flush_outbox(q: &mut Sequence) -> Flush {
+/// Send as much of the backlog as the channel takes, and keep the paused
+/// state (ours and the handle's) in step.
+fn flush_outbox(q: &mut Sequence, now: Instant) -> Flush {
+    if q.outbox.is_empty() {
+        return Flush::Empty;
+    }
     let Some(sink) = q.sink.as_ref() else { return Flush::Closed };
+    // Raised before trying to send: a reader that frees room after our
+    // failed send is then sure to see it and wake us. Raised after, the
+    // wake-up could be lost and the request would sit until the
+    // slow-consumer bound.
+    q.control.set_paused(true);
     while let Some(ev) = q.outbox.pop_front() {
         match sink.try_send(ev) {
             Ok(()) => {}
             Err((SendError::Full, ev)) => {
                 q.outbox.push_front(ev);
-                return Flush::Blocked;
+                return Flush::Blocked(*q.paused_since.get_or_insert(now));
             }
             Err((SendError::Closed, _)) => return Flush::Closed,
         }
     }
+    q.control.set_paused(false);
+    q.paused_since = None;
     Flush::Empty
 }
 
