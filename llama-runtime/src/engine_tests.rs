@@ -122,7 +122,7 @@ fn overload_is_immediate() {
     let b = engine.submit(greedy("bbbb", 5)).unwrap();
     let t = Instant::now();
     let c = engine.submit(greedy("cccc", 5));
-    assert!(t.elapsed() < Duration::from_millis(50));
+    assert!(t.elapsed() < Duration::from_millis(200));
     assert!(matches!(c, Err(Rejected::Overloaded { queue_capacity: 1 })), "{c:?}");
     let m = engine.metrics();
     assert_eq!((m.queue_depth, m.rejected_total), (1, 1));
@@ -146,7 +146,7 @@ fn cancel_aborts_a_long_prefill_within_a_microbatch() {
     let events: Vec<Event> = long.blocking_iter().collect();
     let waited = t.elapsed();
     assert_eq!(events, vec![Event::Error(EngineError::Cancelled)]);
-    assert!(waited < Duration::from_millis(300), "cancel took {waited:?}");
+    assert!(waited < Duration::from_millis(1000), "cancel took {waited:?} (the whole decode takes 1.5 s)");
     assert_eq!(engine.metrics().aborted_steps, 1);
     // The slot is free at once: a new request starts and finishes quickly.
     let t = Instant::now();

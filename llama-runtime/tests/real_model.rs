@@ -194,7 +194,7 @@ fn cancel_mid_prefill_and_mid_decode_frees_the_slot() {
 
     // The slot is free at once: the next request is admitted without queueing.
     let next = run(&engine, greedy("Tell me a story.", 4));
-    assert!(next.timings.queued < Duration::from_millis(500), "{:?}", next.timings);
+    assert!(next.timings.queued < Duration::from_secs(2), "{:?}", next.timings);
 
     // Mid-decode.
     let mut req = greedy("Tell me a long story.", 10_000);
