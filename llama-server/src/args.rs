@@ -140,23 +140,29 @@ pub struct Args {
     pub seed: i64,
 
     /// Default temperature (0.8).
-    #[arg(long = "temp", visible_alias = "temperature", env = "LLAMA_ARG_TEMPERATURE", value_name = "N")]
+    #[arg(
+        long = "temp",
+        visible_alias = "temperature",
+        env = "LLAMA_ARG_TEMPERATURE",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     pub temp: Option<f32>,
 
     /// Default top-k (40, 0 = off).
-    #[arg(long = "top-k", env = "LLAMA_ARG_TOP_K", value_name = "N")]
+    #[arg(long = "top-k", env = "LLAMA_ARG_TOP_K", value_name = "N", allow_negative_numbers = true)]
     pub top_k: Option<i32>,
 
     /// Default top-p (0.95, 1.0 = off).
-    #[arg(long = "top-p", env = "LLAMA_ARG_TOP_P", value_name = "N")]
+    #[arg(long = "top-p", env = "LLAMA_ARG_TOP_P", value_name = "N", allow_negative_numbers = true)]
     pub top_p: Option<f32>,
 
     /// Default min-p (0.05, 0.0 = off).
-    #[arg(long = "min-p", env = "LLAMA_ARG_MIN_P", value_name = "N")]
+    #[arg(long = "min-p", env = "LLAMA_ARG_MIN_P", value_name = "N", allow_negative_numbers = true)]
     pub min_p: Option<f32>,
 
     /// Default repeat penalty (1.0 = off).
-    #[arg(long = "repeat-penalty", env = "LLAMA_ARG_REPEAT_PENALTY", value_name = "N")]
+    #[arg(long = "repeat-penalty", env = "LLAMA_ARG_REPEAT_PENALTY", value_name = "N", allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
 
     /// Default look-back of the repeat penalty (64, 0 = off, -1 = context).
@@ -341,20 +347,8 @@ pub struct Settings {
     pub max_body: usize,
     /// Drain time on shutdown.
     pub drain_timeout: Duration,
-    /// Default seed (u32::MAX = random).
-    pub seed: u32,
-    /// Default sampling overrides from the flags.
-    pub temp: Option<f32>,
-    /// Default top-k.
-    pub top_k: Option<i32>,
-    /// Default top-p.
-    pub top_p: Option<f32>,
-    /// Default min-p.
-    pub min_p: Option<f32>,
-    /// Default repeat penalty.
-    pub repeat_penalty: Option<f32>,
-    /// Default repeat look-back.
-    pub repeat_last_n: Option<i32>,
+    /// Default sampling parameters (llama.cpp's, with the flags' overrides).
+    pub sampling: llama_core::SamplingParams,
 }
 
 /// The built-in chat templates `--chat-template NAME` accepts.
@@ -533,6 +527,32 @@ impl Args {
             TemplateChoice::Model
         };
 
+        if let TemplateChoice::Source(src) = &chat_template {
+            // Compile now (bos/eos come from the model later) so that a broken
+            // template is refused before anything is loaded.
+            llama_core::ChatTemplate::new(src, "", "").map_err(|e| {
+                range(
+                    if self.chat_template_file.is_some() { "--chat-template-file" } else { "--chat-template" },
+                    "(template)",
+                    e.to_string(),
+                )
+            })?;
+        }
+        self.default_sampling(seed).validate().map_err(|e| match e {
+            llama_core::Error::InvalidParam { name, reason } => {
+                let (flag, value) = match name {
+                    "temperature" => ("--temp", format!("{:?}", self.temp)),
+                    "top_p" => ("--top-p", format!("{:?}", self.top_p)),
+                    "min_p" => ("--min-p", format!("{:?}", self.min_p)),
+                    "repeat_penalty" => ("--repeat-penalty", format!("{:?}", self.repeat_penalty)),
+                    "repeat_last_n" => ("--repeat-last-n", format!("{:?}", self.repeat_last_n)),
+                    _ => ("--top-k", format!("{:?}", self.top_k)),
+                };
+                range(flag, value.trim_start_matches("Some(").trim_end_matches(')'), reason)
+            }
+            other => range("--temp", "", other.to_string()),
+        })?;
+
         let model_path = match &self.model {
             Some(path) => {
                 if !path.is_file() {
@@ -574,14 +594,35 @@ impl Args {
                 .collect(),
             max_body: self.max_body,
             drain_timeout: Duration::from_secs(self.drain_timeout),
-            seed,
-            temp: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
+            sampling: self.default_sampling(seed),
         })
+    }
+}
+
+impl Args {
+    /// llama.cpp's default sampling parameters with this command line's
+    /// overrides (`--seed`, `--temp`, `--top-k`, ...).
+    pub fn default_sampling(&self, seed: u32) -> llama_core::SamplingParams {
+        let mut p = llama_core::SamplingParams { seed, ..Default::default() };
+        if let Some(v) = self.temp {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.min_p {
+            p.min_p = v;
+        }
+        if let Some(v) = self.repeat_penalty {
+            p.repeat_penalty = v;
+        }
+        if let Some(v) = self.repeat_last_n {
+            p.repeat_last_n = v;
+        }
+        p
     }
 }
 
@@ -642,7 +683,8 @@ mod tests {
         assert!(s.slots);
         assert!(!s.metrics);
         assert!(s.api_keys.is_empty());
-        assert_eq!(s.seed, u32::MAX);
+        assert_eq!(s.sampling.seed, u32::MAX);
+        assert_eq!(s.sampling, llama_core::SamplingParams::default());
         assert_eq!(s.chat_template, TemplateChoice::Model);
     }
 
@@ -694,6 +736,11 @@ mod tests {
             (&["--max-body", "10"], "--max-body"),
             (&["--host", "not a host"], "--host"),
             (&["--chat-template", "nonsense"], "--chat-template"),
+            (&["--chat-template", "{% for %}"], "--chat-template"),
+            (&["--temp", "-5"], "--temp"),
+            (&["--top-p", "7"], "--top-p"),
+            (&["--repeat-last-n", "-9"], "--repeat-last-n"),
+            (&["--seed", "4294967295"], "--seed"),
         ];
         for (args, flag) in cases {
             let err = settings(args).unwrap_err();

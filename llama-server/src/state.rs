@@ -91,27 +91,7 @@ impl Ready {
         let engine = Engine::start(Arc::clone(&model), config)?;
         let n_ctx_per_seq = engine.n_ctx_per_seq();
 
-        let mut defaults = SamplingParams { seed: settings.seed, ..SamplingParams::default() };
-        if let Some(v) = settings.temp {
-            defaults.temperature = v;
-        }
-        if let Some(v) = settings.top_k {
-            defaults.top_k = v;
-        }
-        if let Some(v) = settings.top_p {
-            defaults.top_p = v;
-        }
-        if let Some(v) = settings.min_p {
-            defaults.min_p = v;
-        }
-        if let Some(v) = settings.repeat_penalty {
-            defaults.repeat_penalty = v;
-        }
-        if let Some(v) = settings.repeat_last_n {
-            defaults.repeat_last_n = v;
-        }
-        defaults.validate().map_err(|e| anyhow::anyhow!("default sampling flags: {e}"))?;
-
+        let defaults = settings.sampling.clone();
         Ok(Ready {
             engine,
             model,
