@@ -126,6 +126,18 @@ impl ContextParams {
                 return bad(name, format!("must be in 1..={MAX_THREADS}, got {t}"));
             }
         }
+        // With pooled embeddings llama.cpp splits each micro-batch evenly
+        // across sequences while reserving its graphs, and GGML_ASSERTs when
+        // n_ubatch is not a multiple of n_seq_max (seen with 3, 5, 6, 7 / 512).
+        if self.embeddings && self.pooling != Pooling::None && self.n_ubatch % self.n_seq_max != 0 {
+            return bad(
+                "n_seq_max",
+                format!(
+                    "with embeddings on, n_ubatch ({}) must be a multiple of n_seq_max ({})",
+                    self.n_ubatch, self.n_seq_max
+                ),
+            );
+        }
         Ok(())
     }
 }

@@ -283,6 +283,7 @@ fn bad_inputs_are_typed_errors() {
         ContextParams { n_batch: 0, ..Default::default() },
         ContextParams { n_ubatch: 1024, n_batch: 512, ..Default::default() },
         ContextParams { n_ctx: 64, n_seq_max: 64, ..Default::default() },
+        ContextParams { n_ctx: 4096, n_seq_max: 3, embeddings: true, ..Default::default() },
     ] {
         assert!(matches!(Context::new(m.clone(), &p), Err(Error::InvalidParam { .. })), "{p:?}");
     }
