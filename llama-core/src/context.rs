@@ -129,7 +129,7 @@ impl ContextParams {
         // With pooled embeddings llama.cpp splits each micro-batch evenly
         // across sequences while reserving its graphs, and GGML_ASSERTs when
         // n_ubatch is not a multiple of n_seq_max (seen with 3, 5, 6, 7 / 512).
-        if self.embeddings && self.pooling != Pooling::None && self.n_ubatch % self.n_seq_max != 0 {
+        if self.embeddings && self.pooling != Pooling::None && !self.n_ubatch.is_multiple_of(self.n_seq_max) {
             return bad(
                 "n_seq_max",
                 format!(

@@ -37,12 +37,12 @@
 
 mod backend;
 mod batch;
+mod chat;
 mod context;
 mod embed;
 mod error;
 mod ffi;
 pub mod gguf;
-mod chat;
 pub use chat::{ChatMessage, ChatTemplate};
 mod model;
 mod sampler;
