@@ -311,10 +311,11 @@ fn collect_bias<'a>(
         };
         let tokens: Vec<Token> = match key {
             KeyRef::Num(Some(id)) => vec![check_id(id, n_vocab)?],
-            KeyRef::Str(s) if s.trim().parse::<i64>().is_ok() => {
-                vec![check_id(s.trim().parse::<i64>().unwrap_or(-1), n_vocab)?]
-            }
-            KeyRef::Str(text) | KeyRef::Text(text) => vocab.tokenize(text, false, false).map_err(AppError::from)?,
+            KeyRef::Str(s) => match s.trim().parse::<i64>() {
+                Ok(id) => vec![check_id(id, n_vocab)?],
+                Err(_) => vocab.tokenize(s, false, false).map_err(AppError::from)?,
+            },
+            KeyRef::Text(text) => vocab.tokenize(text, false, false).map_err(AppError::from)?,
             KeyRef::Num(None) | KeyRef::Invalid => return Err(bad("a token must be an integer id or a string".into())),
         };
         out.extend(tokens.into_iter().map(|t| (t, bias)));

@@ -213,6 +213,12 @@ pub fn init_logging(args: &Args) {
 /// loaded on a blocking thread, is ready. On a signal: stop accepting, let
 /// in-flight requests finish for up to `--drain-timeout`, shut the engine
 /// down, return `Ok`. A model that fails to load is an `Err`.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the server abruptly: open connections are
+/// dropped (cancelling their generations) and the engine is left to stop
+/// when its last handle goes; use a signal for a graceful stop.
 pub async fn serve(args: Args) -> anyhow::Result<()> {
     let settings = args.validate()?;
     let signals = ShutdownSignals::register();

@@ -391,3 +391,22 @@ async fn chat_answer_conforms_to_the_schema() {
     common::assert_schema("ChatCompletion", &v);
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
 }
+
+#[tokio::test]
+async fn every_logit_bias_shape_is_accepted() {
+    for bias in
+        [json!({"15": 2.5}), json!({"Hello": -1}), json!([[15, -1.0], [16, false]]), json!([["Hello world", -0.5]])]
+    {
+        let body = json!({"prompt": "Hi", "n_predict": 1, "logit_bias": bias});
+        let (status, _, v) = send(ready(), post_json("/completion", body)).await;
+        assert_eq!(status, StatusCode::OK, "{bias}: {v}");
+    }
+    // A banned token never appears: ban the greedy choice and it changes.
+    let greedy = json!({"prompt": "The capital of France is", "n_predict": 1, "temperature": 0, "return_tokens": true});
+    let (_, _, first) = send(ready(), post_json("/completion", greedy.clone())).await;
+    let top = first["tokens"][0].as_i64().unwrap();
+    let mut banned = greedy;
+    banned["logit_bias"] = json!([[top, false]]);
+    let (_, _, second) = send(ready(), post_json("/completion", banned)).await;
+    assert_ne!(second["tokens"][0].as_i64().unwrap(), top, "{second}");
+}
