@@ -37,7 +37,7 @@ fn unbase64(s: &str) -> Vec<f64> {
 
 #[tokio::test]
 async fn embeddings_endpoints() {
-    let s = Server::start(&["--embeddings", "-np", "1", "-c", "512"]).await;
+    let s = Server::start(&["--embeddings"]).await;
     let (status, v) =
         post(&s, "/v1/embeddings", json!({"input": ["I love cats", "I adore kittens", "Quarterly tax deadline"]}))
             .await;

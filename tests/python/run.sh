@@ -35,8 +35,7 @@ fi
 
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
-# One slot: the embeddings context of llama-runtime currently needs -np 1 (see docs/SERVER.md).
-"$BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -c 2048 -np 1 -t 2 -tb 2 \
+"$BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -c 4096 -np 2 -t 2 -tb 2 \
     --alias smollm2 --api-key sk-test --embeddings >"$log" 2>&1 &
 server=$!
 cleanup() {
