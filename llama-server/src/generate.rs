@@ -413,20 +413,48 @@ pub(crate) fn engine_error(e: EngineError, timeout_secs: u64) -> AppError {
     }
 }
 
+/// Text longer than this (bytes, all prompts of a request together) is
+/// tokenized on a blocking thread: the HTTP runtime has only two workers,
+/// and a multi-megabyte prompt takes long enough to stall every other
+/// connection.
+pub(crate) const INLINE_WORK_BYTES: usize = 64 << 10;
+
+/// Run `f` here when `bytes` of input is small, else on a blocking thread.
+pub(crate) async fn maybe_blocking<T, F>(bytes: usize, f: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if bytes <= INLINE_WORK_BYTES {
+        Ok(f())
+    } else {
+        tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(format!("blocking task failed: {e}")))
+    }
+}
+
 /// Submit every request, or none: if one is refused, the handles already
 /// obtained are dropped (which cancels them) and the refusal is returned.
-pub(crate) fn submit_all(
+/// Submitting tokenizes text prompts, so large ones go to a blocking thread.
+pub(crate) async fn submit_all(
     ready: &Ready,
     requests: Vec<Request>,
     prompt_param: &str,
 ) -> Result<Vec<Observed<Handle>>, AppError> {
     let start = Instant::now();
-    let mut handles = Vec::with_capacity(requests.len());
-    for req in requests {
-        let handle = ready.engine.submit(req).map_err(|r| rejected(r, prompt_param))?;
-        handles.push(Observed::new(handle, Arc::clone(&ready.stats), start));
-    }
-    Ok(handles)
+    let text_bytes = requests
+        .iter()
+        .map(|r| match &r.prompt {
+            Prompt::Text(t) => t.len(),
+            _ => 0,
+        })
+        .sum();
+    let engine = ready.engine.clone();
+    let submitted = maybe_blocking(text_bytes, move || {
+        requests.into_iter().map(|r| engine.submit(r)).collect::<Result<Vec<Handle>, Rejected>>()
+    })
+    .await?;
+    let handles = submitted.map_err(|r| rejected(r, prompt_param))?;
+    Ok(handles.into_iter().map(|h| Observed::new(h, Arc::clone(&ready.stats), start)).collect())
 }
 
 /// Everything one finished request produced.

@@ -131,7 +131,8 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.timeout))
         .layer(axum::Extension(BodyLimit(settings.max_body)))
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(settings.max_body));
+        .layer(RequestBodyLimitLayer::new(settings.max_body))
+        .layer(middleware::from_fn_with_state(settings.max_body, refuse_oversized));
     let router = match cors_layer(&settings.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
@@ -167,6 +168,36 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")]),
     )
+}
+
+/// Bodies declared larger than this are refused without reading them.
+const MAX_DRAIN_BYTES: u64 = 64 << 20;
+
+/// A body whose `Content-Length` is over the limit gets 413 before any
+/// handler runs. Up to [`MAX_DRAIN_BYTES`] of it is read and thrown away
+/// first (for at most 10 s): answering while the client is still sending
+/// makes the kernel reset the connection, and most clients then report a
+/// broken pipe instead of the 413.
+async fn refuse_oversized(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
+        return next.run(req).await;
+    };
+    if declared <= MAX_DRAIN_BYTES {
+        let mut body = req.into_body().into_data_stream();
+        let drain = async {
+            use futures::StreamExt;
+            while let Some(Ok(_)) = body.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    }
+    let mut response = AppError::PayloadTooLarge { limit }.into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Give every error response the JSON error shape, including those made by

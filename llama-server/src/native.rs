@@ -19,10 +19,10 @@ use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
     self, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect, deadline, effective_max_tokens,
-    parse_prompts, parse_stop, request_with_sampling, submit_all, timings_json, token_text,
+    maybe_blocking, parse_prompts, parse_stop, request_with_sampling, submit_all, timings_json, token_text,
 };
 use crate::metrics;
-use crate::openai::{InMessage, embedding_inputs, to_chat_messages};
+use crate::openai::{InMessage, embedding_inputs, render_chat, to_chat_messages};
 use crate::sse::{self, Frame, Renderer};
 use crate::state::{AppState, Ready};
 
@@ -242,7 +242,7 @@ pub async fn completion(
             deterministic: false,
         });
     }
-    let handles = submit_all(&ready, requests, "prompt")?;
+    let handles = submit_all(&ready, requests, "prompt").await?;
     let plan = NativePlan {
         prompts: prompts.iter().map(|p: &PromptIn| p.text(&ready)).collect(),
         ready,
@@ -334,8 +334,11 @@ pub struct TokenizeRequest {
 /// `POST /tokenize`
 pub async fn tokenize(State(state): State<AppState>, Json(req): Json<TokenizeRequest>) -> Result<Response, AppError> {
     let ready = state.ready()?;
+    let model = Arc::clone(&ready.model);
+    let (add, parse) = (req.add_special.unwrap_or(false), req.parse_special.unwrap_or(true));
+    let content = req.content;
+    let tokens = maybe_blocking(content.len(), move || model.vocab().tokenize(&content, add, parse)).await??;
     let vocab = ready.model.vocab();
-    let tokens = vocab.tokenize(&req.content, req.add_special.unwrap_or(false), req.parse_special.unwrap_or(true))?;
     let body = if req.with_pieces.unwrap_or(false) {
         let items: Vec<Value> = tokens
             .iter()
@@ -385,7 +388,8 @@ pub async fn detokenize(
             }
         })
         .collect::<Result<_, _>>()?;
-    let content = vocab.detokenize(&tokens, false, true)?;
+    let model = Arc::clone(&ready.model);
+    let content = maybe_blocking(tokens.len() * 4, move || model.vocab().detokenize(&tokens, false, true)).await??;
     Ok(JsonResponse(json!({"content": content})).into_response())
 }
 
@@ -403,7 +407,7 @@ pub async fn apply_template(
 ) -> Result<Response, AppError> {
     let messages = to_chat_messages(&req.messages)?;
     let ready = state.ready()?;
-    let prompt = ready.render_chat(&messages)?;
+    let prompt = render_chat(&ready, messages).await?;
     Ok(JsonResponse(json!({"prompt": prompt})).into_response())
 }
 

@@ -17,8 +17,8 @@ use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
     self, Collected, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect, deadline,
-    effective_max_tokens, parse_prompts, parse_stop, random_id, request_with_sampling, seed_for_choice, submit_all,
-    timings_json, token_text, unix_now,
+    effective_max_tokens, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling, seed_for_choice,
+    submit_all, timings_json, token_text, unix_now,
 };
 use crate::grammar::{self, OrderedJson};
 use crate::sse::{self, Frame, Renderer};
@@ -156,6 +156,13 @@ pub(crate) fn to_chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage
         .collect()
 }
 
+/// Render chat messages with the model's template, on a blocking thread when they are large.
+pub(crate) async fn render_chat(ready: &Arc<Ready>, messages: Vec<ChatMessage>) -> Result<String, AppError> {
+    let bytes = messages.iter().map(|m| m.content.len()).sum();
+    let ready = Arc::clone(ready);
+    maybe_blocking(bytes, move || ready.render_chat(&messages)).await?
+}
+
 /// Validate `n`.
 fn parse_n(n: Option<i64>) -> Result<usize, AppError> {
     match n {
@@ -274,7 +281,7 @@ pub async fn chat_completions(
     let rf_grammar = response_format_grammar(req.response_format.as_ref())?;
     let ready = state.ready()?;
     let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready)?;
-    let prompt = ready.render_chat(&messages)?;
+    let prompt = render_chat(&ready, messages).await?;
 
     let logprobs = (req.logprobs == Some(true)).then_some(top);
     let requests = (0..n)
@@ -290,7 +297,7 @@ pub async fn chat_completions(
             deterministic: false,
         })
         .collect();
-    let handles = submit_all(&ready, requests, "messages")?;
+    let handles = submit_all(&ready, requests, "messages").await?;
     let plan = Plan {
         id: random_id("chatcmpl-"),
         created: unix_now(),
@@ -527,7 +534,7 @@ pub async fn completions(
         }
     }
     let total = requests.len();
-    let handles = submit_all(&ready, requests, "prompt")?;
+    let handles = submit_all(&ready, requests, "prompt").await?;
     let plan = Plan {
         id: random_id("cmpl-"),
         created: unix_now(),
