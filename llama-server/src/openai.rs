@@ -380,13 +380,20 @@ fn chat_logprob(ready: &Ready, t: &TokenEvent, k: u32) -> Value {
 }
 
 fn chat_chunk(plan: &Plan, index: usize, delta: Value, finish: Option<&str>, logprobs: Option<Value>) -> Value {
+    let choice = json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
+    stream_chunk(plan, "chat.completion.chunk", choice)
+}
+
+/// One streamed chunk: the same id/created/model on every chunk, and
+/// `usage: null` until the last when the client asked for usage.
+fn stream_chunk(plan: &Plan, object: &str, choice: Value) -> Value {
     let mut chunk = json!({
         "id": plan.id,
-        "object": "chat.completion.chunk",
+        "object": object,
         "created": plan.created,
         "model": plan.model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        "choices": [choice],
     });
     if plan.include_usage {
         chunk["usage"] = Value::Null;
@@ -621,18 +628,8 @@ fn text_logprobs(ready: &Ready, tokens: &[TokenEvent], k: u32, start_offset: usi
 }
 
 fn text_chunk(plan: &Plan, index: usize, text: &str, finish: Option<&str>, logprobs: Option<Value>) -> Value {
-    let mut chunk = json!({
-        "id": plan.id,
-        "object": "text_completion",
-        "created": plan.created,
-        "model": plan.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}],
-    });
-    if plan.include_usage {
-        chunk["usage"] = Value::Null;
-    }
-    chunk
+    let choice = json!({"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish});
+    stream_chunk(plan, "text_completion", choice)
 }
 
 struct TextRenderer {
