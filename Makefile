@@ -14,7 +14,7 @@ build: setup
 	$(CARGO) build --release -p llama-cli -p llama-server
 
 run: build
-	./target/release/llama generate --chat "$(PROMPT)"
+	./target/release/llama generate --chat -n 256 "$(PROMPT)"
 
 serve: build
 	./target/release/llama-server
