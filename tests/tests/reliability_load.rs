@@ -70,7 +70,7 @@ fn load_loses_nothing_and_rss_stays_flat() {
     let long_words = knob("long_prompt_words", 60, 300);
     let warm = LoadSpec {
         clients,
-        requests_per_client: 2,
+        requests_per_client: 1,
         max_tokens: 4,
         long_prompt_words: long_words,
         seed: 1,

@@ -320,3 +320,118 @@ fn absurd_flags_exit_cleanly() {
     figures::record("flags", json!({"cases": cases.len(), "failures": failures.len()}));
     assert!(failures.is_empty(), "{} of {} flag cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
+
+/// Connection floods: hundreds of idle connections, slow-header
+/// ("slowloris") connections, and more connections than the process may
+/// hold file descriptors (its limit lowered to 128 with `prlimit`). The
+/// server must keep serving others during the flood (except while it is
+/// out of descriptors) and fully recover after it, without crashing.
+#[test]
+fn connection_floods_and_descriptor_exhaustion() {
+    let s = ServerProcess::start(SMALL);
+    let addr = s.addr();
+    let ok = |label: &str| {
+        let r =
+            s.send(&Request::post_json("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0})));
+        match r {
+            Ok(r) if r.status() == 200 => {}
+            other => panic!("{label}: a normal request failed: {other:?}\n{}", s.log_tail(20)),
+        }
+    };
+
+    // 300 idle connections and 50 that dribble a header byte by byte.
+    let idle = connect_many(addr, 300);
+    let mut slow = connect_many(addr, 50);
+    for (i, c) in slow.iter_mut().enumerate() {
+        use std::io::Write as _;
+        let _ = c.write_all(format!("GET /health HTTP/1.1\r\nX-Slow-{i}: ").as_bytes());
+    }
+    ok("with 350 idle and slow connections open");
+    drop(idle);
+    drop(slow);
+    ok("after the idle flood");
+
+    // Out of descriptors: lower the server's limit, then hold more
+    // connections than it can accept.
+    let status =
+        std::process::Command::new("prlimit").args(["--pid", &s.pid().to_string(), "--nofile=128:128"]).status();
+    let limited = status.is_ok_and(|st| st.success());
+    let mut held = 0;
+    let mut recovered_ms = None;
+    if limited {
+        let flood = connect_many(addr, 400);
+        held = flood.len();
+        // While it is out of descriptors, requests may fail; it must not crash.
+        let _ = http::send(addr, &Request::get("/health"), Duration::from_secs(3));
+        assert!(s.rss_kib().is_some(), "the server process died while out of file descriptors");
+        drop(flood);
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if s.healthy() {
+                recovered_ms = Some(t0.elapsed().as_millis() as u64);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(recovered_ms.is_some(), "the server did not recover within 30 s after the descriptor flood");
+        ok("after the descriptor flood");
+    } else {
+        eprintln!("prlimit unavailable: descriptor exhaustion not tried");
+    }
+    figures::record(
+        "network_floods",
+        json!({"idle_connections": 300, "slow_header_connections": 50, "fd_limit_applied": limited,
+               "connections_over_fd_limit": held, "recovered_ms": recovered_ms}),
+    );
+}
+
+/// Open up to `n` connections, each with a 1 s connect timeout; stops at
+/// the first that fails (a full accept backlog drops SYNs, and a plain
+/// connect would then wait minutes).
+fn connect_many(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(c) => out.push(c),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Slowloris: a connection that never sends a request, and one that sends
+/// half a header and then nothing, must be closed by the server after a
+/// bounded time (hyper's usual header-read timeout is 30 s); otherwise a
+/// client can hold every file descriptor of the server forever.
+#[test]
+fn idle_and_slow_header_connections_are_closed() {
+    use std::io::{Read as _, Write as _};
+    let s = ServerProcess::start(SMALL);
+    let wait = Duration::from_secs(llama_e2e::figures::knob("idle_wait_s", 45, 45) as u64);
+    let mut idle = std::net::TcpStream::connect(s.addr()).expect("connect");
+    let mut partial = std::net::TcpStream::connect(s.addr()).expect("connect");
+    partial.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").expect("write");
+    let t0 = std::time::Instant::now();
+    let mut closed = [None, None];
+    for (k, c) in [&mut idle, &mut partial].into_iter().enumerate() {
+        let left = wait.saturating_sub(t0.elapsed()).max(Duration::from_millis(10));
+        c.set_read_timeout(Some(left)).expect("timeout");
+        let mut buf = [0u8; 256];
+        // EOF, a reset, or any response (a 408) all mean the server gave up
+        // on it; only the read timing out means it is still held open.
+        let gave_up = match c.read(&mut buf) {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        };
+        if gave_up {
+            closed[k] = Some(t0.elapsed().as_secs_f64());
+        }
+    }
+    figures::record(
+        "network_slowloris",
+        json!({"waited_s": wait.as_secs(), "idle_closed_after_s": closed[0], "partial_header_closed_after_s": closed[1]}),
+    );
+    assert!(closed[0].is_some(), "an idle connection (no request) is still open after {wait:?}");
+    assert!(closed[1].is_some(), "a connection stuck in the middle of its headers is still open after {wait:?}");
+    s.assert_healthy("slowloris");
+}
