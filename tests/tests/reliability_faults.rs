@@ -503,3 +503,119 @@ fn sigterm_under_load_drains_and_exits_zero() {
         "exit {exit_after:?} after SIGTERM, but the last request ended at {last_stream_end:?}: the server waited for nothing"
     );
 }
+
+/// SIGTERM with a drain timeout too short for the work in flight: requests
+/// still running or queued when it passes must still get a whole answer —
+/// a 503 in the error shape with `Retry-After` (the client should retry
+/// elsewhere or later), or a stream's terminal error event — and the
+/// process must exit 0 soon after.
+#[test]
+fn sigterm_past_the_drain_timeout_answers_every_request() {
+    let mut s = ServerProcess::start(&["-c", "1024", "-np", "1", "-t", "2", "-tb", "2", "--drain-timeout", "1"]);
+    let addr = s.addr();
+    let threads: Vec<_> = (0..4u64)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<String, String> {
+                let mut body = stream_body(&load::prompt(8, 200 + i), 400);
+                body["stream"] = json!(i == 3);
+                let r = http::send(addr, &Request::post_json("/v1/completions", &body), Duration::from_secs(120))
+                    .map_err(|e| format!("request {i} lost: {e}"))?;
+                if !r.complete {
+                    return Err(format!("request {i} cut off: {}", r.describe()));
+                }
+                match r.status() {
+                    200 if i == 3 => {
+                        let data = r.sse_data();
+                        match data.last().map(String::as_str) {
+                            Some("[DONE]") => Ok("stream done".into()),
+                            Some(last) if last.contains("\"error\"") => Ok("stream error event".into()),
+                            other => Err(format!("stream ended with {other:?}")),
+                        }
+                    }
+                    200 => Ok("200".into()),
+                    503 => {
+                        if !load::is_error_shape(&r.json()) {
+                            Err(format!("503 without the error shape: {}", r.describe()))
+                        } else if r.head.header("retry-after").is_none() {
+                            Err(format!("503 without Retry-After: {}", r.describe()))
+                        } else {
+                            Ok("503".into())
+                        }
+                    }
+                    _ => Err(format!("request {i}: {}", r.describe())),
+                }
+            })
+        })
+        .collect();
+    // Let the first request start generating.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let busy = s.get("/slots").json().is_some_and(|v| v[0]["next_token"]["n_decoded"].as_u64().unwrap_or(0) > 0);
+        if busy {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.sigterm();
+    let mut results: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut failures = Vec::new();
+    for t in threads {
+        match t.join().expect("client thread") {
+            Ok(k) => *results.entry(k).or_default() += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+    let status = s.wait_exit(Duration::from_secs(20));
+    figures::record(
+        "faults_sigterm_short_drain",
+        json!({"results": results, "failures": failures, "exit": status.map(|s| s.to_string())}),
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    let status = status.unwrap_or_else(|| panic!("no exit within 20 s of SIGTERM:\n{}", s.log_tail(20)));
+    assert!(status.success(), "exit status {status}");
+}
+
+/// One request with an expensive grammar (5000 alternatives: a 60 KB
+/// body) must not stall every other request: the engine thread samples all
+/// sequences, so a grammar checked against the whole vocabulary at every
+/// step costs everyone. Other short requests may slow down, but not by
+/// orders of magnitude.
+#[test]
+fn an_expensive_grammar_does_not_stall_other_requests() {
+    let s = ServerProcess::start(FAULT_SERVER);
+    let addr = s.addr();
+    let quick = json!({"prompt": "Hi", "max_tokens": 2, "temperature": 0, "cache_prompt": false});
+    let mut baseline = Duration::ZERO;
+    for _ in 0..5 {
+        let r = s.post("/v1/completions", &quick);
+        assert_eq!(r.status(), 200, "{}", r.describe());
+        baseline = baseline.max(r.elapsed);
+    }
+    let alternatives: Vec<String> = (0..5000).map(|i| format!("\"w{i}\"")).collect();
+    let grammar = format!("root ::= word (\" \" word)*\nword ::= {}", alternatives.join(" | "));
+    let body = json!({"prompt": "Words:", "n_predict": 32, "grammar": grammar, "temperature": 0,
+                      "ignore_eos": true, "cache_prompt": false, "stream": true});
+    let mut heavy = Conn::open(addr, Duration::from_secs(60)).expect("connect");
+    heavy.send(&Request::post_json("/completion", &body)).expect("send");
+    let head = heavy.read_head().expect("head");
+    assert_eq!(head.status, 200, "the grammar was refused");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut during = Duration::ZERO;
+    for _ in 0..5 {
+        let r = s.post("/v1/completions", &quick);
+        assert_eq!(r.status(), 200, "{}", r.describe());
+        during = during.max(r.elapsed);
+    }
+    heavy.hang_up();
+    figures::record(
+        "faults_expensive_grammar",
+        json!({
+            "baseline_worst_ms": baseline.as_millis() as u64,
+            "during_worst_ms": during.as_millis() as u64,
+        }),
+    );
+    assert!(
+        during < baseline * 10 + Duration::from_millis(500),
+        "a 2-token request took {during:?} while another request's grammar was sampled (alone: {baseline:?})"
+    );
+}
