@@ -112,6 +112,8 @@ pub struct BaselineLevel {
     pub itl_ms_p50: Option<f64>,
     /// Decode step time, ms (p99).
     pub itl_ms_p99: Option<f64>,
+    /// Median TTFT of the k-th sequence, ms.
+    pub ttft_ms_by_rank: Vec<f64>,
 }
 
 /// Raw output of `llama-baseline batched`.
@@ -142,6 +144,13 @@ impl BatchedOutput {
             ttft_ms_max: self.ttft_ms.iter().copied().reduce(f64::max),
             itl_ms_p50: percentile(&self.itl_ms, 50.0),
             itl_ms_p99: percentile(&self.itl_ms, 99.0),
+            ttft_ms_by_rank: (0..concurrency as usize)
+                .filter_map(|k| {
+                    let at: Vec<f64> =
+                        self.ttft_ms.iter().skip(k).step_by(concurrency.max(1) as usize).copied().collect();
+                    super::stats::median(&at)
+                })
+                .collect(),
         }
     }
 }

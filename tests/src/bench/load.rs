@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Summary, percentile};
+use super::stats::{Summary, median, percentile};
 
 /// The load: sizes and levels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +79,9 @@ pub struct LevelFigures {
     pub itl_ms_p99: Option<f64>,
     /// Requests measured.
     pub requests: usize,
+    /// Median TTFT (ms) of the k-th request submitted in a run, k = 0..c:
+    /// how long a request waits given how many were sent just before it.
+    pub ttft_ms_by_rank: Vec<f64>,
 }
 
 impl LevelFigures {
@@ -108,6 +111,16 @@ impl LevelFigures {
             itl_ms_p50: percentile(&itl, 50.0),
             itl_ms_p99: percentile(&itl, 99.0),
             requests: runs.iter().map(|r| r.requests.len()).sum(),
+            ttft_ms_by_rank: (0..concurrency as usize)
+                .filter_map(|k| {
+                    let at_rank: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| r.requests.get(k))
+                        .filter_map(|q| q.tokens.first().map(|t| (t - q.submitted) * 1e3))
+                        .collect();
+                    median(&at_rank)
+                })
+                .collect(),
         }
     }
 }
@@ -152,6 +165,8 @@ mod tests {
         // Gaps: 100, 100, 100, 200 ms.
         assert!((f.itl_ms_p50.unwrap_or(0.0) - 100.0).abs() < 1e-6);
         assert_eq!(f.stream_tok_s.samples.len(), 2);
+        assert_eq!(f.ttft_ms_by_rank.len(), 2);
+        assert!((f.ttft_ms_by_rank[1] - 200.0).abs() < 1e-6);
     }
 
     #[test]
