@@ -159,6 +159,9 @@ impl AppError {
     }
 }
 
+/// `Retry-After` of a 503 that has no better estimate.
+pub const DEFAULT_RETRY_AFTER_SECS: u32 = 5;
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         if let AppError::Internal(detail) = &self {
@@ -166,8 +169,11 @@ impl IntoResponse for AppError {
         }
         let status = self.status();
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let AppError::Unavailable { retry_after: Some(secs), .. } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        // Every 503 says when to come back; without a specific estimate
+        // (shutting down, engine stopped) clients wait a little longer.
+        if let AppError::Unavailable { retry_after, .. } = &self {
+            let secs = retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
