@@ -501,46 +501,24 @@ fn health_while(path: &'static str, body: Value) -> (Duration, Vec<Response>) {
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until && heavy.iter().any(|h| !h.is_finished()) {
         let t = Instant::now();
-        let ok = s.healthy();
+        // A /health that fails or times out (10 s) counts as that slow.
+        let _ok = s.healthy();
         worst = worst.max(t.elapsed());
-        assert!(ok, "/health failed while {path} requests were being processed");
         std::thread::sleep(Duration::from_millis(50));
     }
     let responses = heavy.into_iter().map(|h| h.join().expect("thread").expect("response")).collect();
     (worst, responses)
 }
 
-/// CPU-heavy request preprocessing (tokenizing a huge prompt, tokenizing
-/// the text keys of a logit bias, converting a large JSON schema to a
-/// grammar) must not run on the HTTP worker threads: while it runs,
-/// `/health` must keep answering promptly.
-#[test]
-#[ignore = "known finding, open: logit_bias text keys are tokenized on the HTTP workers (fix: move request preparation to spawn_blocking in llama-server)"]
-fn heavy_preprocessing_does_not_block_the_http_workers() {
+/// Run each case while measuring `/health`; a case fails if its responses
+/// break the contract or `/health` took a second or more meanwhile.
+fn no_blocking(suite: &str, cases: Vec<(&str, &'static str, Value, Expect)>) {
+    // One measurement at a time: the server is shared, and one blocking
+    // case would make another's /health slow.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut figures_out = serde_json::Map::new();
     let mut failures = Vec::new();
-    let schema_props: serde_json::Map<String, Value> =
-        (0..3000).map(|i| (format!("property_{i}"), json!({"type": "string", "maxLength": 8}))).collect();
-    let cases: Vec<(&str, &'static str, Value, Expect)> = vec![
-        (
-            "prompt of 1M newlines",
-            "/v1/completions",
-            completions(json!({"prompt": "\n".repeat(1_000_000)})),
-            Expect::Reject("context"),
-        ),
-        (
-            "logit_bias text of 1.9 MB of spaces",
-            "/v1/completions",
-            completions(json!({"logit_bias": [[" ".repeat(1_900_000), 1.0]]})),
-            Expect::Reject("logit_bias"),
-        ),
-        (
-            "json_schema of 3000 properties",
-            "/completion",
-            native(json!({"n_predict": 1, "json_schema": {"type": "object", "properties": schema_props}})),
-            Expect::Handled,
-        ),
-    ];
     for (name, path, body, expect) in cases {
         let (worst, responses) = health_while(path, body);
         for r in &responses {
@@ -554,8 +532,49 @@ fn heavy_preprocessing_does_not_block_the_http_workers() {
                 .push(format!("{name}: /health took {worst:?} meanwhile: the work runs on the HTTP worker threads"));
         }
     }
-    figures::record("hostile_blocking_work", Value::Object(figures_out));
+    figures::record(suite, Value::Object(figures_out));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// CPU-heavy request preprocessing (tokenizing a huge prompt, converting a
+/// large JSON schema to a grammar) must not run on the HTTP worker threads:
+/// while it runs, `/health` must keep answering promptly.
+#[test]
+fn heavy_preprocessing_does_not_block_the_http_workers() {
+    let schema_props: serde_json::Map<String, Value> =
+        (0..3000).map(|i| (format!("property_{i}"), json!({"type": "string", "maxLength": 8}))).collect();
+    no_blocking(
+        "hostile_blocking_work",
+        vec![
+            (
+                "prompt of 1M newlines",
+                "/v1/completions",
+                completions(json!({"prompt": "\n".repeat(1_000_000)})),
+                Expect::Reject("context"),
+            ),
+            (
+                "json_schema of 3000 properties",
+                "/completion",
+                native(json!({"n_predict": 1, "json_schema": {"type": "object", "properties": schema_props}})),
+                Expect::Handled,
+            ),
+        ],
+    );
+}
+
+/// The same for the text keys of a logit bias, which are tokenized.
+#[test]
+#[ignore = "known finding, open: logit_bias text keys are tokenized on the HTTP workers (fix: move request preparation to spawn_blocking in llama-server)"]
+fn logit_bias_text_does_not_block_the_http_workers() {
+    no_blocking(
+        "hostile_blocking_logit_bias",
+        vec![(
+            "logit_bias text of 1.9 MB of spaces",
+            "/v1/completions",
+            completions(json!({"logit_bias": [[" ".repeat(1_900_000), 1.0]]})),
+            Expect::Reject("logit_bias"),
+        )],
+    );
 }
 
 // ---------------------------------------------------------------- proptest
