@@ -287,7 +287,7 @@ fn sigint_stops_generation_keeps_output_and_exits_130() {
         first.extend_from_slice(&buf[..n]);
     }
     let n = first.len();
-    // The `kill` command rather than libc::kill keeps this crate free of unsafe code.
+    // The `kill` command rather than libc::kill: this crate forbids FFI calls of its own.
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let mut rest = Vec::new();
