@@ -35,8 +35,9 @@ pub struct EngineConfig {
     /// Requests waiting for a slot; a submit beyond it is rejected with
     /// [`Rejected::Overloaded`](crate::Rejected::Overloaded).
     pub queue_capacity: usize,
-    /// Most prompt tokens one sequence contributes to one step, so that a
-    /// long prompt never stalls streaming sequences for more than one chunk.
+    /// Most prompt tokens one step decodes, over all prefilling sequences
+    /// (oldest request first), so that prompts never stall streaming
+    /// sequences for more than one chunk.
     pub prefill_chunk: usize,
     /// Bound of each request's event channel (see the slow-consumer policy
     /// in the crate docs).
