@@ -69,7 +69,9 @@ fn only_special_token_strings() {
     let m = model();
     let v = m.vocab();
     let specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"];
-    let reps = knob("special_reps", 50_000, 500_000);
+    // Long size bounded while finding "special-token text tokenizes in
+    // quadratic time" is open (500 000 took over 7 minutes of CPU).
+    let reps = knob("special_reps", 50_000, 100_000);
     let text: String = (0..reps).map(|i| specials[i % specials.len()]).collect();
 
     // parse_special: every occurrence is one control token.
@@ -174,4 +176,32 @@ fn cjk_and_emoji_stream_token_by_token_through_the_engine() {
         json!({"targets": targets.len(), "events": n_events, "split_pieces": n_split_pieces}),
     );
     engine.shutdown_blocking(Duration::from_secs(5));
+}
+
+/// Tokenizing with `parse_special` must scale linearly in the number of
+/// special-token strings: every prompt is tokenized that way (a rendered
+/// chat template needs it), so a quadratic cost lets one 8 MB request of
+/// `<|im_end|>` strings burn about a quarter of an hour of CPU before the
+/// context check refuses it.
+#[test]
+#[ignore = "known finding, open: special-token text tokenizes in quadratic time (llama.cpp's special-token partition); fix in llama-core Vocab::tokenize (split on special strings in Rust, tokenize the plain runs) or refuse early in llama-runtime when occurrences exceed the context"]
+fn special_token_text_tokenizes_in_linear_time() {
+    let m = model();
+    let time = |n: usize| {
+        let text = "<|im_end|>".repeat(n);
+        let t0 = Instant::now();
+        let toks = m.vocab().tokenize(&text, false, true).expect("tokenize");
+        assert_eq!(toks.len(), n);
+        t0.elapsed()
+    };
+    time(1000);
+    let small = time(20_000);
+    let big = time(80_000);
+    let ratio = big.as_secs_f64() / small.as_secs_f64().max(1e-6);
+    figures::record(
+        "tokenizer_special_scaling",
+        json!({"20000_s": small.as_secs_f64(), "80000_s": big.as_secs_f64(), "ratio": ratio}),
+    );
+    // Linear is 4x; quadratic is 16x.
+    assert!(ratio < 8.0, "4x the special strings took {ratio:.1}x the time ({small:?} → {big:?}): superlinear");
 }
