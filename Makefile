@@ -24,7 +24,7 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 # Benchmarks (docs/BENCHMARKS.md): llama-core, engine, server and cold start
 # against the C baseline; rewrites docs/benchmarks.{json,png} and docs/BENCHMARKS.md.
