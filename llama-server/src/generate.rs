@@ -30,6 +30,10 @@ pub const MAX_TOP_LOGPROBS: u32 = 20;
 pub const MAX_GRAMMAR_BYTES: usize = llama_core::MAX_GRAMMAR_BYTES;
 /// Most logit-bias entries.
 pub const MAX_LOGIT_BIAS: usize = 1024;
+/// Longest text key of a logit bias, in bytes. A key stands for a word or a
+/// phrase; at most [`MAX_LOGIT_BIAS`] tokens can result anyway, so longer
+/// text is refused before it is tokenized.
+pub const MAX_LOGIT_BIAS_TEXT_BYTES: usize = 4096;
 
 /// Defines a request struct with the sampling fields that every generation
 /// endpoint accepts (llama.cpp accepts its sampling knobs on the OpenAI
@@ -160,11 +164,13 @@ pub(crate) struct SamplingFields<'a> {
 
 /// Build sampling parameters from the server defaults and a request's
 /// fields. `extra_grammar` is a grammar derived from `response_format`.
-pub(crate) fn build_sampling(
+/// Text keys of a logit bias are tokenized, on a blocking thread when
+/// together they are long (see [`INLINE_WORK_BYTES`]).
+pub(crate) async fn build_sampling(
     defaults: &SamplingParams,
     f: &SamplingFields<'_>,
     extra_grammar: Option<String>,
-    ready: &Ready,
+    ready: &Arc<Ready>,
 ) -> Result<SamplingParams, AppError> {
     let mut p = defaults.clone();
     macro_rules! set {
@@ -203,7 +209,13 @@ pub(crate) fn build_sampling(
         p.seed = seed_from(seed);
     }
     if let Some(bias) = f.logit_bias {
-        p.logit_bias = parse_logit_bias(bias, ready)?;
+        let text_bytes = logit_bias_text_bytes(bias)?;
+        p.logit_bias = if text_bytes <= INLINE_WORK_BYTES {
+            parse_logit_bias(bias, ready)?
+        } else {
+            let (bias, ready) = (bias.clone(), Arc::clone(ready));
+            maybe_blocking(text_bytes, move || parse_logit_bias(&bias, &ready)).await??
+        };
     }
     let mut grammars = Vec::new();
     if let Some(g) = f.grammar.filter(|g| !g.trim().is_empty()) {
@@ -277,6 +289,34 @@ pub(crate) fn parse_logit_bias(value: &Value, ready: &Ready) -> Result<Vec<(Toke
         (key, v)
     });
     collect_bias(keys, ready)
+}
+
+/// The bytes of the string keys of a logit bias (the text it may tokenize),
+/// after refusing any key longer than [`MAX_LOGIT_BIAS_TEXT_BYTES`].
+/// Shapes that are not a bias count nothing; [`parse_logit_bias`] refuses them.
+fn logit_bias_text_bytes(value: &Value) -> Result<usize, AppError> {
+    let keys: Vec<&str> = match value {
+        Value::Object(map) => map.keys().map(String::as_str).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::Array(pair) => pair.first().and_then(Value::as_str),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut total = 0;
+    for key in keys {
+        if key.len() > MAX_LOGIT_BIAS_TEXT_BYTES {
+            return Err(AppError::invalid(
+                "logit_bias",
+                format!("a logit_bias text may be at most {MAX_LOGIT_BIAS_TEXT_BYTES} bytes, one has {}", key.len()),
+            ));
+        }
+        total += key.len();
+    }
+    Ok(total)
 }
 
 enum KeyRef<'a> {

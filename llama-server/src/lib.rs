@@ -51,7 +51,10 @@ pub use args::{
 };
 pub use auth::PUBLIC_PATHS;
 pub use error::AppError;
-pub use generate::{MAX_CHOICES, MAX_GRAMMAR_BYTES, MAX_STOP, MAX_STOP_BYTES, MAX_TOP_LOGPROBS};
+pub use generate::{
+    MAX_CHOICES, MAX_GRAMMAR_BYTES, MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES, MAX_STOP, MAX_STOP_BYTES,
+    MAX_TOP_LOGPROBS,
+};
 pub use grammar::{MAX_RULES, MAX_SCHEMA_DEPTH, OrderedJson, SchemaError, json_object_grammar, json_schema_to_gbnf};
 pub use openai::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;

@@ -220,7 +220,7 @@ pub async fn completion(
         return Err(AppError::invalid("prompt", format!("at most {MAX_CHOICES} prompts per request")));
     }
     let ready = state.ready()?;
-    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), None, &ready)?;
+    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), None, &ready).await?;
     let stream = req.stream.unwrap_or(false);
     let ignore_eos = req.ignore_eos.unwrap_or(false);
     let max_tokens = effective_max_tokens(n_predict, ready.n_predict);

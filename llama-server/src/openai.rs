@@ -280,7 +280,7 @@ pub async fn chat_completions(
     let messages = to_chat_messages(&req.messages)?;
     let rf_grammar = response_format_grammar(req.response_format.as_ref())?;
     let ready = state.ready()?;
-    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready)?;
+    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready).await?;
     let prompt = render_chat(&ready, messages).await?;
 
     let logprobs = (req.logprobs == Some(true)).then_some(top);
@@ -518,7 +518,7 @@ pub async fn completions(
     }
     let rf_grammar = response_format_grammar(req.response_format.as_ref())?;
     let ready = state.ready()?;
-    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready)?;
+    let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready).await?;
 
     let mut requests = Vec::with_capacity(prompts.len() * n);
     let mut echoes = Vec::with_capacity(prompts.len() * n);

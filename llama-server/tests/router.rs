@@ -410,3 +410,49 @@ async fn every_logit_bias_shape_is_accepted() {
     let (_, _, second) = send(ready(), post_json("/completion", banned)).await;
     assert_ne!(second["tokens"][0].as_i64().unwrap(), top, "{second}");
 }
+
+#[tokio::test]
+async fn an_oversized_logit_bias_text_is_refused_before_tokenizing() {
+    let limit = llama_server::MAX_LOGIT_BIAS_TEXT_BYTES;
+    let long = "a".repeat(limit + 1);
+    let cases = [
+        ("/completion", json!({"prompt": "Hi", "n_predict": 1, "logit_bias": [[long, 1.0]]})),
+        ("/v1/completions", json!({"prompt": "Hi", "max_tokens": 1, "logit_bias": {long.clone(): -1}})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "logit_bias": [[long, 1]]}),
+        ),
+    ];
+    for (path, body) in cases {
+        let (status, _, v) = send(ready(), post_json(path, body)).await;
+        assert_error(status, &v, StatusCode::BAD_REQUEST, "invalid_request_error");
+        assert_eq!(v["error"]["param"], "logit_bias", "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&limit.to_string()), "{path}: the message should name the limit: {v}");
+    }
+    // A key of exactly the limit is tokenized (and refused only for its token count).
+    let at_limit = "a ".repeat(limit / 2);
+    let (status, _, v) =
+        send(ready(), post_json("/completion", json!({"prompt": "Hi", "n_predict": 1, "logit_bias": [[at_limit, 1]]})))
+            .await;
+    assert_error(status, &v, StatusCode::BAD_REQUEST, "invalid_request_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("at most 1024 tokens"), "{v}");
+}
+
+#[tokio::test]
+async fn a_logit_bias_with_much_text_in_all_is_applied() {
+    // 24 keys of 4 KiB (96 KiB in all: parsed on a blocking thread): token
+    // ids padded with spaces, which parse as ids. Banning the greedy choice
+    // among them changes it.
+    let greedy = json!({"prompt": "The capital of France is", "n_predict": 1, "temperature": 0, "return_tokens": true});
+    let (_, _, first) = send(ready(), post_json("/completion", greedy.clone())).await;
+    let top = first["tokens"][0].as_i64().unwrap();
+    let width = llama_server::MAX_LOGIT_BIAS_TEXT_BYTES;
+    let bias: serde_json::Map<String, Value> =
+        (0..23).chain([top]).map(|id| (format!("{id:>width$}"), json!(false))).collect();
+    let mut banned = greedy;
+    banned["logit_bias"] = Value::Object(bias);
+    let (status, _, second) = send(ready(), post_json("/completion", banned)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(second["tokens"][0].as_i64().unwrap(), top, "{second}");
+}

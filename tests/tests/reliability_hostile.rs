@@ -564,7 +564,6 @@ fn heavy_preprocessing_does_not_block_the_http_workers() {
 
 /// The same for the text keys of a logit bias, which are tokenized.
 #[test]
-#[ignore = "known finding, open: logit_bias text keys are tokenized on the HTTP workers (fix: move request preparation to spawn_blocking in llama-server)"]
 fn logit_bias_text_does_not_block_the_http_workers() {
     no_blocking(
         "hostile_blocking_logit_bias",
