@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
-use llama_core::{SamplingParams, Token};
+use llama_core::{FlashAttn, KvCacheType, SamplingParams, Token};
 
 /// `llama --version`: ours and the pinned llama.cpp we were built from.
 static VERSION: LazyLock<String> =
@@ -173,6 +173,24 @@ pub struct RunArgs {
     /// CPU threads [default: all cores]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
+    /// Flash attention: on, off or auto
+    #[arg(long = "flash-attn", value_name = "WHEN", default_value = "auto", value_parser = flash_attn)]
+    pub flash_attn: FlashAttn,
+    /// KV cache type for K (f16, q8_0, q4_0, ...; q8_0 halves the cache)
+    #[arg(long = "cache-type-k", value_name = "TYPE", default_value = "f16")]
+    pub cache_type_k: KvCacheType,
+    /// KV cache type for V (a quantized type needs flash attention)
+    #[arg(long = "cache-type-v", value_name = "TYPE", default_value = "f16")]
+    pub cache_type_v: KvCacheType,
+}
+
+fn flash_attn(s: &str) -> Result<FlashAttn, String> {
+    match s {
+        "on" => Ok(FlashAttn::On),
+        "off" => Ok(FlashAttn::Off),
+        "auto" => Ok(FlashAttn::Auto),
+        _ => Err("expected on, off or auto".into()),
+    }
 }
 
 /// Sampling flags, turned into [`SamplingParams`] by [`SamplingArgs::to_params`].

@@ -20,7 +20,14 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// An engine for one interactive user: one sequence, the whole context.
 pub fn start_engine(model: Arc<Model>, run: &RunArgs) -> anyhow::Result<Engine> {
     let n_ctx = if run.ctx_size == 0 { model.n_ctx_train() } else { run.ctx_size };
-    let mut config = EngineConfig { n_ctx, n_seq_max: 1, ..EngineConfig::default() };
+    let mut config = EngineConfig {
+        n_ctx,
+        n_seq_max: 1,
+        flash_attn: run.flash_attn,
+        type_k: run.cache_type_k,
+        type_v: run.cache_type_v,
+        ..EngineConfig::default()
+    };
     // The batch can never usefully exceed the context.
     config.n_batch = config.n_batch.min(n_ctx);
     config.n_ubatch = config.n_ubatch.min(config.n_batch);

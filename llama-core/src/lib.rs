@@ -51,7 +51,7 @@ mod vocab;
 
 pub use backend::Backend;
 pub use batch::{Batch, MAX_SEQS_PER_TOKEN};
-pub use context::{Context, ContextParams, FlashAttn, MAX_THREADS, MIN_CTX, Pooling, default_threads};
+pub use context::{Context, ContextParams, FlashAttn, KvCacheType, MAX_THREADS, MIN_CTX, Pooling, default_threads};
 pub use embed::embed;
 pub use error::{Error, Result};
 pub use model::{Model, ModelParams};

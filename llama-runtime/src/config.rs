@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use llama_core::{FlashAttn, KvCacheType};
+
 use crate::request::StartError;
 
 /// Smallest context window per slot that [`Engine::start`](crate::Engine::start) accepts.
@@ -50,6 +52,12 @@ pub struct EngineConfig {
     /// A request whose event channel stays full this long (the client stopped
     /// reading) is ended with [`EngineError::SlowConsumer`](crate::EngineError::SlowConsumer).
     pub slow_consumer_timeout: Duration,
+    /// Flash attention for the generation context.
+    pub flash_attn: FlashAttn,
+    /// Element type of the K cache (`f16` as in llama.cpp; `q8_0` halves it).
+    pub type_k: KvCacheType,
+    /// Element type of the V cache; a quantized type needs `flash_attn` not `Off`.
+    pub type_v: KvCacheType,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +76,9 @@ impl Default for EngineConfig {
             embeddings: false,
             stall_timeout: Duration::from_secs(30),
             slow_consumer_timeout: Duration::from_secs(60),
+            flash_attn: FlashAttn::Auto,
+            type_k: KvCacheType::F16,
+            type_v: KvCacheType::F16,
         }
     }
 }
@@ -133,6 +144,9 @@ impl EngineConfig {
         if self.slow_consumer_timeout.is_zero() {
             return bad("slow_consumer_timeout", "must be positive".into());
         }
+        if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
+            return bad("type_v", format!("a quantized V cache ({}) needs flash attention, which is off", self.type_v));
+        }
         Ok(())
     }
 }
@@ -156,6 +170,7 @@ mod tests {
             ("n_ubatch", EngineConfig { n_ubatch: 1024, ..Default::default() }),
             ("n_ubatch", EngineConfig { n_ubatch: 0, ..Default::default() }),
             ("n_threads", EngineConfig { n_threads: 0, ..Default::default() }),
+            ("type_v", EngineConfig { type_v: KvCacheType::Q8_0, flash_attn: FlashAttn::Off, ..Default::default() }),
             ("n_threads_batch", EngineConfig { n_threads_batch: -1, ..Default::default() }),
             ("queue_capacity", EngineConfig { queue_capacity: 0, ..Default::default() }),
             ("prefill_chunk", EngineConfig { prefill_chunk: 0, ..Default::default() }),

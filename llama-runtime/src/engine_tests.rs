@@ -24,6 +24,7 @@ fn config() -> EngineConfig {
         embeddings: true,
         stall_timeout: Duration::from_secs(5),
         slow_consumer_timeout: Duration::from_secs(5),
+        ..EngineConfig::default()
     }
 }
 

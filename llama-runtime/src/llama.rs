@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use llama_core::{
-    Batch, Context, ContextParams, Error, FlashAttn, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token,
-    log_softmax_of, log_softmax_top,
+    Batch, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token, log_softmax_of,
+    log_softmax_top,
 };
 
 use crate::config::EngineConfig;
@@ -85,8 +85,10 @@ impl LlamaInference {
             n_threads_batch: config.n_threads_batch,
             embeddings: false,
             pooling: Pooling::Unspecified,
-            flash_attn: FlashAttn::Auto,
+            flash_attn: config.flash_attn,
             kv_unified: false,
+            type_k: config.type_k,
+            type_v: config.type_v,
         };
         let ctx = Context::new(Arc::clone(&model), &params)?;
         let embed_ctx = if config.embeddings {

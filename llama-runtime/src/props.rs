@@ -131,6 +131,7 @@ fn config() -> impl Strategy<Value = EngineConfig> {
                 embeddings: true,
                 stall_timeout: Duration::from_secs(1),
                 slow_consumer_timeout: Duration::from_millis(SLOW_CONSUMER_MS),
+                ..EngineConfig::default()
             }
         },
     )

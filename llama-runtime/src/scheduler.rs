@@ -210,11 +210,13 @@ impl<I: Inference> Scheduler<I> {
         }
         let mut worked = self.embed_one();
         if let Some(items) = self.plan() {
-            self.execute(items, now);
+            self.execute(items);
             worked = true;
         }
         if worked {
-            self.publish(now, true);
+            // Not the tick's `now`: the step may have taken long, and
+            // progress is measured from its end.
+            self.publish(Instant::now(), true);
             return Tick::Worked;
         }
         self.publish(now, false);
@@ -624,7 +626,7 @@ impl<I: Inference> Scheduler<I> {
 
     // ---- executing ---------------------------------------------------------
 
-    fn execute(&mut self, items: Vec<Item>, now: Instant) {
+    fn execute(&mut self, items: Vec<Item>) {
         // Arm cancellation inside the decode for requests with prompt work.
         self.abort.store(false, SeqCst);
         let mut cancelled_early = false;
@@ -657,6 +659,9 @@ impl<I: Inference> Scheduler<I> {
         self.publish(started, true);
         let result = self.inf.decode(&entries);
         let elapsed = started.elapsed();
+        // Progress before the step's events go out: whoever sees a request
+        // finish must not see the engine as stalled by that very step.
+        self.metrics.mark_progress(started + elapsed, true);
         drop(entries);
         self.disarm(&items);
         let m = &self.metrics;
@@ -667,7 +672,8 @@ impl<I: Inference> Scheduler<I> {
         MetricsCell::add_duration(counter, elapsed);
 
         match result {
-            Ok(()) => self.after_decode(items, now),
+            // The tick's `now` predates the decode, which may have been long.
+            Ok(()) => self.after_decode(items, started + elapsed),
             Err(err) => {
                 // Whatever the step wrote is unspecified: roll every sequence
                 // in it back to where it was before the step.

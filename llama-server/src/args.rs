@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use llama_core::KvCacheType;
 
 /// The file `-m` defaults to, looked up under `models/` in the current
 /// directory and in every ancestor of the executable's directory.
@@ -29,6 +30,8 @@ const MULTI_LETTER_SHORTS: &[(&str, &str)] = &[
     ("-cb", "--cont-batching"),
     ("-nocb", "--no-cont-batching"),
     ("-fa", "--flash-attn"),
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
     ("-to", "--timeout"),
     ("-ngl", "--n-gpu-layers"),
 ];
@@ -54,7 +57,7 @@ pub enum FlashAttnArg {
     // As in llama.cpp, a flag given twice takes its last value.
     args_override_self = true,
     about = "OpenAI- and llama.cpp-compatible HTTP server (llama.rs)",
-    after_help = "Multi-letter short flags of llama.cpp are accepted too: -np, -tb, -ub, -cb, -nocb, -fa, -to, -ngl.\n\
+    after_help = "Multi-letter short flags of llama.cpp are accepted too: -np, -tb, -ub, -cb, -nocb, -fa, -ctk, -ctv, -to, -ngl.\n\
                   Batching is always continuous; --cont-batching/--no-cont-batching and --no-webui are accepted and ignored."
 )]
 pub struct Args {
@@ -213,6 +216,14 @@ pub struct Args {
     )]
     pub flash_attn: FlashAttnArg,
 
+    /// KV cache type for K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1. Alias: -ctk.
+    #[arg(long = "cache-type-k", env = "LLAMA_ARG_CACHE_TYPE_K", default_value = "f16", value_name = "TYPE")]
+    pub cache_type_k: KvCacheType,
+
+    /// KV cache type for V (a quantized type needs flash attention). Alias: -ctv.
+    #[arg(long = "cache-type-v", env = "LLAMA_ARG_CACHE_TYPE_V", default_value = "f16", value_name = "TYPE")]
+    pub cache_type_v: KvCacheType,
+
     /// Layers to offload to a GPU (needs a GPU build). Alias: -ngl.
     #[arg(long = "n-gpu-layers", visible_alias = "gpu-layers", env = "LLAMA_ARG_N_GPU_LAYERS", value_name = "N")]
     pub n_gpu_layers: Option<i32>,
@@ -335,6 +346,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// Flash attention.
     pub flash_attn: FlashAttnArg,
+    /// KV cache element type for K.
+    pub cache_type_k: KvCacheType,
+    /// KV cache element type for V.
+    pub cache_type_v: KvCacheType,
     /// GPU layers.
     pub n_gpu_layers: Option<i32>,
     /// Admission queue length.
@@ -429,6 +444,13 @@ impl Args {
             ArgsError::OutOfRange { flag, value: value.to_string(), reason: reason.into() }
         }
 
+        if self.cache_type_v.is_quantized() && self.flash_attn == FlashAttnArg::Off {
+            return Err(range(
+                "--cache-type-v",
+                self.cache_type_v,
+                "a quantized V cache needs flash attention (drop --flash-attn off, or use f16)",
+            ));
+        }
         let parallel = match self.parallel {
             -1 => 4,
             n if n >= 1 && n as u32 <= MAX_PARALLEL => n as u32,
@@ -583,6 +605,8 @@ impl Args {
             chat_template,
             timeout: Duration::from_secs(self.timeout),
             flash_attn: self.flash_attn,
+            cache_type_k: self.cache_type_k,
+            cache_type_v: self.cache_type_v,
             n_gpu_layers: self.n_gpu_layers,
             queue_size: self.queue_size,
             cors_origins: self.cors_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
@@ -679,6 +703,7 @@ mod tests {
         assert_eq!(a.n_predict, -1);
         assert_eq!(a.timeout, 600);
         assert_eq!(a.flash_attn, FlashAttnArg::Auto);
+        assert_eq!((a.cache_type_k, a.cache_type_v), (KvCacheType::F16, KvCacheType::F16));
         let s = a.validate().unwrap();
         assert!(s.slots);
         assert!(!s.metrics);
@@ -701,6 +726,10 @@ mod tests {
         let a = parse(&["-fa", "-nocb"]).unwrap();
         assert_eq!(a.flash_attn, FlashAttnArg::On);
         assert!(a.no_cont_batching);
+        let a = parse(&["-ctk", "q8_0", "-ctv", "Q4_0"]).unwrap();
+        assert_eq!((a.cache_type_k, a.cache_type_v), (KvCacheType::Q8_0, KvCacheType::Q4_0));
+        let err = parse(&["-ctk", "q3"]).unwrap_err().to_string();
+        assert!(err.contains("q3") && err.contains("q8_0"), "{err}");
     }
 
     #[test]
@@ -741,6 +770,7 @@ mod tests {
             (&["--top-p", "7"], "--top-p"),
             (&["--repeat-last-n", "-9"], "--repeat-last-n"),
             (&["--seed", "4294967295"], "--seed"),
+            (&["-ctv", "q8_0", "-fa", "off"], "--cache-type-v"),
         ];
         for (args, flag) in cases {
             let err = settings(args).unwrap_err();

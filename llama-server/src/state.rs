@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use llama_core::{ChatMessage, ChatTemplate, Model, ModelParams, SamplingParams};
+use llama_core::{ChatMessage, ChatTemplate, FlashAttn, Model, ModelParams, SamplingParams};
 use llama_runtime::{Engine, EngineConfig, Health};
 
 use crate::args::{BUILTIN_TEMPLATES, Settings, TemplateChoice};
@@ -86,6 +86,13 @@ impl Ready {
             n_threads_batch: threads(settings.threads_batch),
             queue_capacity: settings.queue_size,
             embeddings: settings.embeddings,
+            flash_attn: match settings.flash_attn {
+                crate::args::FlashAttnArg::On => FlashAttn::On,
+                crate::args::FlashAttnArg::Off => FlashAttn::Off,
+                crate::args::FlashAttnArg::Auto => FlashAttn::Auto,
+            },
+            type_k: settings.cache_type_k,
+            type_v: settings.cache_type_v,
             ..EngineConfig::default()
         };
         let engine = Engine::start(Arc::clone(&model), config)?;
