@@ -91,6 +91,15 @@ fn smoke_run_writes_every_section() {
         assert!(server.get("skipped").is_none(), "server skipped: {}", server["skipped"]);
         assert_levels(server, "server");
         assert!(server["idle_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
+        let by_type = server["idle_by_cache_type"].as_array().expect("idle RSS per cache type");
+        let kv = |t: &str| {
+            let r = by_type.iter().find(|r| r["cache_type"] == t).unwrap_or_else(|| panic!("no {t} row: {by_type:?}"));
+            assert!(r["rss_mib"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+            r["kv_mib"].as_f64().unwrap_or_else(|| panic!("no KV size read from the log: {r}"))
+        };
+        // Sizes, not timings: q8_0 is 34 bytes per 32 values, q4_0 18, f16 64.
+        let (f16, q8, q4) = (kv("f16"), kv("q8_0"), kv("q4_0"));
+        assert!((q8 / f16 - 34.0 / 64.0).abs() < 0.01 && (q4 / f16 - 18.0 / 64.0).abs() < 0.01, "{f16} {q8} {q4}");
     } else {
         assert!(server["skipped"].as_str().is_some_and(|s| s.contains("not built")), "{server}");
     }
@@ -104,7 +113,7 @@ fn smoke_run_writes_every_section() {
     }
 
     let targets = json["targets"].as_array().expect("targets is a list");
-    assert!(targets.len() >= 9, "every target is listed: {targets:?}");
+    assert!(targets.len() >= 10, "every target is listed: {targets:?}");
     for t in targets {
         assert!(t["id"].is_string() && t["target"].is_string() && t["measured"].is_string(), "{t}");
         assert!(t["met"].is_boolean() || t["met"].is_null(), "{t}");

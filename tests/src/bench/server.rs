@@ -44,29 +44,33 @@ impl Drop for Server {
 impl Server {
     /// Start `bin` with the load's configuration and wait until `/health` answers 200.
     pub fn start(bin: &Path, model: &Path, threads: i32, cfg: &LoadConfig) -> anyhow::Result<Server> {
+        let mut args: Vec<String> =
+            ["-c", &cfg.n_ctx.to_string(), "--parallel", &cfg.n_seq_max.to_string()].map(str::to_string).to_vec();
+        args.extend(
+            ["--batch-size", "--ubatch-size"].into_iter().flat_map(|f| [f.to_string(), cfg.n_batch.to_string()]),
+        );
+        Server::start_with(bin, model, threads, &args, &[])
+    }
+
+    /// Start `bin` on a free loopback port with `-m model -t threads` and
+    /// `args`, and wait until `/health` answers 200.
+    pub fn start_with(
+        bin: &Path,
+        model: &Path,
+        threads: i32,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         // Ask the OS for a free port, then hand it to the server.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = std::env::temp_dir().join(format!("bench-suite-server-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log)?;
         let mut cmd = Command::new(bin);
-        cmd.arg("-m").arg(model).args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-c",
-            &cfg.n_ctx.to_string(),
-            "--parallel",
-            &cfg.n_seq_max.to_string(),
-            "-t",
-            &threads.to_string(),
-            "--batch-size",
-            &cfg.n_batch.to_string(),
-            "--ubatch-size",
-            &cfg.n_batch.to_string(),
-        ]);
+        cmd.arg("-m").arg(model).args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", &threads.to_string()]);
+        cmd.args(args);
         let command = format!("{cmd:?}").replace('"', "");
         cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).env_remove("RUST_LOG");
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
         let server = Server { child, base: format!("http://127.0.0.1:{port}"), command, log };
         server.wait_healthy(Duration::from_secs(120))?;
@@ -210,11 +214,64 @@ pub struct ServerSection {
     pub peak_rss_mib: Option<f64>,
     /// Tokens generated per request as the client counted them (should be max_tokens).
     pub tokens_per_request: Summary,
+    /// Idle RSS of a server started with its default context per KV cache type.
+    pub idle_by_cache_type: Vec<IdleRss>,
+}
+
+/// RSS of an idle `llama-server` (default `-c`/`-np`, one short request
+/// served) with one KV cache type for both K and V.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleRss {
+    /// `-ctk`/`-ctv` value.
+    pub cache_type: String,
+    /// The KV cache size llama.cpp reported at start-up, MiB.
+    pub kv_mib: Option<f64>,
+    /// VmRSS after the request, MiB.
+    pub rss_mib: Option<f64>,
+}
+
+/// Measure [`IdleRss`] for each cache type, one server at a time.
+pub async fn idle_by_cache_type(
+    bin: &Path,
+    model: &Path,
+    threads: i32,
+    client: &reqwest::Client,
+    types: &[&str],
+) -> anyhow::Result<Vec<IdleRss>> {
+    let mut out = Vec::new();
+    for &t in types {
+        let args = ["-ctk", t, "-ctv", t].map(str::to_string);
+        let server = Server::start_with(bin, model, threads, &args, &[("RUST_LOG", "warn,llama_cpp=debug")])?;
+        let body = json!({"prompt": "Hello", "max_tokens": 4, "temperature": 0});
+        let r = client.post(format!("{}/v1/completions", server.base)).json(&body).send().await?;
+        if !r.status().is_success() {
+            bail!("a request to the server with cache type {t} failed: {}", r.status());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_mib = server.rss_kib().map(|k| k as f64 / 1024.0);
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        out.push(IdleRss { cache_type: t.to_string(), kv_mib: kv_size_mib(&log), rss_mib });
+    }
+    Ok(out)
+}
+
+/// The `size = N MiB` of llama.cpp's KV cache line in a log.
+fn kv_size_mib(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains("llama_kv_cache") && l.contains("size ="))?;
+    let rest = &line[line.find("size =")? + "size =".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kv_size_is_read_from_the_log() {
+        let log = "2026 INFO llama_cpp: load\n2026 INFO llama_cpp: llama_kv_cache: size =   90.00 MiB (  4096 cells,  30 layers,  4/4 seqs), K (f16):   45.00 MiB\n";
+        assert_eq!(kv_size_mib(log), Some(90.0));
+        assert_eq!(kv_size_mib("nothing here"), None);
+    }
 
     #[test]
     fn sse_event_boundaries() {

@@ -343,13 +343,34 @@ fn run_load(
     let server_out = match (server, server_err) {
         (_, Some(e)) => Outcome::skipped(e),
         (None, None) => Outcome::skipped("not started"),
-        (Some((srv, _, idle)), None) => {
+        (Some((srv, client, idle)), None) => {
             let after = srv.rss_kib();
             let peak = srv.hwm_kib();
+            let command = srv.command.clone();
+            drop(srv);
+            // The load server's context is sized for the highest level; the
+            // idle figures use the server's defaults, one cache type at a time.
+            let by_type = match &server_bin {
+                Ok(bin) => rt
+                    .block_on(server::idle_by_cache_type(bin, model, threads, &client, &["f16", "q8_0", "q4_0"]))
+                    .unwrap_or_else(|e| {
+                        log(&format!("idle RSS by cache type failed: {e:#}"));
+                        Vec::new()
+                    }),
+                Err(_) => Vec::new(),
+            };
+            for r in &by_type {
+                log(&format!(
+                    "idle server, -ctk/-ctv {}: RSS {:.1} MiB, KV {:.1} MiB",
+                    r.cache_type,
+                    r.rss_mib.unwrap_or(0.0),
+                    r.kv_mib.unwrap_or(0.0)
+                ));
+            }
             let all: Vec<&load::RequestTrace> = server_runs.iter().flatten().flat_map(|r| &r.requests).collect();
             let prompt: Vec<f64> = all.iter().map(|r| f64::from(r.prompt_tokens)).collect();
             Outcome::Measured(server::ServerSection {
-                command: srv.command.clone(),
+                command,
                 config: cfg.clone(),
                 prompt_tokens: stats::median(&prompt).unwrap_or(0.0),
                 levels: cfg
@@ -362,6 +383,7 @@ fn run_load(
                 idle_after_load_rss_mib: after.map(|k| k as f64 / 1024.0),
                 peak_rss_mib: peak.map(|k| k as f64 / 1024.0),
                 tokens_per_request: stats::Summary::of(all.iter().map(|r| r.tokens.len() as f64).collect()),
+                idle_by_cache_type: by_type,
             })
         }
     };
