@@ -255,7 +255,7 @@ impl Inference for FakeInference {
         result
     }
 
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams) -> Result<(), String> {
+    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, _prompt: &[Token]) -> Result<(), String> {
         let slot = self.seeds.get_mut(seq as usize).ok_or("fake: bad seq id")?;
         *slot = Some(params.seed);
         Ok(())

@@ -76,8 +76,10 @@ pub trait Inference: Send + 'static {
     /// output each, addressed by the entry's index in `batch`.
     fn decode(&mut self, batch: &[BatchEntry<'_>]) -> Result<(), DecodeError>;
 
-    /// Install a fresh sampler for `seq` (a new request in that slot).
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams) -> Result<(), String>;
+    /// Install a fresh sampler for `seq` (a new request in that slot). The
+    /// prompt's tokens are its history: repetition, frequency and presence
+    /// penalties and DRY count them, as llama.cpp's server does.
+    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, prompt: &[Token]) -> Result<(), String>;
 
     /// Sample (and accept) the next token of `seq` from the output of entry
     /// `entry` of the last successful decode, with the `n_probs` most likely

@@ -169,9 +169,13 @@ impl Inference for LlamaInference {
         self.ctx.decode(&self.batch).map_err(decode_error)
     }
 
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams) -> Result<(), String> {
+    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, prompt: &[Token]) -> Result<(), String> {
         let slot = self.samplers.get_mut(seq as usize).ok_or_else(|| format!("no sequence {seq}"))?;
-        *slot = Some(Sampler::new(&self.model, params).map_err(|e| e.to_string())?);
+        let mut sampler = Sampler::new(&self.model, params).map_err(|e| e.to_string())?;
+        for &t in prompt {
+            sampler.accept(t).map_err(|e| e.to_string())?;
+        }
+        *slot = Some(sampler);
         Ok(())
     }
 

@@ -440,7 +440,7 @@ impl<I: Inference> Scheduler<I> {
         self.slots[idx].last_used = self.n_ticks;
         self.metrics.prompt_tokens_total.fetch_add(n_prompt as u64, Relaxed);
         self.metrics.cached_tokens_total.fetch_add(keep as u64, Relaxed);
-        let started = self.inf.start_sequence(seq_id, &adm.sampling);
+        let started = self.inf.start_sequence(seq_id, &adm.sampling, &adm.tokens);
         let seq = Sequence {
             id: adm.id,
             order: self.n_admitted,

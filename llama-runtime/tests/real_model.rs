@@ -335,3 +335,22 @@ fn kv_cache_types_and_flash_attention_agree_on_greedy_text() {
         Ok(_) => panic!("a quantized V cache without flash attention was accepted"),
     }
 }
+
+/// Penalties count the prompt (as llama.cpp's server does): a prompt that
+/// repeats a pattern predicts the next word of it greedily, and a presence
+/// penalty on the prompt's tokens must push the first token elsewhere. If the
+/// prompt were not part of the history, the first token could not change.
+#[test]
+fn penalties_count_the_prompt_tokens() {
+    let _guard = serial();
+    let engine = start(config(1, 256));
+    let prompt = "one two three one two three one two three one two";
+    let plain = run(&engine, greedy(prompt, 1));
+    let mut penalized = greedy(prompt, 1);
+    penalized.sampling.presence_penalty = 50.0;
+    penalized.sampling.repeat_last_n = 64;
+    let penalized = run(&engine, penalized);
+    engine.shutdown_blocking(Duration::from_secs(5));
+    assert_eq!(plain.text, " three", "the pattern's next word");
+    assert_ne!(penalized.tokens, plain.tokens, "a presence penalty on the prompt's tokens changed nothing");
+}
