@@ -21,6 +21,7 @@ mod error;
 mod extract;
 mod generate;
 mod grammar;
+mod listen;
 mod metrics;
 mod native;
 mod openai;
@@ -56,6 +57,7 @@ pub use generate::{
     MAX_TOP_LOGPROBS,
 };
 pub use grammar::{MAX_RULES, MAX_SCHEMA_DEPTH, OrderedJson, SchemaError, json_object_grammar, json_schema_to_gbnf};
+pub use listen::HEADER_READ_TIMEOUT;
 pub use openai::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
 pub use state::{AppState, Phase, Ready};
@@ -244,7 +246,9 @@ pub fn init_logging(args: &Args) {
 /// Run the server until SIGINT/SIGTERM (or a failed model load).
 ///
 /// Binds at once; `/health` answers 503 "Loading model" until the model,
-/// loaded on a blocking thread, is ready. On a signal: stop accepting, let
+/// loaded on a blocking thread, is ready. A connection that does not send a
+/// complete request head within [`HEADER_READ_TIMEOUT`] (idle keep-alive
+/// connections included) is closed. On a signal: stop accepting, let
 /// in-flight requests finish for up to `--drain-timeout`, shut the engine
 /// down, return `Ok`. A model that fails to load is an `Err`.
 ///
@@ -304,12 +308,12 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
 
     let drain = state.settings().drain_timeout;
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+    let server = listen::serve_connections(listener, app(state.clone()), HEADER_READ_TIMEOUT, async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     });
     let mut drain_rx = stop_rx;
     tokio::select! {
-        result = server => result.context("server error")?,
+        () = server => {}
         _ = async {
             let _ = drain_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(drain).await;

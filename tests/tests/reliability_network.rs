@@ -404,7 +404,6 @@ fn connect_many(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream
 /// bounded time (hyper's usual header-read timeout is 30 s); otherwise a
 /// client can hold every file descriptor of the server forever.
 #[test]
-#[ignore = "known finding, open: no header-read or idle-connection timeout (fix: serve with hyper-util http1 header_read_timeout in llama-server)"]
 fn idle_and_slow_header_connections_are_closed() {
     use std::io::{Read as _, Write as _};
     let s = ServerProcess::start(SMALL);
