@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use futures::future::try_join_all;
 use llama_core::{RANDOM_SEED, SamplingParams, Token};
 use llama_runtime::{Done, EngineError, Event, Handle, Prompt, Rejected, Request, TokenEvent};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use crate::error::AppError;
 use crate::grammar::{self, OrderedJson};
 use crate::metrics::Observed;
+use crate::sse::Frame;
 use crate::state::Ready;
 
 /// Most choices per request (`n`, or prompts × `n`).
@@ -99,6 +101,25 @@ macro_rules! request_with_sampling {
         }
 
         impl $name {
+            /// The engine settings of this request: the fields every
+            /// generation endpoint shares, around what the endpoint validated.
+            pub(crate) fn request_template(
+                &self,
+                sampling: llama_core::SamplingParams,
+                max_tokens: Option<u32>,
+                stop: Vec<String>,
+                n_probs: u32,
+            ) -> $crate::generate::RequestTemplate {
+                $crate::generate::RequestTemplate {
+                    sampling,
+                    max_tokens,
+                    stop,
+                    ignore_eos: self.ignore_eos.unwrap_or(false),
+                    n_probs,
+                    cache_prompt: self.cache_prompt.unwrap_or(true),
+                }
+            }
+
             /// The sampling fields of this request.
             pub(crate) fn sampling_fields(&self) -> $crate::generate::SamplingFields<'_> {
                 $crate::generate::SamplingFields {
@@ -249,7 +270,7 @@ pub(crate) fn seed_from(seed: i64) -> u32 {
 
 /// The seed for choice `i` of a request with `n` choices: distinct choices
 /// get distinct seeds when a seed was given.
-pub(crate) fn seed_for_choice(p: &SamplingParams, i: usize) -> SamplingParams {
+fn seed_for_choice(p: &SamplingParams, i: usize) -> SamplingParams {
     let mut p = p.clone();
     if p.seed != RANDOM_SEED && i > 0 {
         p.seed = p.seed.wrapping_add(i as u32);
@@ -258,6 +279,43 @@ pub(crate) fn seed_for_choice(p: &SamplingParams, i: usize) -> SamplingParams {
         }
     }
     p
+}
+
+/// The settings that every engine request made for one HTTP request shares:
+/// [`RequestTemplate::request`] makes the request of each prompt or choice.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTemplate {
+    /// Sampling; choice `i` moves its seed (see [`seed_for_choice`]).
+    pub sampling: SamplingParams,
+    /// Most tokens to generate, already capped by the server (see [`effective_max_tokens`]).
+    pub max_tokens: Option<u32>,
+    /// Validated stop strings.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation.
+    pub ignore_eos: bool,
+    /// Alternatives per token to report (0 = no log-probabilities).
+    pub n_probs: u32,
+    /// Reuse a cached prompt prefix.
+    pub cache_prompt: bool,
+}
+
+impl RequestTemplate {
+    /// The engine request for `prompt` as choice `choice` of its prompt
+    /// (choice 0 samples with the request's own seed), its deadline counted
+    /// from now.
+    pub(crate) fn request(&self, prompt: Prompt, choice: usize, ready: &Ready) -> Request {
+        Request {
+            prompt,
+            sampling: seed_for_choice(&self.sampling, choice),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            deadline: deadline(ready),
+            ignore_eos: self.ignore_eos,
+            n_probs: self.n_probs,
+            cache_prompt: self.cache_prompt,
+            deterministic: false,
+        }
+    }
 }
 
 /// Parse a logit bias in any of the shapes llama.cpp accepts:
@@ -453,6 +511,11 @@ pub(crate) fn engine_error(e: EngineError, timeout_secs: u64) -> AppError {
     }
 }
 
+/// The frame that reports an engine failure in the middle of a stream.
+pub(crate) fn error_frame(e: EngineError, ready: &Ready) -> Frame {
+    Frame::Json(engine_error(e, ready.timeout.as_secs()).sse_payload())
+}
+
 /// Text longer than this (bytes, all prompts of a request together) is
 /// tokenized on a blocking thread: the HTTP runtime has only two workers,
 /// and a multi-megabyte prompt takes long enough to stall every other
@@ -505,9 +568,15 @@ pub(crate) struct Collected {
     pub done: Done,
 }
 
+/// Drain every request's events (result `i` is `handles[i]`'s). The first
+/// failure is returned and drops the other handles, which cancels them.
+pub(crate) async fn collect_all(handles: Vec<Observed<Handle>>, timeout_secs: u64) -> Result<Vec<Collected>, AppError> {
+    try_join_all(handles.into_iter().map(|h| collect(h, timeout_secs))).await
+}
+
 /// Drain one request's events. Dropping the returned future (client gone)
 /// drops the handle, which cancels the request.
-pub(crate) async fn collect(mut events: Observed<Handle>, timeout_secs: u64) -> Result<Collected, AppError> {
+async fn collect(mut events: Observed<Handle>, timeout_secs: u64) -> Result<Collected, AppError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
     while let Some(ev) = events.next().await {
@@ -688,7 +757,7 @@ pub(crate) fn timings_json(done: &Done) -> Value {
 }
 
 /// The request deadline for `--timeout`.
-pub(crate) fn deadline(ready: &Ready) -> Option<Instant> {
+fn deadline(ready: &Ready) -> Option<Instant> {
     Instant::now().checked_add(ready.timeout)
 }
 

@@ -9,17 +9,17 @@ use axum::Json as JsonResponse;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use futures::future::try_join_all;
 use llama_core::{SamplingParams, Token};
-use llama_runtime::{Done, Event, FinishReason, Request, SlotState, TokenEvent};
+use llama_runtime::{Done, Event, FinishReason, SlotState, TokenEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
-    self, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect, deadline, effective_max_tokens,
-    maybe_blocking, parse_prompts, parse_stop, request_with_sampling, submit_all, timings_json, token_text,
+    self, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all, effective_max_tokens,
+    error_frame, maybe_blocking, parse_prompts, parse_stop, request_with_sampling, submit_all, timings_json,
+    token_text,
 };
 use crate::metrics;
 use crate::openai::{InMessage, embedding_inputs, render_chat, to_chat_messages};
@@ -222,25 +222,17 @@ pub async fn completion(
     let ready = state.ready()?;
     let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), None, &ready).await?;
     let stream = req.stream.unwrap_or(false);
-    let ignore_eos = req.ignore_eos.unwrap_or(false);
     let max_tokens = effective_max_tokens(n_predict, ready.n_predict);
     let model = state.model_id();
-    let run = RunSettings { n_predict: max_tokens, stop: &stop, n_probs, ignore_eos, stream };
-    let settings = generation_settings(&sampling, &run, &ready, &model);
+    let template = req.request_template(sampling, max_tokens, stop, n_probs);
+    let run =
+        RunSettings { n_predict: max_tokens, stop: &template.stop, n_probs, ignore_eos: template.ignore_eos, stream };
+    let settings = generation_settings(&template.sampling, &run, &ready, &model);
 
     let mut requests = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        requests.push(Request {
-            prompt: p.to_prompt(&ready)?,
-            sampling: sampling.clone(),
-            max_tokens,
-            stop: stop.clone(),
-            deadline: deadline(&ready),
-            ignore_eos,
-            n_probs,
-            cache_prompt: req.cache_prompt.unwrap_or(true),
-            deterministic: false,
-        });
+        // Each prompt is choice 0 of its own: all sample with the request's seed.
+        requests.push(template.request(p.to_prompt(&ready)?, 0, &ready));
     }
     let handles = submit_all(&ready, requests, "prompt").await?;
     let plan = NativePlan {
@@ -258,8 +250,7 @@ pub async fn completion(
         return Ok(sse::response(sse::render_stream(handles, renderer, Vec::new())));
     }
 
-    let timeout = plan.ready.timeout.as_secs();
-    let results = try_join_all(handles.into_iter().map(|h| collect(h, timeout))).await?;
+    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
     let objects: Vec<Value> = results
         .into_iter()
         .enumerate()
@@ -309,7 +300,7 @@ impl Renderer for NativeRenderer {
                 false
             }
             Event::Error(e) => {
-                out.push_back(Frame::Json(generate::engine_error(e, self.plan.ready.timeout.as_secs()).sse_payload()));
+                out.push_back(error_frame(e, &self.plan.ready));
                 true
             }
         }

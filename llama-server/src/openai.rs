@@ -7,17 +7,16 @@ use std::sync::Arc;
 use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures::future::try_join_all;
 use llama_core::ChatMessage;
-use llama_runtime::{Event, Prompt, Request, TokenEvent, Usage};
+use llama_runtime::{Done, Event, Prompt, TokenEvent, Usage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
-    self, Collected, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect, deadline,
-    effective_max_tokens, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling, seed_for_choice,
+    self, Collected, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all,
+    effective_max_tokens, error_frame, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling,
     submit_all, timings_json, token_text, unix_now,
 };
 use crate::grammar::{self, OrderedJson};
@@ -247,17 +246,103 @@ request_with_sampling! {
     }
 }
 
-/// Common per-request settings after validation.
+/// The names that tell a chat completion from a text completion.
+struct Names {
+    /// Prefix of the response id.
+    id_prefix: &'static str,
+    /// `object` of the whole response.
+    object: &'static str,
+    /// `object` of each streamed chunk.
+    chunk_object: &'static str,
+}
+
+const CHAT: Names = Names { id_prefix: "chatcmpl-", object: "chat.completion", chunk_object: "chat.completion.chunk" };
+const TEXT: Names = Names { id_prefix: "cmpl-", object: "text_completion", chunk_object: "text_completion" };
+
+/// Common per-request settings after validation, and the parts of the
+/// response that chat and text completions share.
 struct Plan {
     ready: Arc<Ready>,
+    names: &'static Names,
     id: String,
     created: u64,
     model: String,
     n: usize,
-    stream: bool,
     include_usage: bool,
     /// `Some(k)`: log-probabilities with `k` alternatives.
     logprobs: Option<u32>,
+}
+
+impl Plan {
+    fn new(
+        names: &'static Names,
+        state: &AppState,
+        ready: Arc<Ready>,
+        n: usize,
+        logprobs: Option<u32>,
+        stream_options: Option<&StreamOptions>,
+    ) -> Plan {
+        Plan {
+            ready,
+            names,
+            id: random_id(names.id_prefix),
+            created: unix_now(),
+            model: state.model_id(),
+            n,
+            include_usage: stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            logprobs,
+        }
+    }
+
+    /// The fields that the response and every streamed chunk open with.
+    fn envelope(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        })
+    }
+
+    /// The whole response, when not streamed.
+    fn response(&self, choices: Vec<Value>, usage: &Usage, done: &Done) -> Response {
+        let mut body = self.envelope(self.names.object, Value::Array(choices));
+        body["usage"] = usage_json(usage);
+        body["timings"] = timings_json(done);
+        JsonResponse(body).into_response()
+    }
+
+    /// One streamed chunk: the same id/created/model on every chunk, and
+    /// `usage: null` until the last when the client asked for usage.
+    fn chunk(&self, choice: Value) -> Value {
+        let mut chunk = self.envelope(self.names.chunk_object, json!([choice]));
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+
+    /// The last chunk of a choice, the `finished`th to end: the last of
+    /// all carries llama.cpp's `timings`.
+    fn finish_frame(&self, mut chunk: Value, finished: usize, done: &Done) -> Frame {
+        if finished == self.n {
+            chunk["timings"] = timings_json(done);
+        }
+        Frame::json(&chunk)
+    }
+
+    /// The end of a stream: a chunk with `usage` and no choices when the
+    /// client asked for one, then `[DONE]`.
+    fn end_stream(&self, usage: &Usage, out: &mut VecDeque<Frame>) {
+        if self.include_usage {
+            let mut last = self.envelope(self.names.chunk_object, json!([]));
+            last["usage"] = usage_json(usage);
+            out.push_back(Frame::json(&last));
+        }
+        out.push_back(Frame::Done);
+    }
 }
 
 /// `POST /v1/chat/completions`
@@ -284,32 +369,13 @@ pub async fn chat_completions(
     let prompt = render_chat(&ready, messages).await?;
 
     let logprobs = (req.logprobs == Some(true)).then_some(top);
-    let requests = (0..n)
-        .map(|i| Request {
-            prompt: Prompt::Text(prompt.clone()),
-            sampling: seed_for_choice(&sampling, i),
-            max_tokens: effective_max_tokens(max_tokens, ready.n_predict),
-            stop: stop.clone(),
-            deadline: deadline(&ready),
-            ignore_eos: req.ignore_eos.unwrap_or(false),
-            n_probs: logprobs.map_or(0, |k| k.max(1)),
-            cache_prompt: req.cache_prompt.unwrap_or(true),
-            deterministic: false,
-        })
-        .collect();
+    let max_tokens = effective_max_tokens(max_tokens, ready.n_predict);
+    let template = req.request_template(sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)));
+    let requests = (0..n).map(|i| template.request(Prompt::Text(prompt.clone()), i, &ready)).collect();
     let handles = submit_all(&ready, requests, "messages").await?;
-    let plan = Plan {
-        id: random_id("chatcmpl-"),
-        created: unix_now(),
-        model: state.model_id(),
-        n,
-        stream: req.stream.unwrap_or(false),
-        include_usage: req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
-        logprobs,
-        ready,
-    };
+    let plan = Plan::new(&CHAT, &state, ready, n, logprobs, req.stream_options.as_ref());
 
-    if plan.stream {
+    if req.stream.unwrap_or(false) {
         let head = (0..n)
             .map(|i| Frame::json(&chat_chunk(&plan, i, json!({"role": "assistant", "content": ""}), None, None)))
             .collect();
@@ -317,8 +383,7 @@ pub async fn chat_completions(
         return Ok(sse::response(sse::render_stream(handles, renderer, head)));
     }
 
-    let timeout = plan.ready.timeout.as_secs();
-    let results = try_join_all(handles.into_iter().map(|h| collect(h, timeout))).await?;
+    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
     let choices: Vec<Value> = results
         .iter()
         .enumerate()
@@ -331,29 +396,24 @@ pub async fn chat_completions(
             })
         })
         .collect();
-    let usage = sum_usage(&results);
-    Ok(JsonResponse(json!({
-        "id": plan.id,
-        "object": "chat.completion",
-        "created": plan.created,
-        "model": plan.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": choices,
-        "usage": usage_json(&usage),
-        "timings": timings_json(&results[0].done),
-    }))
-    .into_response())
+    Ok(plan.response(choices, &sum_usage(&results), &results[0].done))
 }
 
-/// Prompt tokens once (every choice has the same prompt), completions summed.
+/// The usage of the choices of one prompt (see [`add_choice_usage`]).
 fn sum_usage(results: &[Collected]) -> Usage {
     let mut u = Usage::default();
     for r in results {
-        u.prompt_tokens = u.prompt_tokens.max(r.done.usage.prompt_tokens);
-        u.cached_tokens = u.cached_tokens.max(r.done.usage.cached_tokens);
-        u.completion_tokens += r.done.usage.completion_tokens;
+        add_choice_usage(&mut u, &r.done.usage);
     }
     u
+}
+
+/// Count one finished choice into `total`: prompt tokens once (every choice
+/// has the same prompt), completions summed.
+fn add_choice_usage(total: &mut Usage, choice: &Usage) {
+    total.prompt_tokens = total.prompt_tokens.max(choice.prompt_tokens);
+    total.cached_tokens = total.cached_tokens.max(choice.cached_tokens);
+    total.completion_tokens += choice.completion_tokens;
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -380,25 +440,7 @@ fn chat_logprob(ready: &Ready, t: &TokenEvent, k: u32) -> Value {
 }
 
 fn chat_chunk(plan: &Plan, index: usize, delta: Value, finish: Option<&str>, logprobs: Option<Value>) -> Value {
-    let choice = json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
-    stream_chunk(plan, "chat.completion.chunk", choice)
-}
-
-/// One streamed chunk: the same id/created/model on every chunk, and
-/// `usage: null` until the last when the client asked for usage.
-fn stream_chunk(plan: &Plan, object: &str, choice: Value) -> Value {
-    let mut chunk = json!({
-        "id": plan.id,
-        "object": object,
-        "created": plan.created,
-        "model": plan.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [choice],
-    });
-    if plan.include_usage {
-        chunk["usage"] = Value::Null;
-    }
-    chunk
+    plan.chunk(json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}))
 }
 
 struct ChatRenderer {
@@ -424,37 +466,21 @@ impl Renderer for ChatRenderer {
                 false
             }
             Event::Done(d) => {
-                self.usage.prompt_tokens = self.usage.prompt_tokens.max(d.usage.prompt_tokens);
-                self.usage.cached_tokens = self.usage.cached_tokens.max(d.usage.cached_tokens);
-                self.usage.completion_tokens += d.usage.completion_tokens;
+                add_choice_usage(&mut self.usage, &d.usage);
                 self.finished += 1;
-                let mut chunk = chat_chunk(&self.plan, index, json!({}), Some(d.finish_reason.openai_str()), None);
-                if self.finished == self.plan.n {
-                    chunk["timings"] = timings_json(&d);
-                }
-                out.push_back(Frame::json(&chunk));
+                let chunk = chat_chunk(&self.plan, index, json!({}), Some(d.finish_reason.openai_str()), None);
+                out.push_back(self.plan.finish_frame(chunk, self.finished, &d));
                 false
             }
             Event::Error(e) => {
-                out.push_back(Frame::Json(generate::engine_error(e, self.plan.ready.timeout.as_secs()).sse_payload()));
+                out.push_back(error_frame(e, &self.plan.ready));
                 true
             }
         }
     }
 
     fn end(&mut self, out: &mut VecDeque<Frame>) {
-        if self.plan.include_usage {
-            out.push_back(Frame::json(&json!({
-                "id": self.plan.id,
-                "object": "chat.completion.chunk",
-                "created": self.plan.created,
-                "model": self.plan.model,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [],
-                "usage": usage_json(&self.usage),
-            })));
-        }
-        out.push_back(Frame::Done);
+        self.plan.end_stream(&self.usage, out);
     }
 }
 
@@ -520,40 +546,23 @@ pub async fn completions(
     let ready = state.ready()?;
     let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready).await?;
 
+    let max_tokens = effective_max_tokens(max_tokens, ready.n_predict);
+    let template = req.request_template(sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)));
     let mut requests = Vec::with_capacity(prompts.len() * n);
     let mut echoes = Vec::with_capacity(prompts.len() * n);
     for p in &prompts {
         let prompt = p.to_prompt(&ready)?;
         let echo_text = if echo { p.text(&ready) } else { String::new() };
         for i in 0..n {
-            requests.push(Request {
-                prompt: prompt.clone(),
-                sampling: seed_for_choice(&sampling, i),
-                max_tokens: effective_max_tokens(max_tokens, ready.n_predict),
-                stop: stop.clone(),
-                deadline: deadline(&ready),
-                ignore_eos: req.ignore_eos.unwrap_or(false),
-                n_probs: logprobs.map_or(0, |k| k.max(1)),
-                cache_prompt: req.cache_prompt.unwrap_or(true),
-                deterministic: false,
-            });
+            requests.push(template.request(prompt.clone(), i, &ready));
             echoes.push(echo_text.clone());
         }
     }
     let total = requests.len();
     let handles = submit_all(&ready, requests, "prompt").await?;
-    let plan = Plan {
-        id: random_id("cmpl-"),
-        created: unix_now(),
-        model: state.model_id(),
-        n: total,
-        stream: req.stream.unwrap_or(false),
-        include_usage: req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
-        logprobs,
-        ready,
-    };
+    let plan = Plan::new(&TEXT, &state, ready, total, logprobs, req.stream_options.as_ref());
 
-    if plan.stream {
+    if req.stream.unwrap_or(false) {
         let head = echoes
             .iter()
             .enumerate()
@@ -572,8 +581,7 @@ pub async fn completions(
         return Ok(sse::response(sse::render_stream(handles, renderer, head)));
     }
 
-    let timeout = plan.ready.timeout.as_secs();
-    let results = try_join_all(handles.into_iter().map(|h| collect(h, timeout))).await?;
+    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
     let choices: Vec<Value> = results
         .iter()
         .enumerate()
@@ -594,17 +602,7 @@ pub async fn completions(
         usage.cached_tokens += u.cached_tokens;
         usage.completion_tokens += u.completion_tokens;
     }
-    Ok(JsonResponse(json!({
-        "id": plan.id,
-        "object": "text_completion",
-        "created": plan.created,
-        "model": plan.model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": choices,
-        "usage": usage_json(&usage),
-        "timings": timings_json(&results[0].done),
-    }))
-    .into_response())
+    Ok(plan.response(choices, &usage, &results[0].done))
 }
 
 /// The legacy `logprobs` object; returns it and the text offset after the tokens.
@@ -628,8 +626,7 @@ fn text_logprobs(ready: &Ready, tokens: &[TokenEvent], k: u32, start_offset: usi
 }
 
 fn text_chunk(plan: &Plan, index: usize, text: &str, finish: Option<&str>, logprobs: Option<Value>) -> Value {
-    let choice = json!({"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish});
-    stream_chunk(plan, "text_completion", choice)
+    plan.chunk(json!({"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}))
 }
 
 struct TextRenderer {
@@ -665,34 +662,20 @@ impl Renderer for TextRenderer {
                 self.usage.cached_tokens += d.usage.cached_tokens;
                 self.usage.completion_tokens += d.usage.completion_tokens;
                 self.finished += 1;
-                let mut chunk = text_chunk(&self.plan, index, "", Some(d.finish_reason.openai_str()), None);
-                if self.finished == self.plan.n {
-                    chunk["timings"] = timings_json(&d);
-                }
-                out.push_back(Frame::json(&chunk));
+                let chunk = text_chunk(&self.plan, index, "", Some(d.finish_reason.openai_str()), None);
+                out.push_back(self.plan.finish_frame(chunk, self.finished, &d));
                 false
             }
             Event::Error(e) => {
-                out.push_back(Frame::Json(generate::engine_error(e, self.plan.ready.timeout.as_secs()).sse_payload()));
+                out.push_back(error_frame(e, &self.plan.ready));
                 true
             }
         }
     }
 
     fn end(&mut self, out: &mut VecDeque<Frame>) {
-        if self.plan.include_usage {
-            self.usage.prompt_tokens = self.prompt_tokens.iter().sum();
-            out.push_back(Frame::json(&json!({
-                "id": self.plan.id,
-                "object": "text_completion",
-                "created": self.plan.created,
-                "model": self.plan.model,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [],
-                "usage": usage_json(&self.usage),
-            })));
-        }
-        out.push_back(Frame::Done);
+        self.usage.prompt_tokens = self.prompt_tokens.iter().sum();
+        self.plan.end_stream(&self.usage, out);
     }
 }
 
