@@ -179,8 +179,6 @@ fn report(args: &BenchArgs, model: &Model, threads: i32, baseline: &Speeds, ours
             "ratio": { "pp": ratio(o_pp, b_pp), "tg": ratio(o_tg, b_tg) },
         }));
     }
-    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
-    let fmt_ratio = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     let lines = [
         format!(
             "{} | {} threads, batch {}, {} rounds (medians, tokens/s)",
@@ -189,23 +187,23 @@ fn report(args: &BenchArgs, model: &Model, threads: i32, baseline: &Speeds, ours
             args.batch_size,
             args.repetitions
         ),
-        format!("{:<8} {:>14} {:>14} {:>8}", "test", "baseline (C)", "llama.rs", "ratio"),
-        format!(
-            "{:<8} {:>14} {:>14} {:>8}",
-            format!("pp{}", args.n_prompt),
-            fmt(b_pp),
-            fmt(o_pp),
-            fmt_ratio(ratio(o_pp, b_pp))
-        ),
-        format!(
-            "{:<8} {:>14} {:>14} {:>8}",
-            format!("tg{}", args.n_gen),
-            fmt(b_tg),
-            fmt(o_tg),
-            fmt_ratio(ratio(o_tg, b_tg))
-        ),
+        table_row("test", "baseline (C)", "llama.rs", "ratio"),
+        result_row(&format!("pp{}", args.n_prompt), b_pp, o_pp),
+        result_row(&format!("tg{}", args.n_gen), b_tg, o_tg),
     ];
     output::print_line(&lines.join("\n"))
+}
+
+/// One line of the text table: test, baseline, ours, ratio.
+fn table_row(test: &str, baseline: &str, ours: &str, ratio: &str) -> String {
+    format!("{test:<8} {baseline:>14} {ours:>14} {ratio:>8}")
+}
+
+/// The table line of one test from its two medians (`-` where one is missing).
+fn result_row(test: &str, baseline: Option<f64>, ours: Option<f64>) -> String {
+    let speed = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let ratio = ratio(ours, baseline).map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    table_row(test, &speed(baseline), &speed(ours), &ratio)
 }
 
 #[cfg(test)]
@@ -219,5 +217,15 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(ratio(Some(2.0), Some(4.0)), Some(0.5));
         assert_eq!(ratio(Some(2.0), None), None);
+    }
+
+    #[test]
+    fn rows_line_up() {
+        assert_eq!(
+            table_row("test", "baseline (C)", "llama.rs", "ratio"),
+            "test       baseline (C)       llama.rs    ratio"
+        );
+        assert_eq!(result_row("pp512", Some(100.0), Some(50.04)), "pp512             100.0           50.0    0.500");
+        assert_eq!(result_row("tg128", None, Some(7.0)), "tg128                 -            7.0        -");
     }
 }
