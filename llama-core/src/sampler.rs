@@ -3,9 +3,11 @@
 
 use std::ffi::{CString, c_char};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use llama_sys as sys;
 
+use crate::vocab::FirstBytes;
 use crate::{Context, Error, Model, Result, Token};
 
 /// Seed value meaning "pick a random seed".
@@ -237,14 +239,50 @@ impl Drop for RawSampler {
     }
 }
 
+/// How many of the most likely tokens (by raw logit) a rejected grammar
+/// check retries against, in turn, before masking the whole vocabulary.
+/// The first is big enough that a grammar-valid token is usually among
+/// them, and costs about 1 % of a full mask of a 49 152-token vocabulary;
+/// the second catches grammars that force an unlikely token (a list of
+/// words right after a colon) at about 8 %.
+const GRAMMAR_SUBSETS: [usize; 2] = [512, 4096];
+
+/// Masks over fewer candidates than this skip the first-byte prefilter
+/// (its ≤ 127 probes would cost more than they save).
+const PREFILTER_MIN: usize = 1024;
+
 /// A configured sampler for one sequence. `Send`, so it can live in the
 /// engine thread next to its context.
 #[derive(Debug)]
 pub struct Sampler {
     chain: RawSampler,
-    grammar: Option<RawSampler>,
+    grammar: Option<Grammar>,
     candidates: Vec<sys::llama_token_data>,
+    /// Scratch for grammar masks of part of `candidates`.
+    scratch: Vec<sys::llama_token_data>,
+    /// Where each `scratch` entry sits in `candidates`.
+    scratch_at: Vec<usize>,
     n_vocab: i32,
+    /// Tokens with a positive logit bias, sorted: the chain can lift them
+    /// above tokens of higher raw logit, so the grammar subsets include them.
+    boosted: Vec<Token>,
+    /// The chain is greedy.
+    greedy: bool,
+    /// No sampler of the chain raises a logit except by a positive bias
+    /// (penalties with `repeat >= 1`, `frequency >= 0`, `presence >= 0`;
+    /// DRY only subtracts).
+    lowers_only: bool,
+    /// Per-token verdicts of the last full mask (index = token id).
+    allowed: Vec<bool>,
+    stats: [u64; 3],
+}
+
+/// llama.cpp's grammar sampler, plus what the first-byte prefilter needs.
+#[derive(Debug)]
+struct Grammar {
+    sampler: RawSampler,
+    /// `None` when the prefilter is not sound for this grammar.
+    first_bytes: Option<Arc<FirstBytes>>,
 }
 
 // SAFETY: samplers are plain heap objects with no thread affinity; the
@@ -356,13 +394,35 @@ impl Sampler {
                 // shape was bounded by `validate`, so the recursive parser
                 // cannot overflow the stack; parse errors return null.
                 let p = unsafe { sys::llama_sampler_init_grammar(vocab_ptr, src.as_ptr(), c"root".as_ptr()) };
-                Some(NonNull::new(p).map(RawSampler).ok_or_else(|| {
+                let sampler = NonNull::new(p).map(RawSampler).ok_or_else(|| {
                     Error::Grammar("the grammar does not parse (see the llama_cpp log for the position)".into())
-                })?)
+                })?;
+                // Token elements (`<[id]>`, `<text>`, `!<…>`) match by id,
+                // not by text, so the prefilter's reasoning does not hold
+                // for them: any `<` or `!` anywhere turns it off.
+                let first_bytes = (!g.contains(['<', '!'])).then(|| vocab.first_bytes());
+                Some(Grammar { sampler, first_bytes })
             }
             _ => None,
         };
-        Ok(Sampler { chain, grammar, candidates: Vec::with_capacity(n_vocab as usize), n_vocab })
+        let mut boosted: Vec<Token> = params.logit_bias.iter().filter(|(_, b)| *b > 0.0).map(|(t, _)| *t).collect();
+        boosted.sort_unstable();
+        boosted.dedup();
+        Ok(Sampler {
+            chain,
+            grammar,
+            candidates: Vec::with_capacity(n_vocab as usize),
+            scratch: Vec::new(),
+            scratch_at: Vec::new(),
+            n_vocab,
+            boosted,
+            greedy: params.is_greedy(),
+            lowers_only: params.repeat_penalty >= 1.0
+                && params.frequency_penalty >= 0.0
+                && params.presence_penalty >= 0.0,
+            allowed: Vec::new(),
+            stats: [0; 3],
+        })
     }
 
     /// Pick the next token from the logits at batch index `i` of `ctx`'s
@@ -373,49 +433,305 @@ impl Sampler {
     }
 
     /// Like [`sample`](Self::sample), from a logits slice (one per vocabulary entry).
+    ///
+    /// Without a grammar this runs the chain over every candidate. With a
+    /// grammar, checking all candidates against it at every token costs
+    /// `n_vocab` × (grammar alternatives) — seconds per token for a grammar
+    /// of a few thousand alternatives — so the grammar is applied lazily, in
+    /// three steps that stop at the first one that yields a token:
+    ///
+    /// 1. Run the chain over all candidates and check only the chosen token
+    ///    against the grammar (what llama.cpp's `common_sampler` does).
+    /// 2. If the grammar rejects it: keep the 512 most likely candidates by
+    ///    raw logit plus every token with a positive logit bias, mask them
+    ///    with the grammar and run the chain over the allowed ones; if none
+    ///    is allowed, the same with the 4096 most likely.
+    /// 3. If none of those is allowed (or, when greedy, when step 2 cannot
+    ///    prove its choice is the one of step 3): mask the whole vocabulary
+    ///    and run the chain over it, as a sampler that always masks first
+    ///    would.
+    ///
+    /// Large masks (steps 2 and 3) first check the single-byte tokens: a
+    /// token whose piece starts with an ASCII byte that the grammar rejects
+    /// on its own is rejected without being checked, which gives the same
+    /// mask (the reasoning is at `grammar_mask` in the source).
+    ///
+    /// For greedy sampling the result is exactly the full-mask result: the
+    /// chain's argmax, if allowed, is the argmax among allowed tokens; and
+    /// a token left out of step 2 (not positively biased) ends at most at
+    /// its raw logit when the penalties only lower logits, so step 2's
+    /// choice is kept only when it beats the best raw logit left out.
+    /// For stochastic sampling the distribution differs from masking first:
+    /// step 1 is rejection sampling as in llama.cpp's `common_sampler`, and
+    /// step 2 never picks a grammar-valid token ranked below the 512th (or
+    /// 4096th) raw logit when one ranked above is allowed (tokens ranked
+    /// that low carry little probability except at high temperatures).
+    ///
+    /// A rejected first choice means the chain runs again (once more, at
+    /// most three more times), which advances the RNG of `dist`/XTC and
+    /// updates the mirostat state once per run. Sampling stays
+    /// deterministic for a fixed seed (same logits → same tokens), but
+    /// seeded outputs differ from a sampler that masks before sampling.
+    ///
+    /// # Errors
+    /// [`Error::Grammar`] when the grammar allows no further token;
+    /// [`Error::InvalidParam`] when `logits` has the wrong length or the
+    /// chain selects nothing.
     pub fn sample_logits(&mut self, logits: &[f32]) -> Result<Token> {
+        self.check_logits(logits)?;
+        self.fill_candidates(logits);
+        let chosen = self.apply_chain()?;
+        let Some(g) = self.grammar.as_ref().map(|g| g.sampler.0) else {
+            return self.accept_sampled(chosen.id);
+        };
+        // Step 1: the chain's own choice, checked alone.
+        if chosen.logit > f32::NEG_INFINITY && self.grammar_allows(g, chosen.id)? {
+            self.stats[0] += 1;
+            return self.accept_sampled(chosen.id);
+        }
+        // Step 2: the most likely candidates, masked.
+        for m in GRAMMAR_SUBSETS {
+            if let Some(token) = self.sample_subset(logits, m)? {
+                self.stats[1] += 1;
+                return self.accept_sampled(token);
+            }
+            if m >= logits.len() {
+                break;
+            }
+        }
+        // Step 3: the whole vocabulary, masked.
+        self.stats[2] += 1;
+        let token = self.sample_masked(logits, true)?;
+        self.accept_sampled(token)
+    }
+
+    /// The old, always-exact grammar path: mask the whole vocabulary with
+    /// the grammar (every token checked), then run the chain. For tests
+    /// and measurements that compare against
+    /// [`sample_logits`](Self::sample_logits).
+    #[doc(hidden)]
+    pub fn sample_logits_full_mask(&mut self, logits: &[f32]) -> Result<Token> {
+        self.check_logits(logits)?;
+        let token = self.sample_masked(logits, false)?;
+        self.accept_sampled(token)
+    }
+
+    /// The tokens the grammar allows next, in id order, computed with or
+    /// without the first-byte prefilter. Empty without a grammar. For tests.
+    #[doc(hidden)]
+    pub fn grammar_allowed_tokens(&mut self, prefilter: bool) -> Result<Vec<Token>> {
+        if self.grammar.is_none() {
+            return Ok(Vec::new());
+        }
+        self.fill_candidates(&vec![0.0; self.n_vocab as usize]);
+        self.grammar_mask(prefilter)?;
+        Ok(self.candidates.iter().filter(|c| c.logit > f32::NEG_INFINITY).map(|c| c.id).collect())
+    }
+
+    /// How many grammar-constrained tokens were decided by each step of
+    /// [`sample_logits`](Self::sample_logits): `[chain's first choice
+    /// allowed, subset mask, full mask]`. For tests.
+    #[doc(hidden)]
+    pub fn grammar_steps(&self) -> [u64; 3] {
+        self.stats
+    }
+
+    fn check_logits(&self, logits: &[f32]) -> Result<()> {
         if logits.len() != self.n_vocab as usize {
             return Err(Error::InvalidParam { name: "logits", reason: format!("expected {} values", self.n_vocab) });
         }
+        Ok(())
+    }
+
+    /// Every token with its raw logit, in id order.
+    fn fill_candidates(&mut self, logits: &[f32]) {
         self.candidates.clear();
         self.candidates.extend(logits.iter().enumerate().map(|(id, &logit)| sys::llama_token_data {
             id: id as Token,
             logit,
             p: 0.0,
         }));
-        let mut arr = sys::llama_token_data_array {
-            data: self.candidates.as_mut_ptr(),
-            size: self.candidates.len(),
-            selected: -1,
-            sorted: false,
+    }
+
+    /// Run the chain over the current candidates; the entry it selected.
+    fn apply_chain(&mut self) -> Result<sys::llama_token_data> {
+        match apply(self.chain.0, &mut self.candidates)? {
+            Some(i) => Ok(self.candidates[i]),
+            None => Err(Error::InvalidParam { name: "sampling", reason: "the sampler chain selected nothing".into() }),
+        }
+    }
+
+    /// Whether grammar `g` allows `token` next: it masks a one-element
+    /// candidate array (a finite logit survives).
+    fn grammar_allows(&mut self, g: NonNull<sys::llama_sampler>, token: Token) -> Result<bool> {
+        self.scratch.clear();
+        self.scratch.push(sys::llama_token_data { id: token, logit: 0.0, p: 0.0 });
+        apply(g, &mut self.scratch)?;
+        Ok(self.scratch.len() == 1 && self.scratch[0].logit > f32::NEG_INFINITY)
+    }
+
+    /// Set the logit of every current candidate the grammar rejects to
+    /// -inf (in place: order and length are kept).
+    ///
+    /// With `prefilter` (and enough candidates), single-byte tokens are
+    /// checked first, and a candidate whose piece starts with an ASCII byte
+    /// whose single-byte token was rejected is rejected unchecked. That is
+    /// exact: llama.cpp accepts a token when some grammar stack consumes
+    /// its code points in order (the last one may be incomplete); the
+    /// byte is a whole code point, and a stack that consumes the longer
+    /// piece consumes its first code point, which alone is the probe's
+    /// piece — so the probe would have been accepted. It holds with a
+    /// pending partial character too (both pieces then start with a byte
+    /// that cannot continue it and are rejected alike), and when the
+    /// grammar is complete (every non-empty piece is rejected). It does not
+    /// hold for grammar token elements, which match ids, not text: the
+    /// prefilter is off for grammars that could contain them. End-of-
+    /// generation tokens are judged by grammar state and always checked.
+    fn grammar_mask(&mut self, prefilter: bool) -> Result<()> {
+        let Some(grammar) = &self.grammar else { return Ok(()) };
+        let g = grammar.sampler.0;
+        let fb = grammar.first_bytes.clone().filter(|_| prefilter && self.candidates.len() >= PREFILTER_MIN);
+        let Some(fb) = fb else {
+            apply(g, &mut self.candidates)?;
+            return Ok(());
         };
-        if let Some(g) = &self.grammar {
-            // SAFETY: `arr` points at our candidate vector for the call.
-            unsafe { sys::llama_sampler_apply(g.0.as_ptr(), &mut arr) };
-            // SAFETY: `arr.data`/`arr.size` still describe our vector.
-            let cands = unsafe { std::slice::from_raw_parts(arr.data, arr.size) };
-            if !cands.iter().any(|c| c.logit > f32::NEG_INFINITY) {
+        // The probes: one single-byte token per ASCII byte that has one.
+        self.scratch.clear();
+        self.scratch.extend(fb.single.iter().flatten().map(|&id| sys::llama_token_data { id, logit: 0.0, p: 0.0 }));
+        apply(g, &mut self.scratch)?;
+        let mut byte_ok = [true; 128];
+        for c in &self.scratch {
+            // A probe's first byte is its whole piece.
+            let b = fb.first.get(c.id as usize).copied().unwrap_or(0);
+            byte_ok[b as usize] = c.logit > f32::NEG_INFINITY;
+        }
+        // Everything not ruled out by its first byte is checked for real.
+        self.scratch.clear();
+        self.scratch_at.clear();
+        for (i, c) in self.candidates.iter_mut().enumerate() {
+            let b = fb.first.get(c.id as usize).copied().unwrap_or(0);
+            if byte_ok[b as usize] {
+                self.scratch.push(*c);
+                self.scratch_at.push(i);
+            } else {
+                c.logit = f32::NEG_INFINITY;
+            }
+        }
+        apply(g, &mut self.scratch)?;
+        if self.scratch.len() != self.scratch_at.len() {
+            return Err(Error::InvalidParam {
+                name: "grammar",
+                reason: "the grammar sampler dropped candidates".into(),
+            });
+        }
+        for (c, &i) in self.scratch.iter().zip(&self.scratch_at) {
+            if c.logit == f32::NEG_INFINITY {
+                self.candidates[i].logit = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2 of [`sample_logits`](Self::sample_logits): mask the `m` most
+    /// likely candidates (plus positively biased ones) and run the chain on
+    /// those the grammar allows. `None` means "try a bigger subset".
+    fn sample_subset(&mut self, logits: &[f32], m: usize) -> Result<Option<Token>> {
+        let n = logits.len();
+        let m = m.clamp(1, n.max(1));
+        let mut ids: Vec<u32> = (0..n as u32).collect();
+        if m < n {
+            ids.select_nth_unstable_by(m - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        }
+        // The best raw logit of a token left out (and not boosted): no
+        // chain that only lowers logits can end it above that.
+        let mut cutoff = f32::NEG_INFINITY;
+        let mut subset: Vec<u32> = ids[..m].to_vec();
+        for &id in &ids[m..] {
+            if self.boosted.binary_search(&(id as Token)).is_ok() {
+                subset.push(id);
+            } else {
+                cutoff = cutoff.max(logits[id as usize]);
+            }
+        }
+        let complete = subset.len() == n;
+        // Id order, as in the full array: greedy ties resolve the same way.
+        subset.sort_unstable();
+        self.candidates.clear();
+        self.candidates.extend(subset.iter().map(|&id| sys::llama_token_data {
+            id: id as Token,
+            logit: logits[id as usize],
+            p: 0.0,
+        }));
+        self.grammar_mask(true)?;
+        // The grammar only writes -inf, so survivors keep their raw logits
+        // (a raw -inf token could never be chosen anyway).
+        self.candidates.retain(|c| c.logit > f32::NEG_INFINITY);
+        if self.candidates.is_empty() {
+            return if complete { Err(Error::Grammar("the grammar allows no further token".into())) } else { Ok(None) };
+        }
+        let chosen = self.apply_chain()?;
+        if chosen.logit == f32::NEG_INFINITY {
+            // Every allowed token of the subset is banned by a -inf bias.
+            return if complete {
+                Err(Error::Grammar("no allowed token left after sampling".into()))
+            } else {
+                Ok(None)
+            };
+        }
+        if self.greedy && !complete && !(self.lowers_only && chosen.logit > cutoff) {
+            // A token left out might end above the one chosen here.
+            return Ok(None);
+        }
+        Ok(Some(chosen.id))
+    }
+
+    /// Mask every candidate with the grammar, then run the chain over the
+    /// whole vocabulary (rejected tokens at -inf), as llama.cpp would.
+    fn sample_masked(&mut self, logits: &[f32], prefilter: bool) -> Result<Token> {
+        self.fill_candidates(logits);
+        if self.grammar.is_some() {
+            self.grammar_mask(prefilter)?;
+            self.allowed.clear();
+            self.allowed.resize(logits.len(), false);
+            let mut any = false;
+            for c in &self.candidates {
+                if c.logit > f32::NEG_INFINITY {
+                    self.allowed[c.id as usize] = true;
+                    any = true;
+                }
+            }
+            if !any {
                 return Err(Error::Grammar("the grammar allows no further token".into()));
             }
         }
-        // SAFETY: `arr` is a non-empty candidate array we own.
-        unsafe { sys::llama_sampler_apply(self.chain.0.as_ptr(), &mut arr) };
-        if arr.selected < 0 || arr.selected as usize >= arr.size {
-            return Err(Error::InvalidParam { name: "sampling", reason: "the sampler chain selected nothing".into() });
-        }
-        // SAFETY: `selected` is within `size` (checked above).
-        let chosen = unsafe { *arr.data.add(arr.selected as usize) };
+        let chosen = self.apply_chain()?;
         if chosen.logit == f32::NEG_INFINITY {
             return Err(Error::Grammar("no allowed token left after sampling".into()));
         }
-        let token = chosen.id;
-        // SAFETY: the chain accepts any token id in range; `token` came
-        // from the vocabulary-sized candidate array.
+        if self.grammar.is_some() && !self.allowed.get(chosen.id as usize).copied().unwrap_or(false) {
+            // Unreachable with llama.cpp's samplers (none lifts a -inf
+            // logit); checked because accepting a token the grammar
+            // rejects aborts inside llama.cpp.
+            return Err(Error::Grammar("the sampler chain chose a token the grammar rejects".into()));
+        }
+        Ok(chosen.id)
+    }
+
+    /// Record a sampled token in the chain and the grammar. Callers pass
+    /// only tokens that the grammar allows (checked by the step that chose
+    /// them).
+    fn accept_sampled(&mut self, token: Token) -> Result<Token> {
+        if !(0..self.n_vocab).contains(&token) {
+            return Err(Error::TokenOutOfVocab { token, n_vocab: self.n_vocab });
+        }
+        // SAFETY: the chain accepts any token id in range (checked above).
         unsafe { sys::llama_sampler_accept(self.chain.0.as_ptr(), token) };
         if let Some(g) = &self.grammar {
-            // SAFETY: the token passed the grammar's own mask above (its
-            // logit is finite), so accepting it cannot fail inside llama.cpp.
-            unsafe { sys::llama_sampler_accept(g.0.as_ptr(), token) };
+            // SAFETY: every caller passes a token the grammar allowed in its
+            // current state (step 1: the one-token mask; step 2: only
+            // allowed tokens were in the array; step 3: the `allowed`
+            // check), so accepting it cannot throw inside llama.cpp.
+            unsafe { sys::llama_sampler_accept(g.sampler.0.as_ptr(), token) };
         }
         Ok(token)
     }
@@ -437,9 +753,32 @@ impl Sampler {
         unsafe { sys::llama_sampler_reset(self.chain.0.as_ptr()) };
         if let Some(g) = &self.grammar {
             // SAFETY: owned sampler.
-            unsafe { sys::llama_sampler_reset(g.0.as_ptr()) };
+            unsafe { sys::llama_sampler_reset(g.sampler.0.as_ptr()) };
         }
     }
+}
+
+/// Run `sampler` over `candidates`, which it may reorder, shrink or
+/// rewrite in place. Returns the index it selected, if any; `candidates`
+/// is cut down to what it kept.
+fn apply(sampler: NonNull<sys::llama_sampler>, candidates: &mut Vec<sys::llama_token_data>) -> Result<Option<usize>> {
+    let data = candidates.as_mut_ptr();
+    let mut arr = sys::llama_token_data_array { data, size: candidates.len(), selected: -1, sorted: false };
+    // SAFETY: `sampler` is a live sampler owned by the calling Sampler;
+    // `arr` describes `candidates`, which nothing else touches during the
+    // call; llama.cpp's samplers work in place and never grow the array.
+    unsafe { sys::llama_sampler_apply(sampler.as_ptr(), &mut arr) };
+    // XTC drops the most likely entries by moving `data` forward inside
+    // the same buffer; anything else would be a llama.cpp bug.
+    let moved = (arr.data as usize).wrapping_sub(data as usize);
+    let width = std::mem::size_of::<sys::llama_token_data>();
+    let start = moved / width;
+    if !moved.is_multiple_of(width) || start > candidates.len() || arr.size > candidates.len() - start {
+        return Err(Error::InvalidParam { name: "sampling", reason: "a sampler moved the candidates".into() });
+    }
+    candidates.truncate(start + arr.size);
+    candidates.drain(..start);
+    Ok(usize::try_from(arr.selected).ok().filter(|&i| i < arr.size))
 }
 
 fn vocab_raw(model: &Model) -> *const sys::llama_vocab {

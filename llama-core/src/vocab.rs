@@ -1,6 +1,7 @@
 //! The tokenizer: text ↔ tokens, special tokens, and a streaming UTF-8 decoder.
 
 use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
 
 use llama_sys as sys;
 
@@ -13,6 +14,7 @@ use crate::{Error, Result, Token};
 pub struct Vocab {
     ptr: NonNull<sys::llama_vocab>,
     n_tokens: i32,
+    first_bytes: OnceLock<Arc<FirstBytes>>,
 }
 
 // SAFETY: the vocabulary is immutable after the model loads; every function
@@ -33,7 +35,7 @@ impl Vocab {
     pub(crate) unsafe fn from_raw(ptr: NonNull<sys::llama_vocab>) -> Vocab {
         // SAFETY: the caller guarantees `ptr` is a live vocab.
         let n_tokens = unsafe { sys::llama_vocab_n_tokens(ptr.as_ptr()) };
-        Vocab { ptr, n_tokens }
+        Vocab { ptr, n_tokens, first_bytes: OnceLock::new() }
     }
 
     fn raw(&self) -> *const sys::llama_vocab {
@@ -190,10 +192,59 @@ impl Vocab {
         self.check_token(token).is_ok() && unsafe { sys::llama_vocab_is_eog(self.raw(), token) }
     }
 
+    /// The first byte of every token's piece, as grammars see it; built on
+    /// first use and cached (one `token_to_piece` per token).
+    pub(crate) fn first_bytes(&self) -> Arc<FirstBytes> {
+        self.first_bytes.get_or_init(|| Arc::new(FirstBytes::new(self))).clone()
+    }
+
     /// Whether `token` is a control token. Out-of-range ids are not.
     pub fn is_control(&self, token: Token) -> bool {
         // SAFETY: the id is range-checked first; the query only reads.
         self.check_token(token).is_ok() && unsafe { sys::llama_vocab_is_control(self.raw(), token) }
+    }
+}
+
+/// Which ASCII byte each token's piece starts with, and which tokens are
+/// exactly one ASCII byte: what the grammar prefilter of
+/// [`Sampler`](crate::Sampler) needs. Pieces are taken with `special` set,
+/// as llama.cpp's grammar sampler reads them.
+pub(crate) struct FirstBytes {
+    /// Per token id: its piece's first byte when that is ASCII and not NUL,
+    /// else 0. End-of-generation tokens are 0 too: grammars judge them by
+    /// their state, not their text.
+    pub(crate) first: Vec<u8>,
+    /// Per ASCII byte: a token (not end-of-generation) whose whole piece is
+    /// that byte.
+    pub(crate) single: [Option<Token>; 128],
+}
+
+impl std::fmt::Debug for FirstBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstBytes").field("tokens", &self.first.len()).finish_non_exhaustive()
+    }
+}
+
+impl FirstBytes {
+    fn new(vocab: &Vocab) -> FirstBytes {
+        let mut first = vec![0u8; vocab.n_tokens.max(0) as usize];
+        let mut single = [None; 128];
+        for (t, slot) in (0..vocab.n_tokens).zip(first.iter_mut()) {
+            if vocab.is_eog(t) {
+                continue;
+            }
+            let piece = vocab.token_to_piece(t, true).unwrap_or_default();
+            match piece.first() {
+                Some(&b) if (1..0x80).contains(&b) => {
+                    *slot = b;
+                    if piece.len() == 1 {
+                        single[b as usize].get_or_insert(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        FirstBytes { first, single }
     }
 }
 

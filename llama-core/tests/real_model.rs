@@ -244,6 +244,257 @@ fn grammar_constrains_output_and_bad_grammars_are_errors() {
     }
 }
 
+/// `root ::= word (" " word)*` with `n` words `w0 … w{n-1}`: right after
+/// "Words:" the model ranks the only allowed first token ("w") below the
+/// top 4096, and each word's end is a choice among many.
+fn word_grammar(n: usize) -> String {
+    let alternatives: Vec<String> = (0..n).map(|i| format!("\"w{i}\"")).collect();
+    format!("root ::= word (\" \" word)*\nword ::= {}", alternatives.join(" | "))
+}
+
+/// Generate up to `n` tokens with two samplers built from the same
+/// `params` fed the same logits: the lazy grammar path
+/// (`sample_logits`) and the reference that masks the whole vocabulary
+/// first (`sample_logits_full_mask`, the pre-lazy behaviour). Asserts they
+/// agree at every step (and, with `check_masks`, that the prefiltered
+/// grammar mask equals the plain one). Returns the text and the lazy
+/// sampler's step counts.
+fn greedy_lockstep(prompt: &str, params: &SamplingParams, n: usize, check_masks: bool) -> (String, [u64; 3]) {
+    let m = model();
+    let prompt = m.vocab().tokenize(prompt, true, false).unwrap();
+    let mut c = ctx(512, 1);
+    let mut lazy = Sampler::new(&m, params).unwrap();
+    let mut reference = Sampler::new(&m, params).unwrap();
+    let mut b = c.new_batch();
+    let mut last = b.add_sequence(&prompt, 0, 0, true).unwrap();
+    let mut text = String::new();
+    for k in 0..n {
+        c.decode(&b).unwrap();
+        let logits = c.logits(last).unwrap().to_vec();
+        if check_masks {
+            let plain = lazy.grammar_allowed_tokens(false).unwrap();
+            assert!(!plain.is_empty());
+            assert_eq!(lazy.grammar_allowed_tokens(true).unwrap(), plain, "prefiltered mask differs after {text:?}");
+        }
+        let want = reference.sample_logits_full_mask(&logits).unwrap();
+        let got = lazy.sample_logits(&logits).unwrap();
+        assert_eq!(got, want, "step {k} after {text:?} ({params:?})");
+        if m.vocab().is_eog(got) {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&m.vocab().token_to_piece(got, false).unwrap()));
+        b.clear();
+        last = b.add(got, prompt.len() as i32 + k as i32, &[0], true).unwrap();
+    }
+    (text, lazy.grammar_steps())
+}
+
+#[test]
+fn lazy_grammar_greedy_equals_masking_the_whole_vocabulary() {
+    let m = model();
+    let w = m.vocab().tokenize("w", false, false).unwrap();
+    assert_eq!(w.len(), 1);
+    let greedy = |g: &str| SamplingParams { grammar: Some(g.to_string()), ..SamplingParams::greedy() };
+    let words = word_grammar(300);
+    let quote = r#"root ::= "«" [^»\n]+ "»" "\n""#;
+    let json = r#"root ::= "{" ws "\"name\"" ws ":" ws "\"" [a-zA-Z ]* "\"" ws "}"
+ws ::= [ \t\n]*"#;
+    let cases = [
+        ("Words:", greedy(&words), 10, true),
+        // Penalties lower the subset's best token below tokens left out of it.
+        ("Words:", SamplingParams { repeat_penalty: 1.5, frequency_penalty: 0.5, ..greedy(&words) }, 10, false),
+        // A positive bias lifts a token from far below the top 4096.
+        ("Words:", SamplingParams { logit_bias: vec![(w[0], 12.0)], ..greedy(&words) }, 6, false),
+        // A repeat penalty below 1 raises logits: the subset cannot be trusted.
+        (
+            "Is the sky blue? Answer:",
+            SamplingParams { repeat_penalty: 0.8, ..greedy(r#"root ::= ("yes" | "no") "." "#) },
+            6,
+            false,
+        ),
+        // Non-ASCII pieces and a negated class: partial UTF-8 states.
+        ("A famous quote:", greedy(quote), 12, true),
+        ("Give a JSON object with a name:", greedy(json), 12, true),
+    ];
+    let mut steps = [0u64; 3];
+    for (prompt, params, n, check_masks) in &cases {
+        let (text, s) = greedy_lockstep(prompt, params, *n, *check_masks);
+        assert!(!text.is_empty(), "{prompt:?}");
+        for (a, b) in steps.iter_mut().zip(s) {
+            *a += b;
+        }
+    }
+    // Every step of the lazy path was taken somewhere above, so each was
+    // compared with the reference.
+    assert!(steps.iter().all(|&s| s > 0), "steps taken: {steps:?}");
+}
+
+#[test]
+fn lazy_grammar_greedy_edge_cases_on_crafted_logits() {
+    let m = model();
+    let n = m.vocab().n_tokens() as usize;
+    let grammar = "root ::= [a-z]+";
+    let probe = Sampler::new(&m, &SamplingParams { grammar: Some(grammar.into()), ..SamplingParams::greedy() });
+    let allowed = probe.unwrap().grammar_allowed_tokens(false).unwrap();
+    let is_allowed = |t: usize| allowed.binary_search(&(t as Token)).is_ok();
+    let mut disallowed: Vec<usize> = (0..n).filter(|&t| !is_allowed(t)).take(601).collect();
+    let d = disallowed.pop().unwrap();
+    let (a, b, c) = (allowed[0] as usize, allowed[1] as usize, allowed[2] as usize);
+    let check = |params: SamplingParams, logits: &[f32], history: &[Token], want: usize| {
+        let mut lazy = Sampler::new(&m, &params).unwrap();
+        let mut reference = Sampler::new(&m, &params).unwrap();
+        for &t in history {
+            lazy.accept(t).unwrap();
+            reference.accept(t).unwrap();
+        }
+        assert_eq!(reference.sample_logits_full_mask(logits).unwrap(), want as Token, "{params:?}");
+        assert_eq!(lazy.sample_logits(logits).unwrap(), want as Token, "{params:?}: {:?}", lazy.grammar_steps());
+    };
+    // `a` has the best raw logit of the allowed tokens, 600 rejected tokens
+    // follow, then `b`. A frequency penalty on `a` (seen 3 times) makes `b`
+    // the greedy choice, although only `a` is allowed among the top 512.
+    let mut logits = vec![0.0f32; n];
+    logits[a] = 10.0;
+    for (i, &t) in disallowed.iter().enumerate() {
+        logits[t] = 9.0 - i as f32 * 0.001;
+    }
+    logits[b] = 5.0;
+    let penalized = SamplingParams {
+        grammar: Some(grammar.into()),
+        frequency_penalty: 8.0,
+        repeat_last_n: 16,
+        ..SamplingParams::greedy()
+    };
+    check(penalized.clone(), &logits, &[a as Token; 3], b);
+    check(penalized, &logits, &[], a);
+    // `c` has a low raw logit (far below the top 4096) but a bias that
+    // lifts it above `a`; the rejected `d` is lifted higher still, so the
+    // chain's first choice is rejected.
+    logits[c] = -5.0;
+    let biased = SamplingParams {
+        grammar: Some(grammar.into()),
+        logit_bias: vec![(c as Token, 30.0), (d as Token, 40.0)],
+        ..SamplingParams::greedy()
+    };
+    check(biased, &logits, &[], c);
+    // A banned allowed token is skipped like in the full mask.
+    let banned = SamplingParams {
+        grammar: Some(grammar.into()),
+        logit_bias: vec![(a as Token, f32::NEG_INFINITY)],
+        ..SamplingParams::greedy()
+    };
+    check(banned, &logits, &[], b);
+}
+
+/// Whether `text` is a prefix of `item ("," item)*`, `item ::= [a-z]+ "=" [0-9]+`;
+/// `Some(true)` when it is also complete.
+fn key_value_prefix(text: &str) -> Option<bool> {
+    let mut state = 0; // 0: item start, 1: in key, 2: after '=', 3: in value
+    for ch in text.chars() {
+        state = match (state, ch) {
+            (0 | 1, 'a'..='z') => 1,
+            (1, '=') => 2,
+            (2 | 3, '0'..='9') => 3,
+            (3, ',') => 0,
+            _ => return None,
+        };
+    }
+    Some(state == 3)
+}
+
+#[test]
+fn lazy_grammar_output_always_matches_for_stochastic_sampling() {
+    let m = model();
+    let grammar = "root ::= item (\",\" item)*\nitem ::= [a-z]+ \"=\" [0-9]+";
+    let prompt = m.vocab().tokenize("Settings, as key=value pairs:", true, false).unwrap();
+    let wide = SamplingParams {
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        grammar: Some(grammar.into()),
+        ..Default::default()
+    };
+    let run = |params: &SamplingParams| {
+        let mut c = ctx(512, 1);
+        let mut s = Sampler::new(&m, params).unwrap();
+        let mut b = c.new_batch();
+        let mut last = b.add_sequence(&prompt, 0, 0, true).unwrap();
+        let (mut text, mut tokens) = (String::new(), Vec::new());
+        for k in 0..10 {
+            c.decode(&b).unwrap();
+            let t = s.sample(&c, last).unwrap();
+            tokens.push(t);
+            if m.vocab().is_eog(t) {
+                assert_eq!(key_value_prefix(&text), Some(true), "ended early: {text:?}");
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&m.vocab().token_to_piece(t, false).unwrap()));
+            assert!(key_value_prefix(&text).is_some(), "{text:?} does not match the grammar ({params:?})");
+            b.clear();
+            last = b.add(t, prompt.len() as i32 + k, &[0], true).unwrap();
+        }
+        (tokens, s.grammar_steps())
+    };
+    let mut steps = [0u64; 3];
+    let mut outputs = std::collections::HashSet::new();
+    for seed in 0..16 {
+        let params = SamplingParams { seed, ..wide.clone() };
+        let (tokens, s) = run(&params);
+        for (a, b) in steps.iter_mut().zip(s) {
+            *a += b;
+        }
+        outputs.insert(tokens);
+    }
+    assert!(outputs.len() > 8, "seeds barely change the output: {} distinct", outputs.len());
+    assert!(steps[1] + steps[2] > 0, "the chain's first choice was never rejected: {steps:?}");
+    for params in [
+        SamplingParams { seed: 5, mirostat: 2, temperature: 1.2, ..wide.clone() },
+        SamplingParams { seed: 6, xtc_probability: 0.5, repeat_penalty: 1.3, ..wide.clone() },
+        SamplingParams {
+            seed: 7,
+            logit_bias: vec![(m.vocab().tokenize(",", false, false).unwrap()[0], 8.0)],
+            ..wide.clone()
+        },
+    ] {
+        // Deterministic for a fixed seed, even though a rejection re-runs the chain.
+        assert_eq!(run(&params).0, run(&params).0, "{params:?}");
+    }
+}
+
+#[test]
+fn an_expensive_grammar_samples_without_masking_every_token() {
+    // 5000 alternatives, as in the e2e reliability test. Masking the whole
+    // vocabulary costs about a second per token here; the lazy path only
+    // does it when the top 4096 hold no allowed token (the first "w").
+    let grammar = word_grammar(5000);
+    let params = SamplingParams { grammar: Some(grammar), ..SamplingParams::greedy() };
+    let (text, steps) = greedy_lockstep("Words:", &params, 3, false);
+    assert!(text.starts_with('w'), "{text:?}");
+    let m = model();
+    let prompt = m.vocab().tokenize("Words:", true, false).unwrap();
+    let mut c = ctx(512, 1);
+    let mut s = Sampler::new(&m, &params).unwrap();
+    let mut b = c.new_batch();
+    let mut last = b.add_sequence(&prompt, 0, 0, true).unwrap();
+    let mut text = String::new();
+    for k in 0..24 {
+        c.decode(&b).unwrap();
+        let t = s.sample(&c, last).unwrap();
+        text.push_str(&String::from_utf8_lossy(&m.vocab().token_to_piece(t, false).unwrap()));
+        b.clear();
+        last = b.add(t, prompt.len() as i32 + k, &[0], true).unwrap();
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    assert!(words.len() > 3, "{text:?}");
+    for w in &words[..words.len() - 1] {
+        let n: usize = w.strip_prefix('w').and_then(|d| d.parse().ok()).unwrap_or(usize::MAX);
+        assert!(n < 5000 && !w[1..].starts_with('0') || *w == "w0", "{w:?} in {text:?}");
+    }
+    let all = s.grammar_steps();
+    assert!(all[2] * 4 < all.iter().sum::<u64>(), "too many full masks: {all:?} (first 3 tokens: {steps:?})");
+}
+
 #[test]
 fn bad_inputs_are_typed_errors() {
     let m = model();

@@ -581,7 +581,6 @@ fn sigterm_past_the_drain_timeout_answers_every_request() {
 /// step costs everyone. Other short requests may slow down, but not by
 /// orders of magnitude.
 #[test]
-#[ignore = "known finding, open: a grammar is applied on the engine thread over the whole vocabulary each token, so an expensive grammar slows every sequence of that step (fix: bound grammar cost / apply after top-k, in llama-runtime)"]
 fn an_expensive_grammar_does_not_stall_other_requests() {
     let s = ServerProcess::start(FAULT_SERVER);
     let addr = s.addr();
