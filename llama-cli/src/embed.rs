@@ -2,7 +2,7 @@
 
 use std::io::BufRead;
 
-use llama_core::{Context, ContextParams, Model, Pooling};
+use llama_core::{Context, ContextParams, Pooling};
 use serde_json::json;
 
 use crate::cli::EmbedArgs;
@@ -36,7 +36,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<Outcome> {
         n_ubatch: n_ctx,
         n_seq_max: 1,
         embeddings: true,
-        pooling: pooling_for(&model),
+        pooling: Pooling::for_embeddings(&model),
+        flash_attn: args.run.flash_attn,
+        type_k: args.run.cache_type_k,
+        type_v: args.run.cache_type_v,
         ..ContextParams::default()
     };
     if let Some(t) = args.run.threads {
@@ -49,18 +52,6 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<Outcome> {
         output::print_json(&json!({ "index": index, "n_tokens": tokens.len(), "embedding": vector }))?;
     }
     Ok(Outcome::Done)
-}
-
-/// The model's own pooling (embedding models declare one), else the mean
-/// over the tokens: a generative model has none, and a per-token output
-/// would not be one vector per input.
-fn pooling_for(model: &Model) -> Pooling {
-    let declared = model.architecture().and_then(|arch| model.meta(&format!("{arch}.pooling_type")));
-    match declared.as_deref().map(str::trim) {
-        Some("2") => Pooling::Cls,
-        Some("3") => Pooling::Last,
-        _ => Pooling::Mean,
-    }
 }
 
 fn read_lines() -> anyhow::Result<Vec<String>> {

@@ -148,6 +148,21 @@ pub enum Pooling {
     Rank,
 }
 
+impl Pooling {
+    /// The pooling to embed with on `model`: the one it declares
+    /// (`<arch>.pooling_type`, as embedding models do), else the mean over
+    /// the tokens — a generative model declares none, and a per-token output
+    /// would not be one vector per input.
+    pub fn for_embeddings(model: &Model) -> Pooling {
+        let declared = model.architecture().and_then(|arch| model.meta(&format!("{arch}.pooling_type")));
+        match declared.as_deref().map(str::trim) {
+            Some("2") => Pooling::Cls,
+            Some("3") => Pooling::Last,
+            _ => Pooling::Mean,
+        }
+    }
+}
+
 /// Parameters of a [`Context`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextParams {

@@ -100,7 +100,7 @@ impl LlamaInference {
                 n_ubatch: limit,
                 n_seq_max: 1,
                 embeddings: true,
-                pooling: pooling_for(&model),
+                pooling: Pooling::for_embeddings(&model),
                 ..params
             };
             Some(Context::new(Arc::clone(&model), &params)?)
@@ -130,18 +130,6 @@ impl LlamaInference {
             self.outputs.push(e.logits.then_some(last));
         }
         Ok(())
-    }
-}
-
-/// The model's own pooling (embedding models declare one), else the mean
-/// over the tokens: a generative model declares none, and one vector per
-/// input is what callers want.
-fn pooling_for(model: &Model) -> Pooling {
-    let declared = model.architecture().and_then(|arch| model.meta(&format!("{arch}.pooling_type")));
-    match declared.as_deref().map(str::trim) {
-        Some("2") => Pooling::Cls,
-        Some("3") => Pooling::Last,
-        _ => Pooling::Mean,
     }
 }
 
