@@ -3,6 +3,8 @@
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+
 use llama_sys as sys;
 
 use crate::{Error, Result, Token};
@@ -15,6 +17,7 @@ pub struct Vocab {
     ptr: NonNull<sys::llama_vocab>,
     n_tokens: i32,
     first_bytes: OnceLock<Arc<FirstBytes>>,
+    specials: OnceLock<Option<Specials>>,
 }
 
 // SAFETY: the vocabulary is immutable after the model loads; every function
@@ -28,6 +31,15 @@ unsafe impl Sync for Vocab {}
 /// `int32_t`; this keeps every intermediate size far from overflow.
 pub const MAX_TOKENIZE_BYTES: usize = 256 << 20;
 
+/// [`Vocab::tokenize`] with `parse_special` cuts texts longer than this
+/// into pieces at special-token strings; shorter ones (every ordinary
+/// prompt) go to llama.cpp in one call.
+const CHUNK_ABOVE_BYTES: usize = 16 << 10;
+
+/// Special-token strings per piece when cutting: llama.cpp's special-token
+/// partition costs grows with the square of their number in one call.
+const SPECIALS_PER_CHUNK: usize = 256;
+
 impl Vocab {
     /// # Safety
     /// `ptr` must be the vocab of a live model and the returned value must
@@ -35,7 +47,7 @@ impl Vocab {
     pub(crate) unsafe fn from_raw(ptr: NonNull<sys::llama_vocab>) -> Vocab {
         // SAFETY: the caller guarantees `ptr` is a live vocab.
         let n_tokens = unsafe { sys::llama_vocab_n_tokens(ptr.as_ptr()) };
-        Vocab { ptr, n_tokens, first_bytes: OnceLock::new() }
+        Vocab { ptr, n_tokens, first_bytes: OnceLock::new(), specials: OnceLock::new() }
     }
 
     fn raw(&self) -> *const sys::llama_vocab {
@@ -59,13 +71,66 @@ impl Vocab {
     /// Split `text` into tokens. `add_special` adds BOS/EOS as the model
     /// wants; `parse_special` turns special-token text (like `<|im_end|>`)
     /// into the special token instead of plain text.
+    ///
+    /// llama.cpp's special-token partition takes time quadratic in the
+    /// number of special-token strings in one call, so with
+    /// `parse_special`, texts over 16 KiB are cut after some of those
+    /// strings (about every 256) and tokenized piece by piece, with the
+    /// same result as one call (see `Specials` in the source for why).
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
-        if text.len() > MAX_TOKENIZE_BYTES {
-            return Err(Error::Tokenize(format!(
-                "text is {} bytes; at most {MAX_TOKENIZE_BYTES} are accepted",
-                text.len()
-            )));
+        if parse_special && text.len() > CHUNK_ABOVE_BYTES {
+            return self.tokenize_chunked(text, add_special, SPECIALS_PER_CHUNK);
         }
+        self.tokenize_once(text, add_special, parse_special)
+    }
+
+    /// [`tokenize`](Self::tokenize) with `parse_special`, cut after every
+    /// `specials_per_chunk`-th special-token string where that is safe,
+    /// whatever the length of `text`. For tests that compare it with the
+    /// one-call path.
+    #[doc(hidden)]
+    pub fn tokenize_chunked(&self, text: &str, add_special: bool, specials_per_chunk: usize) -> Result<Vec<Token>> {
+        check_tokenize_len(text)?;
+        let cuts = self.special_cuts(text, specials_per_chunk);
+        if cuts.is_empty() {
+            return self.tokenize_once(text, add_special, true);
+        }
+        // What llama.cpp adds around the whole text for the tokenizer types
+        // `specials` admits (SPM, BPE, UGM): BOS first, EOS last.
+        // SAFETY: read-only query on a live vocab.
+        let add_bos = unsafe { sys::llama_vocab_get_add_bos(self.raw()) };
+        // SAFETY: read-only query on a live vocab.
+        let add_eos = unsafe { sys::llama_vocab_get_add_eos(self.raw()) };
+        let mut out = Vec::with_capacity(text.len() / 4 + 2);
+        if add_special && add_bos {
+            out.push(self.bos().ok_or_else(|| Error::Tokenize("the model adds BOS but has none".into()))?);
+        }
+        let mut start = 0;
+        for end in cuts.into_iter().chain([text.len()]) {
+            // Cuts are increasing char boundaries (checked in `cuts`).
+            let piece = text.get(start..end).ok_or_else(|| Error::Tokenize("bad cut".into()))?;
+            out.extend(self.tokenize_once(piece, false, true)?);
+            start = end;
+        }
+        if add_special && add_eos {
+            out.push(self.eos().ok_or_else(|| Error::Tokenize("the model adds EOS but has none".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// Where [`tokenize_chunked`](Self::tokenize_chunked) cuts `text`
+    /// (byte offsets). For tests.
+    #[doc(hidden)]
+    pub fn special_cuts(&self, text: &str, specials_per_chunk: usize) -> Vec<usize> {
+        match self.specials() {
+            Some(sp) => sp.cuts(text, specials_per_chunk.max(1)),
+            None => Vec::new(),
+        }
+    }
+
+    /// One `llama_tokenize` call.
+    fn tokenize_once(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
+        check_tokenize_len(text)?;
         // A token covers at least one byte, plus BOS/EOS/separators.
         let mut cap = text.len() + 8;
         for _ in 0..2 {
@@ -96,6 +161,13 @@ impl Vocab {
             cap = n.unsigned_abs() as usize;
         }
         Err(Error::Tokenize("tokenizer reported inconsistent sizes".into()))
+    }
+
+    /// The special-token strings, built on first use and cached; `None`
+    /// when cutting is not known to be exact for this tokenizer type or
+    /// there are none.
+    fn specials(&self) -> Option<&Specials> {
+        self.specials.get_or_init(|| Specials::new(self)).as_ref()
     }
 
     /// The raw bytes of one token. Pieces may end in the middle of a UTF-8
@@ -202,6 +274,148 @@ impl Vocab {
     pub fn is_control(&self, token: Token) -> bool {
         // SAFETY: the id is range-checked first; the query only reads.
         self.check_token(token).is_ok() && unsafe { sys::llama_vocab_is_control(self.raw(), token) }
+    }
+}
+
+fn check_tokenize_len(text: &str) -> Result<()> {
+    if text.len() > MAX_TOKENIZE_BYTES {
+        return Err(Error::Tokenize(format!(
+            "text is {} bytes; at most {MAX_TOKENIZE_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// C's `isspace` in the "C" locale, which llama.cpp's lstrip/rstrip use.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The strings of a vocabulary's special tokens (attribute CONTROL,
+/// USER_DEFINED or UNKNOWN: exactly the ones llama.cpp's special-token
+/// partition looks for), to cut long texts where tokenizing the pieces
+/// separately gives the same tokens as one call.
+///
+/// Why a cut at `p`, right after an occurrence `[s, p)` of special `S`,
+/// is exact when (1) no other occurrence of any special overlaps `[s, p)`,
+/// (2) `S` neither starts nor ends with whitespace, and (3) `S` has no
+/// RSTRIP attribute or the byte at `p` is not whitespace:
+///
+/// llama.cpp (`tokenizer_st_partition` in `llama-vocab.cpp`) takes the
+/// specials longest first; for each, it scans every remaining raw-text
+/// fragment left to right for non-overlapping occurrences, replaces each
+/// with the token and keeps the text on either side as raw fragments,
+/// minus adjacent whitespace if the special has LSTRIP/RSTRIP.
+/// - By (1), no occurrence of any special crosses `p`, so no special
+///   matched before `S` splits text across `p`, and the scans of the part
+///   before and after `p` find the same occurrences whether they run on the
+///   whole text or on the two pieces; by (1) again `[s, p)` is never
+///   consumed by another match, so `S` matches there in both.
+/// - By (2), whitespace stripping of neighbouring specials stops at `S`'s
+///   first and last bytes, so it never reaches across `p` either, and by
+///   (3) `S`'s own RSTRIP strips nothing after `p`.
+///
+/// So the fragments of the whole text are the fragments of the left piece
+/// followed by those of the right piece. Each fragment is then tokenized on
+/// its own: BPE and UGM keep no state between fragments; SPM prefixes a
+/// space to a raw fragment at the start or after a special token, and the
+/// right piece starts right after the special `S`, so that is unchanged.
+/// Other tokenizer types (WPM, RWKV, PLaMo-2) are not cut. BOS/EOS are
+/// added once around the whole text, as llama.cpp does.
+struct Specials {
+    /// Every special string (deduplicated), standard semantics so that
+    /// overlapping occurrences can be listed.
+    matcher: AhoCorasick,
+    /// Per pattern: condition (2) holds.
+    edges_ok: Vec<bool>,
+    /// Per pattern: some token with this text has RSTRIP.
+    rstrip: Vec<bool>,
+    /// The longest pattern, in bytes.
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Specials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Specials").field("patterns", &self.edges_ok.len()).finish_non_exhaustive()
+    }
+}
+
+impl Specials {
+    fn new(vocab: &Vocab) -> Option<Specials> {
+        // SAFETY: read-only query on a live vocab.
+        let kind = unsafe { sys::llama_vocab_type(vocab.raw()) };
+        if ![sys::LLAMA_VOCAB_TYPE_SPM, sys::LLAMA_VOCAB_TYPE_BPE, sys::LLAMA_VOCAB_TYPE_UGM].contains(&kind) {
+            return None;
+        }
+        let special =
+            sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED | sys::LLAMA_TOKEN_ATTR_UNKNOWN;
+        let mut by_text: std::collections::BTreeMap<Vec<u8>, bool> = std::collections::BTreeMap::new();
+        for t in 0..vocab.n_tokens {
+            // SAFETY: `t` is a valid id; the query only reads.
+            let attr = unsafe { sys::llama_vocab_get_attr(vocab.raw(), t) };
+            if attr & special == 0 {
+                continue;
+            }
+            // For these attributes and tokenizer types, the piece (with
+            // `special`) is the token's text verbatim, the very string the
+            // partition searches for (llama_vocab_get_text would stop at a
+            // NUL byte).
+            let text = vocab.token_to_piece(t, true).ok()?;
+            if text.is_empty() {
+                continue;
+            }
+            *by_text.entry(text).or_default() |= attr & sys::LLAMA_TOKEN_ATTR_RSTRIP != 0;
+        }
+        Specials::from_patterns(by_text)
+    }
+
+    /// From each distinct special string and whether any of its tokens has
+    /// RSTRIP.
+    fn from_patterns(by_text: std::collections::BTreeMap<Vec<u8>, bool>) -> Option<Specials> {
+        if by_text.is_empty() {
+            return None;
+        }
+        let max_len = by_text.keys().map(Vec::len).max().unwrap_or(0);
+        let edges_ok = by_text
+            .keys()
+            .map(|t| !t.first().is_none_or(|&b| is_c_space(b)) && !t.last().is_none_or(|&b| is_c_space(b)))
+            .collect();
+        let rstrip = by_text.values().copied().collect();
+        let matcher = AhoCorasick::builder().match_kind(MatchKind::Standard).build(by_text.keys()).ok()?;
+        Some(Specials { matcher, edges_ok, rstrip, max_len })
+    }
+
+    /// Byte offsets (increasing, char boundaries, inside the text) where
+    /// `text` can be cut, about every `per_chunk` special strings.
+    fn cuts(&self, text: &str, per_chunk: usize) -> Vec<usize> {
+        let bytes = text.as_bytes();
+        let mut cuts = Vec::new();
+        let mut since_cut = 0usize;
+        for m in self.matcher.find_iter(bytes) {
+            since_cut += 1;
+            let (s, p, id) = (m.start(), m.end(), m.pattern().as_usize());
+            if since_cut < per_chunk || p >= bytes.len() || !text.is_char_boundary(p) || !self.edges_ok[id] {
+                continue;
+            }
+            if self.rstrip[id] && is_c_space(bytes[p]) {
+                continue;
+            }
+            // Condition (1): every occurrence overlapping [s, p) lies in
+            // this window; the only one allowed is [s, p) itself.
+            let w0 = (s + 1).saturating_sub(self.max_len);
+            let w1 = (p + self.max_len - 1).min(bytes.len());
+            let isolated = self
+                .matcher
+                .find_overlapping_iter(&bytes[w0..w1])
+                .map(|o| (o.start() + w0, o.end() + w0))
+                .all(|(os, oe)| (os, oe) == (s, p) || oe <= s || os >= p);
+            if isolated {
+                cuts.push(p);
+                since_cut = 0;
+            }
+        }
+        cuts
     }
 }
 
@@ -324,5 +538,52 @@ impl TokenDecoder {
     /// Forget any held-back bytes.
     pub fn reset(&mut self) {
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specials(patterns: &[(&str, bool)]) -> Specials {
+        Specials::from_patterns(patterns.iter().map(|(t, r)| (t.as_bytes().to_vec(), *r)).collect()).unwrap()
+    }
+
+    #[test]
+    fn cuts_need_an_isolated_occurrence() {
+        let sp = specials(&[("<a>", false), ("a>x", false), ("<b>", false)]);
+        // "<a>" overlaps "a>x" in "<a>x": no cut after it; "<b>" is alone.
+        assert_eq!(sp.cuts("<a>x<b>y", 1), vec![7]);
+        assert_eq!(sp.cuts("<a>z<b>y", 1), vec![3, 7]);
+        // One occurrence inside another (a longer special containing it).
+        let sp = specials(&[("<s>", false), ("<s>!", false)]);
+        assert_eq!(sp.cuts("<s>!.<s>.", 1), vec![8]);
+        // Overlapping occurrences of the same special.
+        let sp = specials(&[("aXa", false)]);
+        assert_eq!(sp.cuts("aXaXa.", 1), Vec::<usize>::new());
+        assert_eq!(sp.cuts("aXa.aXa.", 1), vec![3, 7]);
+    }
+
+    #[test]
+    fn cuts_respect_whitespace_stripping() {
+        // RSTRIP: a cut is fine only when no whitespace follows.
+        let sp = specials(&[("<r>", true), ("<n>", false)]);
+        assert_eq!(sp.cuts("<r> x<r>x<n> x", 1), vec![8, 12]);
+        assert_eq!(sp.cuts("<r>\u{b}x<r>\tx", 1), Vec::<usize>::new());
+        // Specials that start or end with whitespace are never cut after.
+        let sp = specials(&[(" <w>", false), ("<w>\n", false), ("<k>", false)]);
+        assert_eq!(sp.cuts("a <w>b<w>\nc<k>d", 1), vec![14]);
+    }
+
+    #[test]
+    fn cuts_come_every_so_many_specials_and_only_at_char_boundaries() {
+        let sp = specials(&[("<e>", false)]);
+        let text = "<e>é".repeat(10);
+        let cuts = sp.cuts(&text, 3);
+        assert_eq!(cuts, vec![13, 28, 43]);
+        assert!(cuts.iter().all(|&c| text.is_char_boundary(c)));
+        // A special string that ends inside a character is not a cut point.
+        let sp = Specials::from_patterns([(vec![b'<', 0xC3], false)].into_iter().collect()).unwrap();
+        assert!(sp.cuts("<é<é", 1).is_empty());
     }
 }

@@ -665,6 +665,82 @@ mod tokenizer {
         assert!(!m.vocab().tokenize(&many, false, false).unwrap().is_empty());
     }
 
+    /// Pieces for texts that stress the cut points of the chunked
+    /// special-token tokenizer: whole special strings, partial ones,
+    /// whitespace of every kind C's `isspace` knows, words, unicode.
+    const PIECES: &[&str] = &[
+        "<|im_end|>",
+        "<|im_start|>",
+        "<|endoftext|>",
+        "<repo_name>",
+        "<reponame>",
+        "<file_sep>",
+        "<empty_output>",
+        "<|im_",
+        "end|>",
+        "|>",
+        "<",
+        ">",
+        "<|",
+        "im_end",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "\r\n",
+        "\u{b}",
+        "\u{c}",
+        "user",
+        "Hello",
+        "a",
+        "123",
+        "日本",
+        "é",
+        "e\u{301}",
+        "🦀",
+        "\u{a0}",
+        "\0",
+    ];
+
+    /// The one-call reference: no cut is ever due.
+    fn tokenize_one_call(text: &str, add_special: bool) -> Vec<Token> {
+        model().vocab().tokenize_chunked(text, add_special, usize::MAX).unwrap()
+    }
+
+    #[test]
+    fn chunked_special_tokenization_cuts_only_after_special_strings() {
+        let v = model();
+        let v = v.vocab();
+        let text = "<|im_end|>x<|im_end|> y<|im_start|>user\n<|im_";
+        assert_eq!(v.special_cuts(text, 1), vec![10, 21, 35]);
+        assert_eq!(v.special_cuts(text, 2), vec![21]);
+        assert!(v.special_cuts("no specials here", 1).is_empty());
+        assert!(v.special_cuts("ends with one<|im_end|>", 1).is_empty(), "a cut at the end is no cut");
+        // The public path cuts long texts, with the one-call result.
+        let long = "<|im_start|>user\nHi there!<|im_end|>\n".repeat(800);
+        assert!(long.len() > 16 << 10);
+        assert!(v.special_cuts(&long, 256).len() > 4);
+        for add_special in [false, true] {
+            assert_eq!(v.tokenize(&long, add_special, true).unwrap(), tokenize_one_call(&long, add_special));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn chunked_special_tokenization_equals_one_call(
+            idx in proptest::collection::vec(0..PIECES.len(), 0..48),
+            per_chunk in 1usize..4,
+            add_special: bool,
+        ) {
+            let text: String = idx.iter().map(|&i| PIECES[i]).collect();
+            let m = model();
+            let chunked = m.vocab().tokenize_chunked(&text, add_special, per_chunk).unwrap();
+            prop_assert_eq!(chunked, tokenize_one_call(&text, add_special), "{:?}", text);
+        }
+    }
+
     #[test]
     fn decoder_every_split_point() {
         let text = "añb€c𝄞d 日本 👍🏽";

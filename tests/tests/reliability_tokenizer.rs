@@ -184,7 +184,6 @@ fn cjk_and_emoji_stream_token_by_token_through_the_engine() {
 /// `<|im_end|>` strings burn about a quarter of an hour of CPU before the
 /// context check refuses it.
 #[test]
-#[ignore = "known finding, open: special-token text tokenizes in quadratic time (llama.cpp's special-token partition); fix in llama-core Vocab::tokenize (split on special strings in Rust, tokenize the plain runs) or refuse early in llama-runtime when occurrences exceed the context"]
 fn special_token_text_tokenizes_in_linear_time() {
     let m = model();
     let time = |n: usize| {
