@@ -416,6 +416,16 @@ fn add_choice_usage(total: &mut Usage, choice: &Usage) {
     total.completion_tokens += choice.completion_tokens;
 }
 
+/// Several prompts: their usages add up (each already counts its prompt once).
+fn add_prompt_usages(per_prompt: impl Iterator<Item = Usage>) -> Usage {
+    per_prompt.fold(Usage::default(), |mut total, u| {
+        total.prompt_tokens += u.prompt_tokens;
+        total.cached_tokens += u.cached_tokens;
+        total.completion_tokens += u.completion_tokens;
+        total
+    })
+}
+
 fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
@@ -572,11 +582,10 @@ pub async fn completions(
         let offsets = vec![0; total];
         let renderer = TextRenderer {
             plan,
-            usage: Usage::default(),
             finished: 0,
             offsets,
             per_prompt: n,
-            prompt_tokens: vec![0; prompts.len()],
+            prompt_usage: vec![Usage::default(); prompts.len()],
         };
         return Ok(sse::response(sse::render_stream(handles, renderer, head)));
     }
@@ -594,14 +603,7 @@ pub async fn completions(
             })
         })
         .collect();
-    // Several prompts: their prompt tokens add up; choices of one prompt share it.
-    let mut usage = Usage::default();
-    for chunk in results.chunks(n) {
-        let u = sum_usage(chunk);
-        usage.prompt_tokens += u.prompt_tokens;
-        usage.cached_tokens += u.cached_tokens;
-        usage.completion_tokens += u.completion_tokens;
-    }
+    let usage = add_prompt_usages(results.chunks(n).map(sum_usage));
     Ok(plan.response(choices, &usage, &results[0].done))
 }
 
@@ -631,13 +633,12 @@ fn text_chunk(plan: &Plan, index: usize, text: &str, finish: Option<&str>, logpr
 
 struct TextRenderer {
     plan: Plan,
-    usage: Usage,
     finished: usize,
     offsets: Vec<usize>,
     /// Choices per prompt: choice `i` belongs to prompt `i / per_prompt`.
     per_prompt: usize,
-    /// Prompt tokens of each prompt (counted once however many choices it has).
-    prompt_tokens: Vec<u32>,
+    /// Usage of each prompt's choices (its prompt counted once however many choices it has).
+    prompt_usage: Vec<Usage>,
 }
 
 impl Renderer for TextRenderer {
@@ -656,11 +657,11 @@ impl Renderer for TextRenderer {
             }
             Event::Done(d) => {
                 let p = index / self.per_prompt.max(1);
-                if let Some(slot) = self.prompt_tokens.get_mut(p) {
-                    *slot = (*slot).max(d.usage.prompt_tokens);
+                // Choices of one prompt share it: its prompt and cached
+                // tokens count once (as in the non-streamed response).
+                if let Some(slot) = self.prompt_usage.get_mut(p) {
+                    add_choice_usage(slot, &d.usage);
                 }
-                self.usage.cached_tokens += d.usage.cached_tokens;
-                self.usage.completion_tokens += d.usage.completion_tokens;
                 self.finished += 1;
                 let chunk = text_chunk(&self.plan, index, "", Some(d.finish_reason.openai_str()), None);
                 out.push_back(self.plan.finish_frame(chunk, self.finished, &d));
@@ -674,8 +675,8 @@ impl Renderer for TextRenderer {
     }
 
     fn end(&mut self, out: &mut VecDeque<Frame>) {
-        self.usage.prompt_tokens = self.prompt_tokens.iter().sum();
-        self.plan.end_stream(&self.usage, out);
+        let usage = add_prompt_usages(self.prompt_usage.iter().copied());
+        self.plan.end_stream(&usage, out);
     }
 }
 

@@ -456,3 +456,37 @@ async fn a_logit_bias_with_much_text_in_all_is_applied() {
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_ne!(second["tokens"][0].as_i64().unwrap(), top, "{second}");
 }
+
+/// With `n` choices of one prompt, the prompt and its cached tokens count
+/// once, streamed or not: both choices reuse the cached prefix, and the
+/// usage must not report more cached tokens than the prompt has.
+#[tokio::test]
+async fn cached_tokens_count_once_per_prompt_streamed_or_not() {
+    let prompt = "Cached prompts are counted once: one two three four five six seven eight";
+    let body = |stream: bool| {
+        json!({"prompt": prompt, "n": 2, "max_tokens": 2, "temperature": 0, "stream": stream,
+               "stream_options": {"include_usage": true}})
+    };
+    // Warm both slots with the prompt.
+    for _ in 0..2 {
+        let (status, _, v) = send(ready(), post_json("/v1/completions", body(false))).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    let (_, _, plain) = send(ready(), post_json("/v1/completions", body(false))).await;
+    let (status, _, streamed) = send(ready(), post_json("/v1/completions", body(true))).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = streamed.as_str().expect("an SSE body");
+    let usage = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
+        .unwrap_or_else(|| panic!("no usage chunk in:\n{text}"));
+    let cached = |u: &Value| u["prompt_tokens_details"]["cached_tokens"].as_u64().expect("cached_tokens");
+    let plain = &plain["usage"];
+    assert!(cached(plain) > 0, "the warmed prompt was not reused: {plain}");
+    assert!(cached(plain) <= plain["prompt_tokens"].as_u64().unwrap(), "{plain}");
+    assert_eq!(usage["prompt_tokens"], plain["prompt_tokens"], "{usage} vs {plain}");
+    assert_eq!(cached(&usage), cached(plain), "{usage} vs {plain}");
+    assert_eq!(usage["completion_tokens"], 4, "{usage}");
+}
