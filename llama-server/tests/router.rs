@@ -467,13 +467,21 @@ async fn cached_tokens_count_once_per_prompt_streamed_or_not() {
         json!({"prompt": prompt, "n": 2, "max_tokens": 2, "temperature": 0, "stream": stream,
                "stream_options": {"include_usage": true}})
     };
+    // Its own server state: the shared one's slots are reused by the
+    // other tests running beside this one.
+    let state = {
+        let s = settings(&[]);
+        let state = AppState::new(s.clone());
+        state.set_ready(Ready::load(&s, state.stats()).expect("model loads"));
+        state
+    };
     // Warm both slots with the prompt.
     for _ in 0..2 {
-        let (status, _, v) = send(ready(), post_json("/v1/completions", body(false))).await;
+        let (status, _, v) = send(state.clone(), post_json("/v1/completions", body(false))).await;
         assert_eq!(status, StatusCode::OK, "{v}");
     }
-    let (_, _, plain) = send(ready(), post_json("/v1/completions", body(false))).await;
-    let (status, _, streamed) = send(ready(), post_json("/v1/completions", body(true))).await;
+    let (_, _, plain) = send(state.clone(), post_json("/v1/completions", body(false))).await;
+    let (status, _, streamed) = send(state.clone(), post_json("/v1/completions", body(true))).await;
     assert_eq!(status, StatusCode::OK);
     let text = streamed.as_str().expect("an SSE body");
     let usage = text
