@@ -245,10 +245,13 @@ impl Report {
             met: grows,
         });
         // "One prefill chunk per waiting request ahead of it": the k-th
-        // request sent at once (k = 0..8) may wait for the k prompts ahead
-        // of it and its own, each taking what one prompt alone takes in the
-        // baseline (its time to first token at c = 1).
-        let chunk = engine.and_then(|e| e.baseline.iter().find(|b| b.concurrency == 1)).and_then(|b| b.ttft_ms_p50);
+        // request sent at once (k = 0..8) may wait for one engine prefill
+        // chunk (`EngineConfig::prefill_chunk` prompt tokens in one step)
+        // per request ahead of it, plus its own. A chunk's time is what the
+        // C baseline takes to prefill that many tokens (section 1's rate).
+        let chunk_tokens = llama_runtime::EngineConfig::default().prefill_chunk as f64;
+        let pp = self.core.get().and_then(|c| c.baseline.pp_tok_s.median);
+        let chunk = pp.filter(|&r| r > 0.0).map(|r| chunk_tokens / r * 1000.0);
         let c8 = engine.and_then(|e| level(&e.levels, 8));
         let worst_rank = match (c8, chunk) {
             (Some(l), Some(chunk)) if !l.ttft_ms_by_rank.is_empty() => l
@@ -261,8 +264,10 @@ impl Report {
         };
         t.push(Target {
             id: "ttft_c8",
-            target: "TTFT at c=8 ≤ one prefill chunk per request ahead: request k (0..8) ≤ (k+1) × baseline c=1 TTFT"
-                .into(),
+            target: format!(
+                "TTFT at c=8 ≤ one prefill chunk per request ahead: request k (0..8) ≤ (k+1) × the baseline's time \
+                 to prefill one {chunk_tokens:.0}-token chunk"
+            ),
             measured: match (worst_rank, chunk) {
                 (Some((k, v, r)), Some(chunk)) => format!(
                     "chunk {chunk:.0} ms; worst: request {k} at {v:.0} ms = {r:.2} × its bound; last request {} ms \

@@ -40,7 +40,7 @@ mod server;
 mod stats;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
@@ -229,7 +229,10 @@ fn run_load(
             return (Outcome::skipped(msg.clone()), Outcome::skipped(msg));
         }
     };
-    let client = reqwest::Client::builder().no_proxy().build();
+    // Idle pooled connections are dropped before the server's 10 s
+    // keep-alive close: between server sections this runtime is not polled,
+    // so a connection the server closed would only be found dead on reuse.
+    let client = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(5)).build();
     let server = match (&server_bin, client) {
         (Ok(bin), Ok(client)) => match server::Server::start(bin, model, threads, cfg) {
             Ok(s) => {
