@@ -222,13 +222,26 @@ impl Report {
             measured: format!("default chain {} %, greedy {} %", fmt2(pct), fmt2(greedy)),
             met: pct.map(|p| p < 2.0),
         });
+        // Decode speed at c = 1 is the inverse of the median inter-token
+        // latency, compared with the C baseline in a context of the same
+        // shape (16 slots, 4096 cells): the slot count is a configuration
+        // choice that costs llama.cpp itself, not engine overhead. The
+        // single-slot llama-core baseline of section 1 is shown beside it.
+        let rate = |itl: Option<f64>| itl.filter(|&v| v > 0.0).map(|v| 1000.0 / v);
+        let e1 = rate(engine.and_then(|e| level(&e.levels, 1)).and_then(|l| l.itl_ms_p50));
+        let b1 = rate(engine.and_then(|e| e.baseline.iter().find(|b| b.concurrency == 1)).and_then(|b| b.itl_ms_p50));
         let base_tg = core.and_then(|c| c.baseline.tg_tok_s.median);
-        let e1 = engine.and_then(|e| level(&e.levels, 1)).and_then(|l| l.stream_tok_s.median);
-        let r = super::stats::ratio(e1, base_tg);
+        let r = super::stats::ratio(e1, b1);
         t.push(Target {
             id: "engine_c1",
-            target: "engine at c=1 ≥ 0.97 × baseline decode tok/s".into(),
-            measured: format!("{} tok/s vs {} → {}", fmt1(e1), fmt1(base_tg), fmt_ratio(r)),
+            target: "engine at c=1 ≥ 0.97 × baseline decode tok/s (1 / ITL p50, same context shape)".into(),
+            measured: format!(
+                "{} tok/s vs {} → {} (single-slot C baseline of section 1: {} tok/s)",
+                fmt1(e1),
+                fmt1(b1),
+                fmt_ratio(r),
+                fmt1(base_tg)
+            ),
             met: at_least(r, 0.97),
         });
         let aggs: Vec<Option<f64>> =
