@@ -275,6 +275,10 @@ pub struct Sampler {
     /// Per-token verdicts of the last full mask (index = token id).
     allowed: Vec<bool>,
     stats: [u64; 3],
+    /// The chain is llama.cpp's greedy sampler alone (no bias, penalties,
+    /// DRY or grammar): sampling is an argmax over the logits, done here
+    /// without building the vocabulary-sized candidate array.
+    argmax_only: bool,
 }
 
 /// llama.cpp's grammar sampler, plus what the first-byte prefilter needs.
@@ -321,9 +325,9 @@ impl Sampler {
             let s = unsafe { sys::llama_sampler_init_logit_bias(n_vocab, biases.len() as i32, biases.as_ptr()) };
             add(s, "logit bias")?;
         }
-        let penalties_on =
-            params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0;
-        if params.repeat_last_n != 0 && penalties_on {
+        let penalties_on = params.repeat_last_n != 0
+            && (params.repeat_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0);
+        if penalties_on {
             let (last_n, rep, freq, pres) =
                 (params.repeat_last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty);
             // SAFETY: plain values, validated.
@@ -422,6 +426,11 @@ impl Sampler {
                 && params.presence_penalty >= 0.0,
             allowed: Vec::new(),
             stats: [0; 3],
+            argmax_only: params.is_greedy()
+                && params.logit_bias.is_empty()
+                && !penalties_on
+                && params.dry_multiplier <= 0.0
+                && params.grammar.is_none(),
         })
     }
 
@@ -479,6 +488,9 @@ impl Sampler {
     /// chain selects nothing.
     pub fn sample_logits(&mut self, logits: &[f32]) -> Result<Token> {
         self.check_logits(logits)?;
+        if self.argmax_only {
+            return self.accept_sampled(argmax(logits));
+        }
         self.fill_candidates(logits);
         let chosen = self.apply_chain()?;
         let Some(g) = self.grammar.as_ref().map(|g| g.sampler.0) else {
@@ -779,6 +791,19 @@ fn apply(sampler: NonNull<sys::llama_sampler>, candidates: &mut Vec<sys::llama_t
     candidates.truncate(start + arr.size);
     candidates.drain(..start);
     Ok(usize::try_from(arr.selected).ok().filter(|&i| i < arr.size))
+}
+
+/// The index of the first largest logit, exactly as llama.cpp's greedy
+/// sampler picks it (strict `>` from index 0, so ties and NaNs resolve the
+/// same way).
+fn argmax(logits: &[f32]) -> Token {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate().skip(1) {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as Token
 }
 
 fn vocab_raw(model: &Model) -> *const sys::llama_vocab {

@@ -779,3 +779,45 @@ mod tokenizer {
         }
     }
 }
+
+/// Plain greedy sampling skips the candidate array (an argmax over the
+/// logits); it must pick exactly what llama.cpp's greedy sampler picks,
+/// ties and non-finite values included. The reference is the same chain
+/// with a zero logit bias, which keeps it on llama.cpp's path.
+#[test]
+fn plain_greedy_argmax_matches_llama_cpp_greedy() {
+    let m = model();
+    let n = m.vocab().n_tokens() as usize;
+    let mut fast = Sampler::new(&m, &SamplingParams::greedy()).unwrap();
+    let reference_params = SamplingParams { logit_bias: vec![(0, 0.0)], ..SamplingParams::greedy() };
+    let mut reference = Sampler::new(&m, &reference_params).unwrap();
+    let mut state = 0x9e37_79b9_u32;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    for case in 0..200 {
+        let mut logits: Vec<f32> = (0..n).map(|_| (next() % 1000) as f32 / 100.0 - 5.0).collect();
+        match case % 5 {
+            // A tie for the maximum: the first one wins.
+            0 => {
+                let (a, b) = (next() as usize % n, next() as usize % n);
+                logits[a] = 50.0;
+                logits[b] = 50.0;
+            }
+            // Non-finite values.
+            1 => {
+                logits[next() as usize % n] = f32::NAN;
+                logits[next() as usize % n] = f32::NEG_INFINITY;
+                logits[0] = f32::NAN;
+            }
+            2 => logits[n - 1] = f32::INFINITY,
+            _ => {}
+        }
+        let a = fast.sample_logits(&logits).unwrap();
+        let b = reference.sample_logits(&logits).unwrap();
+        assert_eq!(a, b, "case {case}");
+    }
+}
