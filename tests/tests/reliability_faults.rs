@@ -458,14 +458,7 @@ fn sigterm_under_load_drains_and_exits_zero() {
         Err(_) => true,
         Ok(r) => r.status() == 503,
     };
-    let mut results: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut failures = Vec::new();
-    for t in threads {
-        match t.join().expect("client thread") {
-            Ok(k) => *results.entry(k).or_default() += 1,
-            Err(e) => failures.push(e),
-        }
-    }
+    let (mut results, mut failures) = tally(threads);
     for t in plain {
         match t.join().expect("client thread") {
             Ok(k) => *results.entry(k).or_default() += 1,
@@ -557,14 +550,7 @@ fn sigterm_past_the_drain_timeout_answers_every_request() {
         std::thread::sleep(Duration::from_millis(50));
     }
     s.sigterm();
-    let mut results: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut failures = Vec::new();
-    for t in threads {
-        match t.join().expect("client thread") {
-            Ok(k) => *results.entry(k).or_default() += 1,
-            Err(e) => failures.push(e),
-        }
-    }
+    let (results, failures) = tally(threads);
     let status = s.wait_exit(Duration::from_secs(20));
     figures::record(
         "faults_sigterm_short_drain",
@@ -618,4 +604,19 @@ fn an_expensive_grammar_does_not_stall_other_requests() {
         during < baseline * 10 + Duration::from_millis(500),
         "a 2-token request took {during:?} while another request's grammar was sampled (alone: {baseline:?})"
     );
+}
+
+/// Join client threads: how many ended each way, and the failures.
+fn tally(
+    threads: Vec<std::thread::JoinHandle<Result<String, String>>>,
+) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
+    let mut results = std::collections::BTreeMap::new();
+    let mut failures = Vec::new();
+    for t in threads {
+        match t.join().expect("client thread") {
+            Ok(k) => *results.entry(k).or_default() += 1,
+            Err(e) => failures.push(e),
+        }
+    }
+    (results, failures)
 }
