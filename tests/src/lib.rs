@@ -16,6 +16,23 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// Wait for `child` to exit for at most `timeout`; past it, kill and reap
+/// it and return `None`.
+pub fn wait_or_kill(child: &mut std::process::Child, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub mod paths {
     //! Where things are.
 
@@ -594,18 +611,7 @@ pub mod server {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = crate::wait_or_kill(&mut child, timeout);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
         (status, output)

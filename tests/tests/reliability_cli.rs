@@ -7,10 +7,10 @@
 use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use llama_e2e::figures;
 use llama_e2e::paths::{cli_binary, model_path};
+use llama_e2e::{figures, wait_or_kill};
 use serde_json::json;
 
 /// What a run must do.
@@ -50,18 +50,7 @@ fn run(
         let _ = std::io::Read::read_to_end(&mut err, &mut v);
         v
     });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, timeout);
     let stdout = out_t.join().unwrap_or_default();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
     (status, stderr, stdout)
@@ -179,17 +168,7 @@ fn hostile_cli_input_exits_cleanly() {
     let mut first = [0u8; 1];
     let _ = std::io::Read::read(&mut out, &mut first);
     drop(out);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break Some(s);
-        }
-        if t0.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(120));
     match status {
         Some(s) if s.signal().is_none() => {}
         other => failures.push(format!("closed pipe: {other:?} (killed by SIGPIPE or hung)")),
