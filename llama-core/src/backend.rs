@@ -35,15 +35,27 @@ impl Backend {
     }
 
     /// The llama.cpp system info string (SIMD features the build uses).
+    ///
+    /// Computed once per process: `llama_print_system_info` rebuilds a
+    /// function-local `static std::string` on every call, so two threads
+    /// calling it at once would race on that string (and a pointer from one
+    /// call dangles after the next). The `OnceLock` makes this the only call.
     pub fn system_info(&self) -> String {
-        // SAFETY: returns a pointer to a static, NUL-terminated string owned
-        // by llama.cpp (never freed).
-        let p = unsafe { sys::llama_print_system_info() };
-        if p.is_null() {
-            return String::new();
-        }
-        // SAFETY: non-null, NUL-terminated, valid for 'static (see above).
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        static INFO: OnceLock<String> = OnceLock::new();
+        INFO.get_or_init(|| {
+            // SAFETY: called at most once in the process (inside the
+            // OnceLock, which runs its initialiser on one thread while
+            // others wait), and nothing else in llama.rs calls it, so no
+            // other call can rebuild the static string while we copy it.
+            let p = unsafe { sys::llama_print_system_info() };
+            if p.is_null() {
+                return String::new();
+            }
+            // SAFETY: non-null, NUL-terminated, and not rebuilt until a
+            // later call, which never happens (see above).
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        })
+        .clone()
     }
 
     /// Whether this build can offload layers to a GPU.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use llama_sys as sys;
 
-use crate::{Backend, Batch, Error, Model, Pos, Result, SeqId};
+use crate::{Backend, Batch, Error, Model, Pos, Result, SeqId, StateKey};
 
 /// When to use flash attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -228,8 +228,8 @@ impl ContextParams {
         if self.n_ctx != 0 && self.n_ctx < MIN_CTX {
             return bad("n_ctx", format!("must be 0 (model default) or at least {MIN_CTX}, got {}", self.n_ctx));
         }
-        if self.n_batch == 0 || self.n_batch > 1 << 20 {
-            return bad("n_batch", format!("must be in 1..=1048576, got {}", self.n_batch));
+        if self.n_batch == 0 || self.n_batch as usize > crate::batch::MAX_BATCH {
+            return bad("n_batch", format!("must be in 1..={}, got {}", crate::batch::MAX_BATCH, self.n_batch));
         }
         if self.n_ubatch == 0 || self.n_ubatch > self.n_batch {
             return bad("n_ubatch", format!("must be in 1..=n_batch ({}), got {}", self.n_batch, self.n_ubatch));
@@ -289,16 +289,20 @@ impl ContextParams {
 pub struct Context {
     ptr: NonNull<sys::llama_context>,
     model: Arc<Model>,
-    /// Boxed so that the address handed to llama.cpp's abort callback is
-    /// stable while the Context moves.
-    #[allow(clippy::redundant_allocation)]
-    abort: Box<Arc<AtomicBool>>,
+    /// The flag llama.cpp's abort callback reads. The callback gets
+    /// `Arc::as_ptr` of it: a pointer to the `AtomicBool` in the Arc's heap
+    /// allocation, derived from the Arc itself (not from a reference into
+    /// this struct), so it stays valid while the Context moves and while
+    /// other clones are handed out by [`abort_flag`](Self::abort_flag).
+    abort: Arc<AtomicBool>,
     /// Which indices of the last decoded batch produced outputs.
     outputs: Vec<bool>,
     n_ctx_seq: u32,
     n_seq_max: u32,
     n_batch: u32,
     embeddings: bool,
+    /// Key that signs and verifies saved states (`None`: the per-process key).
+    state_key: Option<StateKey>,
 }
 
 // SAFETY: a llama_context may be used from any thread as long as only one
@@ -309,9 +313,10 @@ pub struct Context {
 unsafe impl Send for Context {}
 
 extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
-    // SAFETY: `data` points at the `Arc<AtomicBool>` boxed in the Context,
-    // which outlives the llama_context (freed first in Drop).
-    let flag = unsafe { &*data.cast::<Arc<AtomicBool>>() };
+    // SAFETY: `data` is `Arc::as_ptr` of the Context's `abort` Arc, whose
+    // allocation the Context keeps alive until after the llama_context is
+    // freed (in Drop); only shared (atomic) access is ever made through it.
+    let flag = unsafe { &*data.cast::<AtomicBool>().cast_const() };
     flag.load(Ordering::Relaxed)
 }
 
@@ -346,13 +351,14 @@ impl Context {
             FlashAttn::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
             FlashAttn::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
         };
-        let abort = Box::new(Arc::new(AtomicBool::new(false)));
+        let abort = Arc::new(AtomicBool::new(false));
         cp.abort_callback = Some(abort_trampoline);
-        cp.abort_callback_data = (&*abort as *const Arc<AtomicBool>).cast_mut().cast();
+        cp.abort_callback_data = Arc::as_ptr(&abort).cast_mut().cast();
+        let mut raw = std::ptr::null_mut();
         // SAFETY: the model is alive (we hold an Arc for the context's whole
-        // life); the abort data pointer is stable (boxed) and outlives the
-        // context.
-        let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), cp) };
+        // life); the abort data pointer points into the Arc's allocation,
+        // which the Context keeps until after the context is freed.
+        crate::ffi::guard(unsafe { sys::llrs_init_from_model(model.as_ptr(), cp, &mut raw) }, "llama_init_from_model")?;
         let ptr = NonNull::new(raw).ok_or_else(|| {
             Error::ContextCreate(format!(
                 "llama.cpp could not create a context with n_ctx={} n_batch={} n_seq_max={} cache types {}/{} \
@@ -373,6 +379,7 @@ impl Context {
             n_seq_max,
             n_batch,
             embeddings: params.embeddings,
+            state_key: None,
         })
     }
 
@@ -412,6 +419,22 @@ impl Context {
         unsafe { sys::llama_n_ubatch(self.raw()) }
     }
 
+    /// Whether attention is causal (generative models) rather than
+    /// bidirectional (embedding models, encoders).
+    pub fn causal_attn(&self) -> bool {
+        // SAFETY: read-only query on the live context.
+        unsafe { sys::llama_get_causal_attn(self.raw()) }
+    }
+
+    /// Switch causal attention on or off (for example, bidirectional
+    /// attention over an image's tokens). Without causal attention a batch
+    /// must fit in one micro-batch; [`decode`](Self::decode) checks that.
+    pub fn set_causal_attn(&mut self, causal: bool) {
+        // SAFETY: exclusive access; llama.cpp only records the flag (graph
+        // shapes do not depend on it; the next decode rebuilds the graph).
+        unsafe { sys::llama_set_causal_attn(self.raw(), causal) };
+    }
+
     /// Number of sequences.
     pub fn n_seq_max(&self) -> u32 {
         self.n_seq_max
@@ -419,7 +442,12 @@ impl Context {
 
     /// A batch sized for this context.
     pub fn new_batch(&self) -> Batch {
-        Batch::new(self.n_batch as usize, self.n_seq_max, self.model.vocab().n_tokens())
+        let (cap, seqs, n_vocab) = (self.n_batch as usize, self.n_seq_max, self.model.vocab().n_tokens());
+        // A context's n_batch and n_seq_max passed `ContextParams::validate`
+        // (n_batch <= MAX_BATCH, n_seq_max <= llama_max_parallel_sequences)
+        // and llama.cpp only lowers them, so `Batch::new` cannot refuse them.
+        #[allow(clippy::expect_used)]
+        Batch::new(cap, seqs, n_vocab).expect("context sizes are valid batch sizes")
     }
 
     /// The flag that aborts a running [`decode`](Self::decode): set it from
@@ -455,6 +483,20 @@ impl Context {
         if batch.len() > self.n_batch as usize {
             return Err(Error::BatchFull { capacity: self.n_batch as usize });
         }
+        // Without causal attention (embedding models, encoders) llama.cpp
+        // cannot split a batch into micro-batches and GGML_ASSERTs when the
+        // batch is longer than one.
+        if !self.causal_attn() && batch.len() > self.n_ubatch() as usize {
+            return Err(Error::InvalidParam {
+                name: "batch",
+                reason: format!(
+                    "{} tokens in one batch, but this model's attention is not causal, so a batch must fit in one \
+                     micro-batch (n_ubatch = {})",
+                    batch.len(),
+                    self.n_ubatch()
+                ),
+            });
+        }
         if batch.n_seq_max() > self.n_seq_max {
             return Err(Error::SeqIdOutOfRange { seq_id: batch.n_seq_max() as SeqId - 1, n_seq_max: self.n_seq_max });
         }
@@ -481,18 +523,38 @@ impl Context {
     pub fn decode(&mut self, batch: &Batch) -> Result<()> {
         self.check_batch(batch)?;
         self.outputs.clear();
+        let mut code = 0;
         // SAFETY: the batch was validated against this context (size, seq ids,
         // token ids, positions); its arrays stay alive for the call.
-        let code = unsafe { sys::llama_decode(self.raw(), batch.raw()) };
+        let status = unsafe { sys::llrs_decode(self.raw(), batch.raw(), &mut code) };
+        crate::ffi::guard(status, "llama_decode")?;
         self.finish(code, batch)
     }
 
     /// Run the encoder (encoder-decoder models) over `batch`.
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode); also [`Error::InvalidParam`] when the
+    /// batch is longer than one micro-batch (`n_ubatch`): the encoder
+    /// cannot split it.
     pub fn encode(&mut self, batch: &Batch) -> Result<()> {
         self.check_batch(batch)?;
+        if batch.len() > self.n_ubatch() as usize {
+            return Err(Error::InvalidParam {
+                name: "batch",
+                reason: format!(
+                    "{} tokens in one encoder batch; the encoder needs the whole batch in one micro-batch \
+                     (n_ubatch = {})",
+                    batch.len(),
+                    self.n_ubatch()
+                ),
+            });
+        }
         self.outputs.clear();
+        let mut code = 0;
         // SAFETY: as in `decode`.
-        let code = unsafe { sys::llama_encode(self.raw(), batch.raw()) };
+        let status = unsafe { sys::llrs_encode(self.raw(), batch.raw(), &mut code) };
+        crate::ffi::guard(status, "llama_encode")?;
         self.finish(code, batch)
     }
 
@@ -536,7 +598,8 @@ impl Context {
     /// The embedding of batch index `i` (contexts with embeddings on, no pooling).
     pub fn embeddings_ith(&self, i: usize) -> Result<&[f32]> {
         self.check_output(i)?;
-        self.embeddings_ptr(|ctx| {
+        let n = self.n_embd_out();
+        self.embeddings_ptr(n, |ctx| {
             // SAFETY: valid output index of the last decode.
             unsafe { sys::llama_get_embeddings_ith(ctx, i as i32) }
         })
@@ -544,17 +607,49 @@ impl Context {
     }
 
     /// The pooled embedding of sequence `seq` (contexts with embeddings on
-    /// and a pooling type other than `None`).
+    /// and a pooling type other than `None`). With rank pooling (rerankers)
+    /// this is the sequence's `n_cls_out` scores, not an embedding.
     pub fn embeddings_seq(&self, seq: SeqId) -> Result<&[f32]> {
         self.check_seq(seq)?;
-        self.embeddings_ptr(|ctx| {
+        // llama.cpp sizes each sequence's output by the pooling the context
+        // actually uses (the model's own when `Unspecified`): `n_cls_out`
+        // floats for rank pooling, `n_embd_out` otherwise.
+        let n = if self.pooling() == Pooling::Rank { self.n_cls_out() } else { self.n_embd_out() };
+        self.embeddings_ptr(n, |ctx| {
             // SAFETY: `seq` is in range; llama.cpp returns null when absent.
             unsafe { sys::llama_get_embeddings_seq(ctx, seq) }
         })
         .ok_or(Error::NoOutput(seq as usize))
     }
 
-    fn embeddings_ptr(&self, get: impl FnOnce(*mut sys::llama_context) -> *mut f32) -> Option<&[f32]> {
+    /// The pooling the context uses (the model's own when it was created
+    /// with [`Pooling::Unspecified`]).
+    pub fn pooling(&self) -> Pooling {
+        // SAFETY: read-only query on the live context.
+        match unsafe { sys::llama_pooling_type(self.raw()) } {
+            sys::LLAMA_POOLING_TYPE_NONE => Pooling::None,
+            sys::LLAMA_POOLING_TYPE_MEAN => Pooling::Mean,
+            sys::LLAMA_POOLING_TYPE_CLS => Pooling::Cls,
+            sys::LLAMA_POOLING_TYPE_LAST => Pooling::Last,
+            sys::LLAMA_POOLING_TYPE_RANK => Pooling::Rank,
+            _ => Pooling::Unspecified,
+        }
+    }
+
+    fn n_embd_out(&self) -> usize {
+        // SAFETY: read-only query on the live model.
+        unsafe { sys::llama_model_n_embd_out(self.model.as_ptr()) }.max(0) as usize
+    }
+
+    fn n_cls_out(&self) -> usize {
+        // SAFETY: read-only query on the live model.
+        (unsafe { sys::llama_model_n_cls_out(self.model.as_ptr()) }) as usize
+    }
+
+    /// The `n` floats at the pointer `get` returns, if embeddings are on
+    /// and it is not null. Callers pass the length llama.cpp sized that
+    /// output with.
+    fn embeddings_ptr(&self, n: usize, get: impl FnOnce(*mut sys::llama_context) -> *mut f32) -> Option<&[f32]> {
         if !self.embeddings {
             return None;
         }
@@ -562,10 +657,11 @@ impl Context {
         if p.is_null() {
             return None;
         }
-        // SAFETY: llama.cpp returns n_embd_out floats valid until the next
-        // decode (which needs &mut self); `n_embd_out` is read from the model.
-        let n = unsafe { sys::llama_model_n_embd_out(self.model.as_ptr()) }.max(0) as usize;
-        // SAFETY: as above.
+        // SAFETY: llama.cpp returns a buffer of `n` floats (the caller
+        // passes the size llama.cpp allocated for this kind of output:
+        // `n_embd_out` per token or pooled sequence, `n_cls_out` per
+        // rank-pooled sequence), valid until the next decode, which needs
+        // `&mut self` and so cannot overlap the returned borrow.
         Some(unsafe { std::slice::from_raw_parts(p, n) })
     }
 
@@ -609,13 +705,38 @@ impl Context {
     }
 
     /// Shift positions `[p0, p1)` of `seq` by `delta` (context shifting).
+    /// Cells shifted below position 0 are removed, as in llama.cpp.
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`]; [`Error::InvalidParam`] when the model's
+    /// memory cannot shift, or when a shifted position would leave the
+    /// range of positions (`0..n_ctx_seq` upwards; llama.cpp adds `delta`
+    /// to its `int32_t` positions unchecked, so an overflow there is
+    /// undefined behaviour in C++).
     pub fn kv_seq_add(&mut self, seq: SeqId, p0: Option<Pos>, p1: Option<Pos>, delta: Pos) -> Result<()> {
         self.check_seq(seq)?;
         // SAFETY: a pure query on the live memory.
         if !unsafe { sys::llama_memory_can_shift(self.memory()) } {
             return Err(Error::InvalidParam { name: "delta", reason: "this model's memory cannot shift".into() });
         }
-        // SAFETY: exclusive access; seq in range; shifting is supported.
+        if let (Some(lo), Some(hi)) = (self.kv_seq_pos_min(seq), self.kv_seq_pos_max(seq)) {
+            // Every position llama.cpp may shift lies in [lo, hi]; after the
+            // shift it must still be a position a sequence may hold (or
+            // negative, which removes the cell). Checked in i64: no overflow.
+            let (lo, hi, d) = (i64::from(lo), i64::from(hi), i64::from(delta));
+            if hi + d >= i64::from(self.n_ctx_seq) || lo + d < -i64::from(self.n_ctx_seq) {
+                return Err(Error::InvalidParam {
+                    name: "delta",
+                    reason: format!(
+                        "shifting positions {lo}..={hi} by {delta} leaves the sequence's range 0..{}",
+                        self.n_ctx_seq
+                    ),
+                });
+            }
+        }
+        // SAFETY: exclusive access; seq in range; shifting is supported; every
+        // position of `seq` plus `delta` stays within ±n_ctx_seq (checked
+        // above), far from the `int32_t` limits.
         unsafe { sys::llama_memory_seq_add(self.memory(), seq, p0.unwrap_or(-1), p1.unwrap_or(-1), delta) };
         Ok(())
     }
@@ -643,61 +764,111 @@ impl Context {
             .sum()
     }
 
-    /// The whole context state (KV cache, RNG, outputs) as bytes.
-    pub fn state_bytes(&mut self) -> Vec<u8> {
+    /// Sign and verify saved states with `key` from now on, instead of the
+    /// random per-process key. Use it to restore states in a later run (or
+    /// in another process) that holds the same key.
+    pub fn set_state_key(&mut self, key: StateKey) {
+        self.state_key = Some(key);
+    }
+
+    fn key(&self) -> Result<&StateKey> {
+        match &self.state_key {
+            Some(k) => Ok(k),
+            None => StateKey::process(),
+        }
+    }
+
+    /// The whole context state (KV cache, RNG, outputs) as bytes, signed
+    /// with this context's [`StateKey`].
+    ///
+    /// # Errors
+    /// [`Error::State`] if no key is set and the OS gives no randomness
+    /// for the per-process key.
+    pub fn state_bytes(&mut self) -> Result<Vec<u8>> {
+        let key = self.key()?.clone();
         // SAFETY: exclusive access.
         let size = unsafe { sys::llama_state_get_size(self.raw()) };
         let mut buf = vec![0u8; size];
         // SAFETY: `buf` has exactly the size llama.cpp asked for.
         let n = unsafe { sys::llama_state_get_data(self.raw(), buf.as_mut_ptr(), buf.len()) };
         buf.truncate(n);
-        crate::state::seal(self.model_fingerprint(), -1, buf)
+        Ok(crate::state::seal(&key, self.model_fingerprint(), -1, buf))
     }
 
     /// Restore a state from [`state_bytes`](Self::state_bytes) (decode the
-    /// next token to get fresh logits afterwards). Only states
-    /// this library wrote for the same model are accepted (checksummed):
-    /// llama.cpp's restore trusts its input.
+    /// next token to get fresh logits afterwards). llama.cpp's restore
+    /// trusts its input (a malformed state overflows its buffers), so only
+    /// states whose HMAC verifies under this context's key, for the same
+    /// model, are handed to it: by default, states written by this process.
+    ///
+    /// # Errors
+    /// [`Error::State`] for anything that is not such a state, or that
+    /// llama.cpp rejects; [`Error::Exception`] if llama.cpp throws.
     pub fn set_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        let data = crate::state::open(bytes, self.model_fingerprint(), -1)?;
+        let key = self.key()?.clone();
+        let data = crate::state::open(&key, bytes, self.model_fingerprint(), -1)?;
         // Outputs of the saved decode are not tracked: decode again to get logits.
         self.outputs.clear();
-        // SAFETY: exclusive access; `data` is a state this library produced
+        let mut n = 0;
+        // SAFETY: exclusive access; `data` carries a valid tag under a key
+        // only trusted writers hold, so it is a state this library produced
         // for this model (verified by `state::open`).
-        let n = unsafe { sys::llama_state_set_data(self.raw(), data.as_ptr(), data.len()) };
+        let status = unsafe { sys::llrs_state_set_data(self.raw(), data.as_ptr(), data.len(), &mut n) };
+        crate::ffi::guard(status, "llama_state_set_data")?;
         if n == 0 { Err(Error::State("llama.cpp rejected the state".into())) } else { Ok(()) }
     }
 
-    /// The KV state of one sequence as bytes.
+    /// The KV state of one sequence as bytes, signed like
+    /// [`state_bytes`](Self::state_bytes).
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`]; [`Error::State`] as for `state_bytes`.
     pub fn seq_state_bytes(&mut self, seq: SeqId) -> Result<Vec<u8>> {
         self.check_seq(seq)?;
+        let key = self.key()?.clone();
         // SAFETY: exclusive access; seq in range.
         let size = unsafe { sys::llama_state_seq_get_size(self.raw(), seq) };
         let mut buf = vec![0u8; size];
         // SAFETY: `buf` has exactly the size llama.cpp asked for.
         let n = unsafe { sys::llama_state_seq_get_data(self.raw(), buf.as_mut_ptr(), buf.len(), seq) };
         buf.truncate(n);
-        Ok(crate::state::seal(self.model_fingerprint(), seq, buf))
+        Ok(crate::state::seal(&key, self.model_fingerprint(), seq, buf))
     }
 
     /// Restore one sequence's state (from [`seq_state_bytes`](Self::seq_state_bytes),
-    /// possibly of another sequence id) into `seq`.
+    /// possibly of another sequence id) into `seq`; verified as in
+    /// [`set_state_bytes`](Self::set_state_bytes).
+    ///
+    /// # Errors
+    /// As [`set_state_bytes`](Self::set_state_bytes), and
+    /// [`Error::SeqIdOutOfRange`].
     pub fn set_seq_state_bytes(&mut self, bytes: &[u8], seq: SeqId) -> Result<()> {
         self.check_seq(seq)?;
-        let data = crate::state::open(bytes, self.model_fingerprint(), seq)?;
-        // SAFETY: exclusive access; seq in range; verified state (see above).
-        let n = unsafe { sys::llama_state_seq_set_data(self.raw(), data.as_ptr(), data.len(), seq) };
+        let key = self.key()?.clone();
+        let data = crate::state::open(&key, bytes, self.model_fingerprint(), seq)?;
+        let mut n = 0;
+        // SAFETY: exclusive access; seq in range; authenticated state (see above).
+        let status = unsafe { sys::llrs_state_seq_set_data(self.raw(), data.as_ptr(), data.len(), seq, &mut n) };
+        crate::ffi::guard(status, "llama_state_seq_set_data")?;
         if n == 0 { Err(Error::State("llama.cpp rejected the sequence state".into())) } else { Ok(()) }
     }
 
-    /// Save the whole state to a file.
+    /// Save the whole state to a file (signed with this context's key).
+    ///
+    /// # Errors
+    /// As [`state_bytes`](Self::state_bytes), and [`Error::Io`].
     pub fn save_state_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let bytes = self.state_bytes();
+        let bytes = self.state_bytes()?;
         std::fs::write(path, bytes)?;
         Ok(())
     }
 
-    /// Restore the whole state from a file written by [`save_state_file`](Self::save_state_file).
+    /// Restore the whole state from a file written by
+    /// [`save_state_file`](Self::save_state_file) under the same key (by
+    /// default: in this process).
+    ///
+    /// # Errors
+    /// As [`set_state_bytes`](Self::set_state_bytes), and [`Error::Io`].
     pub fn load_state_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = std::fs::read(path)?;
         self.set_state_bytes(&bytes)

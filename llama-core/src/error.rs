@@ -109,6 +109,17 @@ pub enum Error {
     /// A GBNF grammar did not parse.
     #[error("invalid grammar: {0}")]
     Grammar(String),
+    /// llama.cpp threw a C++ exception (out of memory, a malformed
+    /// tokenizer table, an internal check). It was caught at the FFI
+    /// boundary (llama-sys's `llrs_*` shim) before it could reach Rust;
+    /// the object the call was made on may be in a partial state.
+    #[error("llama.cpp failed in {call}: {message}")]
+    Exception {
+        /// The llama.cpp function that threw.
+        call: &'static str,
+        /// The exception's message.
+        message: String,
+    },
     /// State save/restore failed.
     #[error("state error: {0}")]
     State(String),

@@ -42,6 +42,7 @@ mod context;
 mod embed;
 mod error;
 mod ffi;
+pub mod gbnf;
 pub mod gguf;
 pub use chat::{ChatMessage, ChatTemplate};
 mod model;
@@ -50,7 +51,7 @@ mod state;
 mod vocab;
 
 pub use backend::Backend;
-pub use batch::{Batch, MAX_SEQS_PER_TOKEN};
+pub use batch::{Batch, MAX_BATCH, MAX_SEQS_PER_TOKEN};
 pub use context::{Context, ContextParams, FlashAttn, KvCacheType, MAX_THREADS, MIN_CTX, Pooling, default_threads};
 pub use embed::embed;
 pub use error::{Error, Result};
@@ -58,6 +59,7 @@ pub use model::{Model, ModelParams};
 pub use sampler::{
     MAX_GRAMMAR_BYTES, MAX_GRAMMAR_DEPTH, RANDOM_SEED, Sampler, SamplingParams, log_softmax_of, log_softmax_top,
 };
+pub use state::StateKey;
 pub use vocab::{MAX_TOKENIZE_BYTES, TokenDecoder, Vocab};
 
 /// A token id in the model's vocabulary.

@@ -45,11 +45,25 @@ pub struct Model {
     path: PathBuf,
 }
 
-// SAFETY: a `llama_model` is immutable after `llama_model_load_from_file`
-// returns: llama.cpp's own server and examples share one model between
-// several contexts on several threads, and every `llama_model_*` /
-// `llama_vocab_*` query we expose takes a `const` pointer and only reads.
-// Mutation happens only in load and free, which own the pointer exclusively.
+// SAFETY: a `llama_model` is not written after `llama_model_load_from_file`
+// returns, by any call this crate makes: llama.cpp's own server and
+// examples share one model between several contexts on several threads,
+// and every `llama_model_*` / `llama_vocab_*` query we expose takes a
+// `const` pointer and only reads. Load and free own the pointer
+// exclusively.
+//
+// One exception is load-bearing and must be kept in mind: the non-const
+// `llama_init_from_model` (called by `Context::new`, possibly from several
+// threads at once on one shared model) WRITES `model->hparams.n_ctx_train`
+// when the context uses YaRN rope scaling with a `rope_freq_scale` that
+// differs from the model's trained one. `ContextParams` exposes no rope
+// settings, so llama.cpp resolves them from the model itself and the
+// condition never holds (and the opt/training entry points that also write
+// hparams are not bound). A future `ContextParams` field for
+// `rope_scaling_type`, `rope_freq_scale` or `yarn_*` would break this
+// argument: such a context would have to be created with exclusive access
+// to the model (e.g. a lock around `llama_init_from_model`, and no
+// concurrent readers of `n_ctx_train`), or refuse custom YaRN scaling.
 unsafe impl Send for Model {}
 // SAFETY: see `Send` above: all shared access is read-only.
 unsafe impl Sync for Model {}
@@ -59,7 +73,9 @@ struct Progress<'a> {
     cancelled: bool,
 }
 
-extern "C" fn progress_trampoline(progress: f32, user: *mut c_void) -> bool {
+/// `"C-unwind"` because the bindings declare llama.cpp's callback types
+/// so; it never unwinds (panics are caught below).
+extern "C-unwind" fn progress_trampoline(progress: f32, user: *mut c_void) -> bool {
     // SAFETY: `user` is the `&mut Progress` passed to llama.cpp in
     // `load_inner`, alive for the whole (synchronous) load call.
     let state = unsafe { &mut *user.cast::<Progress<'_>>() };

@@ -14,8 +14,9 @@ use crate::{Context, Error, Model, Result, Token};
 pub const RANDOM_SEED: u32 = u32::MAX;
 /// Longest GBNF grammar accepted, in bytes.
 pub const MAX_GRAMMAR_BYTES: usize = 256 << 10;
-/// Deepest bracket nesting accepted in a grammar (llama.cpp's parser recurses).
-pub const MAX_GRAMMAR_DEPTH: usize = 64;
+/// Deepest group nesting accepted in a grammar (llama.cpp's parser
+/// recurses): [`gbnf::MAX_NESTING`](crate::gbnf::MAX_NESTING).
+pub const MAX_GRAMMAR_DEPTH: usize = crate::gbnf::MAX_NESTING;
 
 /// Every sampling knob llama.cpp offers, with llama.cpp's defaults.
 /// `temperature <= 0` means greedy.
@@ -36,7 +37,8 @@ pub struct SamplingParams {
     pub typical_p: f32,
     /// Repetition penalty (1 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalties look at (0 = off, -1 = context).
+    /// How many recent tokens the penalties look at (0 = off, -1 = the
+    /// context size: see [`with_context_size`](Self::with_context_size)).
     pub repeat_last_n: i32,
     /// Frequency penalty (0 = off).
     pub frequency_penalty: f32,
@@ -48,7 +50,8 @@ pub struct SamplingParams {
     pub dry_base: f32,
     /// DRY allowed repeat length.
     pub dry_allowed_length: i32,
-    /// DRY look-back (0 = off, -1 = context).
+    /// DRY look-back (0 = off, -1 = the context size: see
+    /// [`with_context_size`](Self::with_context_size)).
     pub dry_penalty_last_n: i32,
     /// DRY sequence breakers.
     pub dry_sequence_breakers: Vec<String>,
@@ -104,6 +107,22 @@ impl SamplingParams {
     /// Always pick the most likely token.
     pub fn greedy() -> Self {
         SamplingParams { temperature: 0.0, ..Self::default() }
+    }
+
+    /// Resolve the look-backs given as `-1` ("the whole context") to
+    /// `n_ctx`, as llama.cpp's server does per slot. llama.cpp's samplers
+    /// themselves treat `-1` as 0 and switch the penalty off, so this must
+    /// happen before [`Sampler::new`], which falls back to the model's
+    /// training context for any `-1` left.
+    pub fn with_context_size(mut self, n_ctx: u32) -> Self {
+        let n = i32::try_from(n_ctx).unwrap_or(i32::MAX);
+        if self.repeat_last_n == -1 {
+            self.repeat_last_n = n;
+        }
+        if self.dry_penalty_last_n == -1 {
+            self.dry_penalty_last_n = n;
+        }
+        self
     }
 
     /// Whether this samples greedily.
@@ -184,39 +203,16 @@ impl SamplingParams {
     }
 }
 
-/// Refuse grammars that would make llama.cpp's recursive parser overflow
-/// its stack or run for long, before it sees them.
+/// Refuse, before llama.cpp sees it, every grammar that llama.cpp would
+/// refuse, and every grammar that could make it overflow its stack, loop
+/// or exhaust memory: [`crate::gbnf::validate`] decides. A grammar of only
+/// whitespace means "no grammar" (as in [`Sampler::new`]) and passes.
 fn check_grammar_shape(g: &str) -> Result<()> {
-    if g.len() > MAX_GRAMMAR_BYTES {
-        return Err(Error::Grammar(format!("grammar is {} bytes; at most {MAX_GRAMMAR_BYTES}", g.len())));
+    const _: () = assert!(MAX_GRAMMAR_BYTES == crate::gbnf::MAX_BYTES);
+    if g.trim().is_empty() {
+        return Ok(());
     }
-    if g.contains('\0') {
-        return Err(Error::Grammar("grammar contains a NUL byte".into()));
-    }
-    let (mut depth, mut max) = (0usize, 0usize);
-    let (mut in_str, mut in_class, mut escaped) = (false, false, false);
-    for c in g.chars() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_str || in_class => escaped = true,
-            '"' if !in_class => in_str = !in_str,
-            '[' if !in_str => in_class = true,
-            ']' if in_class => in_class = false,
-            '(' if !in_str && !in_class => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            ')' if !in_str && !in_class => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if max > MAX_GRAMMAR_DEPTH {
-        return Err(Error::Grammar(format!("grammar nests {max} levels deep; at most {MAX_GRAMMAR_DEPTH}")));
-    }
-    Ok(())
+    crate::gbnf::validate(g).map_err(|e| Error::Grammar(e.to_string()))
 }
 
 /// An owned `llama_sampler`.
@@ -279,6 +275,11 @@ pub struct Sampler {
     /// DRY or grammar): sampling is an argmax over the logits, done here
     /// without building the vocabulary-sized candidate array.
     argmax_only: bool,
+    /// Keeps the model, and so the `llama_vocab` that llama.cpp's grammar
+    /// and DRY samplers point into and dereference on every apply, accept
+    /// and reset, alive as long as this sampler. Declared last: fields drop
+    /// in declaration order, so the samplers are freed before the model.
+    _model: Arc<Model>,
 }
 
 /// llama.cpp's grammar sampler, plus what the first-byte prefilter needs.
@@ -295,8 +296,25 @@ unsafe impl Send for Sampler {}
 
 impl Sampler {
     /// Build the chain for `params` (validated first).
-    pub fn new(model: &Model, params: &SamplingParams) -> Result<Sampler> {
+    ///
+    /// The sampler keeps a clone of `model`: llama.cpp's grammar and DRY
+    /// samplers hold a pointer into the model's vocabulary, so the model
+    /// must outlive them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] or [`Error::Grammar`] for parameters that do
+    /// not validate (see [`SamplingParams::validate`]),
+    /// [`Error::TokenOutOfVocab`] for a logit bias on a token the model
+    /// does not have.
+    pub fn new(model: &Arc<Model>, params: &SamplingParams) -> Result<Sampler> {
         params.validate()?;
+        let resolved;
+        let params = if params.repeat_last_n == -1 || params.dry_penalty_last_n == -1 {
+            resolved = params.clone().with_context_size(model.n_ctx_train());
+            &resolved
+        } else {
+            params
+        };
         let vocab = model.vocab();
         let n_vocab = vocab.n_tokens();
         let vocab_ptr = vocab_raw(model);
@@ -394,12 +412,46 @@ impl Sampler {
         let grammar = match &params.grammar {
             Some(g) if !g.trim().is_empty() => {
                 let src = CString::new(g.as_str()).map_err(|_| Error::Grammar("grammar contains a NUL byte".into()))?;
-                // SAFETY: vocab is live; strings are valid C strings. The
-                // shape was bounded by `validate`, so the recursive parser
-                // cannot overflow the stack; parse errors return null.
-                let p = unsafe { sys::llama_sampler_init_grammar(vocab_ptr, src.as_ptr(), c"root".as_ptr()) };
+                // `validate` (above) bounded what llama.cpp's recursive
+                // parser and left-recursion check can do with this grammar
+                // to a few hundred KiB of stack (llama-core's
+                // grammar_differential test runs the worst cases on 512 KiB).
+                // They still run on a thread of their own with a known,
+                // generous stack, so that a case the Rust check misses is
+                // an error here, not a stack overflow of the caller's
+                // thread (which may be small: async runtimes use 2 MiB).
+                const PARSE_STACK: usize = 8 << 20;
+                /// Raw pointers moved to the parsing thread and back.
+                struct SendPtr<T>(T);
+                impl<T> SendPtr<T> {
+                    fn into_inner(self) -> T {
+                        self.0
+                    }
+                }
+                // SAFETY: the vocab pointer is only read, by llama.cpp's
+                // grammar parser, while this thread waits in `join` below,
+                // and the `Arc<Model>` that owns the vocab outlives the
+                // call; the sampler that comes back is a fresh heap object
+                // that nothing else points to, now owned by this thread.
+                unsafe impl<T> Send for SendPtr<T> {}
+                let vocab_send = SendPtr(vocab_ptr);
+                let parse = move || {
+                    let vocab = vocab_send.into_inner();
+                    // SAFETY: vocab is live (see `SendPtr`); both strings
+                    // are valid C strings, `src` owned by this closure.
+                    // Parse errors return null.
+                    SendPtr(unsafe { sys::llama_sampler_init_grammar(vocab, src.as_ptr(), c"root".as_ptr()) })
+                };
+                let p = std::thread::Builder::new()
+                    .name("llama-grammar".into())
+                    .stack_size(PARSE_STACK)
+                    .spawn(parse)
+                    .map_err(|e| Error::Grammar(format!("could not start the grammar parser thread: {e}")))?
+                    .join()
+                    .map_err(|_| Error::Grammar("the grammar parser thread panicked".into()))?
+                    .into_inner();
                 let sampler = NonNull::new(p).map(RawSampler).ok_or_else(|| {
-                    Error::Grammar("the grammar does not parse (see the llama_cpp log for the position)".into())
+                    Error::Grammar("llama.cpp refused the grammar (see the llama.cpp log for why)".into())
                 })?;
                 // Token elements (`<[id]>`, `<text>`, `!<…>`) match by id,
                 // not by text, so the prefilter's reasoning does not hold
@@ -431,6 +483,7 @@ impl Sampler {
                 && !penalties_on
                 && params.dry_multiplier <= 0.0
                 && params.grammar.is_none(),
+            _model: Arc::clone(model),
         })
     }
 
@@ -736,14 +789,17 @@ impl Sampler {
         if !(0..self.n_vocab).contains(&token) {
             return Err(Error::TokenOutOfVocab { token, n_vocab: self.n_vocab });
         }
-        // SAFETY: the chain accepts any token id in range (checked above).
-        unsafe { sys::llama_sampler_accept(self.chain.0.as_ptr(), token) };
+        // SAFETY: the chain accepts any token id in range (checked above);
+        // the shim catches any exception.
+        crate::ffi::guard(unsafe { sys::llrs_sampler_accept(self.chain.0.as_ptr(), token) }, "llama_sampler_accept")?;
         if let Some(g) = &self.grammar {
             // SAFETY: every caller passes a token the grammar allowed in its
             // current state (step 1: the one-token mask; step 2: only
             // allowed tokens were in the array; step 3: the `allowed`
-            // check), so accepting it cannot throw inside llama.cpp.
-            unsafe { sys::llama_sampler_accept(g.sampler.0.as_ptr(), token) };
+            // check). Should that ever fail, llama.cpp throws and the shim
+            // turns it into an error.
+            let status = unsafe { sys::llrs_sampler_accept(g.sampler.0.as_ptr(), token) };
+            crate::ffi::guard(status, "llama_sampler_accept")?;
         }
         Ok(token)
     }
@@ -754,19 +810,24 @@ impl Sampler {
         if !(0..self.n_vocab).contains(&token) {
             return Err(Error::TokenOutOfVocab { token, n_vocab: self.n_vocab });
         }
-        // SAFETY: token in range; the chain (without the grammar) accepts any token.
-        unsafe { sys::llama_sampler_accept(self.chain.0.as_ptr(), token) };
-        Ok(())
+        // SAFETY: token in range; the chain (without the grammar) accepts
+        // any token; the shim catches any exception.
+        crate::ffi::guard(unsafe { sys::llrs_sampler_accept(self.chain.0.as_ptr(), token) }, "llama_sampler_accept")
     }
 
     /// Forget history (penalties, mirostat state, grammar progress).
-    pub fn reset(&mut self) {
-        // SAFETY: owned samplers.
-        unsafe { sys::llama_sampler_reset(self.chain.0.as_ptr()) };
+    ///
+    /// # Errors
+    /// [`Error::Exception`] if llama.cpp throws (out of memory while
+    /// rebuilding the grammar's stacks).
+    pub fn reset(&mut self) -> Result<()> {
+        // SAFETY: owned samplers; the shim catches any exception.
+        crate::ffi::guard(unsafe { sys::llrs_sampler_reset(self.chain.0.as_ptr()) }, "llama_sampler_reset")?;
         if let Some(g) = &self.grammar {
-            // SAFETY: owned sampler.
-            unsafe { sys::llama_sampler_reset(g.sampler.0.as_ptr()) };
+            // SAFETY: owned sampler; the shim catches any exception.
+            crate::ffi::guard(unsafe { sys::llrs_sampler_reset(g.sampler.0.as_ptr()) }, "llama_sampler_reset")?;
         }
+        Ok(())
     }
 }
 
@@ -779,7 +840,9 @@ fn apply(sampler: NonNull<sys::llama_sampler>, candidates: &mut Vec<sys::llama_t
     // SAFETY: `sampler` is a live sampler owned by the calling Sampler;
     // `arr` describes `candidates`, which nothing else touches during the
     // call; llama.cpp's samplers work in place and never grow the array.
-    unsafe { sys::llama_sampler_apply(sampler.as_ptr(), &mut arr) };
+    // The shim catches any exception (the grammar sampler throws on
+    // internal inconsistencies).
+    crate::ffi::guard(unsafe { sys::llrs_sampler_apply(sampler.as_ptr(), &mut arr) }, "llama_sampler_apply")?;
     // XTC drops the most likely entries by moving `data` forward inside
     // the same buffer; anything else would be a llama.cpp bug.
     let moved = (arr.data as usize).wrapping_sub(data as usize);

@@ -18,6 +18,8 @@ pub struct Vocab {
     n_tokens: i32,
     first_bytes: OnceLock<Arc<FirstBytes>>,
     specials: OnceLock<Option<Specials>>,
+    /// Longest piece of any token, in bytes (computed on first use).
+    max_piece: OnceLock<usize>,
 }
 
 // SAFETY: the vocabulary is immutable after the model loads; every function
@@ -47,7 +49,7 @@ impl Vocab {
     pub(crate) unsafe fn from_raw(ptr: NonNull<sys::llama_vocab>) -> Vocab {
         // SAFETY: the caller guarantees `ptr` is a live vocab.
         let n_tokens = unsafe { sys::llama_vocab_n_tokens(ptr.as_ptr()) };
-        Vocab { ptr, n_tokens, first_bytes: OnceLock::new(), specials: OnceLock::new() }
+        Vocab { ptr, n_tokens, first_bytes: OnceLock::new(), specials: OnceLock::new(), max_piece: OnceLock::new() }
     }
 
     fn raw(&self) -> *const sys::llama_vocab {
@@ -135,12 +137,15 @@ impl Vocab {
         let mut cap = text.len() + 8;
         for _ in 0..2 {
             let mut out: Vec<Token> = Vec::with_capacity(cap);
+            let mut n = 0;
             // SAFETY: `text` is valid UTF-8 (llama.cpp throws on invalid
             // UTF-8, so the &str type is load-bearing) of the given length;
             // `out` has room for `cap` tokens, and llama.cpp writes at most
             // `n_tokens_max` = `cap` of them.
-            let n = unsafe {
-                sys::llama_tokenize(
+            // Through the shim: a malformed tokenizer table (UGM
+            // charsmap) makes llama.cpp throw.
+            let status = unsafe {
+                sys::llrs_tokenize(
                     self.raw(),
                     text.as_ptr().cast(),
                     text.len() as i32,
@@ -148,8 +153,10 @@ impl Vocab {
                     cap as i32,
                     add_special,
                     parse_special,
+                    &mut n,
                 )
             };
+            crate::ffi::guard(status, "llama_tokenize")?;
             if n == i32::MIN {
                 return Err(Error::Tokenize("token count overflows".into()));
             }
@@ -177,11 +184,21 @@ impl Vocab {
         self.check_token(token)?;
         let mut buf = vec![0u8; 32];
         for _ in 0..2 {
+            let mut n = 0;
             // SAFETY: token is in range (checked above, llama.cpp indexes a
             // vector with it); llama.cpp writes at most `buf.len()` bytes.
-            let n = unsafe {
-                sys::llama_token_to_piece(self.raw(), token, buf.as_mut_ptr().cast(), buf.len() as i32, 0, special)
+            let status = unsafe {
+                sys::llrs_token_to_piece(
+                    self.raw(),
+                    token,
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as i32,
+                    0,
+                    special,
+                    &mut n,
+                )
             };
+            crate::ffi::guard(status, "llama_token_to_piece")?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(buf);
@@ -191,21 +208,42 @@ impl Vocab {
         Err(Error::Tokenize(format!("token {token} has an unstable piece length")))
     }
 
+    /// The longest piece of any token in bytes, with special tokens
+    /// rendered as text (the larger of the two renderings). Computed once
+    /// per vocabulary (one `token_to_piece` per token, a few milliseconds).
+    pub fn max_piece_len(&self) -> usize {
+        *self.max_piece.get_or_init(|| {
+            (0..self.n_tokens).filter_map(|t| self.token_to_piece(t, true).ok().map(|p| p.len())).max().unwrap_or(0)
+        })
+    }
+
     /// Tokens back to text. Invalid UTF-8 (possible when the tokens are an
     /// arbitrary slice) is replaced with U+FFFD.
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfVocab`] for an id the vocabulary does not have;
+    /// [`Error::Tokenize`] when the text could exceed what llama.cpp can
+    /// count: it sums the piece lengths in an `int32_t`, so the number of
+    /// tokens times the longest piece (plus a byte per token for the space
+    /// some tokenizers insert) must stay below `i32::MAX`.
     pub fn detokenize(&self, tokens: &[Token], remove_special: bool, unparse_special: bool) -> Result<String> {
         for &t in tokens {
             self.check_token(t)?;
         }
-        if tokens.len() > i32::MAX as usize / 64 {
-            return Err(Error::Tokenize("too many tokens".into()));
+        let per_token = self.max_piece_len() + 1;
+        if tokens.len().saturating_mul(per_token) >= i32::MAX as usize / 2 {
+            return Err(Error::Tokenize(format!(
+                "{} tokens of up to {per_token} bytes each could overflow llama.cpp's 32-bit text length",
+                tokens.len()
+            )));
         }
         let mut buf = vec![0u8; tokens.len() * 8 + 16];
         for _ in 0..2 {
+            let mut n = 0;
             // SAFETY: every token is in range (checked above); llama.cpp
             // reads `tokens.len()` tokens and writes at most `buf.len()` bytes.
-            let n = unsafe {
-                sys::llama_detokenize(
+            let status = unsafe {
+                sys::llrs_detokenize(
                     self.raw(),
                     tokens.as_ptr(),
                     tokens.len() as i32,
@@ -213,8 +251,10 @@ impl Vocab {
                     buf.len().min(i32::MAX as usize) as i32,
                     remove_special,
                     unparse_special,
+                    &mut n,
                 )
             };
+            crate::ffi::guard(status, "llama_detokenize")?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(String::from_utf8_lossy(&buf).into_owned());

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use llama_core::{
-    Batch, Context, ContextParams, Error, Model, ModelParams, Sampler, SamplingParams, Token, TokenDecoder,
+    Batch, Context, ContextParams, Error, Model, ModelParams, Sampler, SamplingParams, StateKey, Token, TokenDecoder,
 };
 
 fn model_path() -> PathBuf {
@@ -146,7 +146,7 @@ fn state_save_restore_gives_identical_continuation() {
     let mut batch = c.new_batch();
     batch.add_sequence(&prompt[..n - 1], 0, 0, false).unwrap();
     c.decode(&batch).unwrap();
-    let saved = c.state_bytes();
+    let saved = c.state_bytes().unwrap();
     let seq_saved = c.seq_state_bytes(0).unwrap();
     // From a saved state, feed the last prompt token and continue greedily.
     let cont = |c: &mut Context| {
@@ -185,6 +185,22 @@ fn state_save_restore_gives_identical_continuation() {
     assert!(matches!(c.set_state_bytes(&saved[..len - 10]), Err(Error::State(_))));
     assert!(matches!(c.set_state_bytes(b"garbage"), Err(Error::State(_))));
     assert!(matches!(c.set_seq_state_bytes(&saved, 0), Err(Error::State(_))));
+
+    // A state saved under a caller's key restores only under that key: the
+    // per-process key (which another run would not have) refuses it, so a
+    // state file from elsewhere cannot reach llama.cpp's trusting restore.
+    let key = StateKey::generate().unwrap();
+    let mut e = ctx(512, 1);
+    e.set_state_key(key.clone());
+    let mut b = e.new_batch();
+    b.add_sequence(&prompt[..n - 1], 0, 0, false).unwrap();
+    e.decode(&b).unwrap();
+    let keyed = e.state_bytes().unwrap();
+    assert!(matches!(c.set_state_bytes(&keyed), Err(Error::State(_))), "the process key must not verify it");
+    let mut f = ctx(512, 1);
+    f.set_state_key(StateKey::from_bytes(*key.as_bytes()));
+    f.set_state_bytes(&keyed).unwrap();
+    assert_eq!(cont(&mut f), first);
 }
 
 #[test]
@@ -506,18 +522,18 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(c.decode(&b), Err(Error::PositionOutOfOrder { expected: 0, .. })));
     // context overflow (llama.cpp pads each sequence's share to 256 cells)
     assert_eq!(c.n_ctx_seq(), 256);
-    let mut b = Batch::new(512, 2, n_vocab);
+    let mut b = Batch::new(512, 2, n_vocab).unwrap();
     b.add_sequence(&vec![1; 300], 0, 0, true).unwrap();
     let r = c.decode(&b);
     assert!(matches!(r, Err(Error::ContextOverflow { .. })), "{r:?}");
     // batch from a bigger context
-    let big = Batch::new(4096, 2, n_vocab);
+    let big = Batch::new(4096, 2, n_vocab).unwrap();
     let mut big = big;
     big.add_sequence(&vec![1; 600], 0, 0, false).unwrap();
     assert!(matches!(c.decode(&big), Err(Error::BatchFull { .. })));
     assert!(matches!(c.decode(&c.new_batch()), Err(Error::EmptyBatch)));
     // sequence ids and tokens
-    let mut b = Batch::new(8, 8, n_vocab);
+    let mut b = Batch::new(8, 8, n_vocab).unwrap();
     b.add(1, 0, &[5], true).unwrap();
     assert!(matches!(c.decode(&b), Err(Error::SeqIdOutOfRange { .. })));
     assert!(matches!(c.logits(0), Err(Error::NoOutput(0))));

@@ -159,7 +159,9 @@ impl Inference for LlamaInference {
 
     fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, prompt: &[Token]) -> Result<(), String> {
         let slot = self.samplers.get_mut(seq as usize).ok_or_else(|| format!("no sequence {seq}"))?;
-        let mut sampler = Sampler::new(&self.model, params).map_err(|e| e.to_string())?;
+        // -1 look-backs mean this sequence's context, as in llama.cpp's server.
+        let params = params.clone().with_context_size(self.n_ctx_seq);
+        let mut sampler = Sampler::new(&self.model, &params).map_err(|e| e.to_string())?;
         for &t in prompt {
             sampler.accept(t).map_err(|e| e.to_string())?;
         }

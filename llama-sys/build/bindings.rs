@@ -8,9 +8,18 @@ use crate::find::fail;
 
 pub fn generate(include_dirs: &[PathBuf]) {
     let out = PathBuf::from(env::cargo("OUT_DIR")).join("bindings.rs");
-    let header = include_dirs[0].join("llama.h");
+    // The shim's header includes llama.h: one pass binds both.
+    let header = crate::shim::header();
     let mut b = bindgen::Builder::default()
         .header(header.to_string_lossy())
+        // llama.cpp's functions may throw C++ exceptions; "C-unwind" makes
+        // an exception that escapes one defined behaviour (it unwinds, or
+        // the process aborts at a Rust frame that cannot unwind) instead of
+        // undefined behaviour. llama-core calls the throwing ones through
+        // the llrs_* shim, which catches everything.
+        .override_abi(bindgen::Abi::CUnwind, "llama_.*")
+        .allowlist_function("llrs_.*")
+        .allowlist_var("LLRS_.*")
         .allowlist_function("llama_.*")
         .allowlist_type("llama_.*")
         .allowlist_var("LLAMA_.*")
