@@ -101,10 +101,14 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
+/// The roles a chat message may have, as OpenAI accepts them (`function` is
+/// OpenAI's deprecated name for a tool result). Anything else is a 400.
+pub const CHAT_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
 /// One chat message.
 #[derive(Debug, Deserialize)]
 pub struct InMessage {
-    /// `system`, `developer` (rendered as `system`), `user`, `assistant`, `tool`.
+    /// One of [`CHAT_ROLES`]; `developer` is rendered as `system`.
     pub role: String,
     /// The content (null is allowed for assistant messages).
     #[serde(default)]
@@ -120,10 +124,20 @@ pub(crate) fn to_chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let role = match m.role.trim() {
-                "" => return Err(AppError::invalid(format!("messages[{i}].role"), "`role` must not be empty")),
+            let role = match m.role.as_str() {
                 "developer" => "system".to_string(),
-                r => r.to_string(),
+                r if CHAT_ROLES.contains(&r) => r.to_string(),
+                r => {
+                    // Debug formatting quotes the role and escapes control characters.
+                    let shown: String = r.chars().take(64).collect();
+                    return Err(AppError::invalid(
+                        format!("messages[{i}].role"),
+                        format!(
+                            "unknown role {shown:?} in `messages[{i}].role` (expected one of {})",
+                            CHAT_ROLES.join(", ")
+                        ),
+                    ));
+                }
             };
             let content = match &m.content {
                 None => String::new(),
@@ -802,6 +816,28 @@ mod tests {
             e => panic!("{e:?}"),
         }
         assert!(to_chat_messages(&[]).is_err());
+    }
+
+    #[test]
+    fn unknown_roles_are_refused_naming_the_message() {
+        for role in CHAT_ROLES {
+            let msgs: Vec<InMessage> = serde_json::from_value(json!([{"role": role, "content": "x"}])).unwrap();
+            assert!(to_chat_messages(&msgs).is_ok(), "{role}");
+        }
+        for role in ["wizard", "", " user", "User", "SYSTEM", "user\u{0}", "assistant ", "\u{202e}user"] {
+            let msgs: Vec<InMessage> = serde_json::from_value(json!([
+                {"role": "user", "content": "a"},
+                {"role": role, "content": "b"},
+            ]))
+            .unwrap();
+            match to_chat_messages(&msgs).unwrap_err() {
+                AppError::InvalidRequest { param, message } => {
+                    assert_eq!(param.as_deref(), Some("messages[1].role"), "{role:?}");
+                    assert!(message.contains("unknown role"), "{message}");
+                }
+                e => panic!("{role:?}: {e:?}"),
+            }
+        }
     }
 
     #[test]

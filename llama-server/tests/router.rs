@@ -182,6 +182,26 @@ async fn wrong_types_name_the_field() {
     }
 }
 
+/// OpenAI's roles pass (to "Loading model" here); any other role is a 400
+/// naming the message, on the chat route and on `/apply-template`.
+#[tokio::test]
+async fn unknown_chat_roles_are_400_naming_the_message() {
+    for path in ["/v1/chat/completions", "/chat/completions", "/apply-template"] {
+        for role in ["system", "developer", "user", "assistant", "tool", "function"] {
+            let body = json!({"messages": [{"role": role, "content": "x"}]});
+            let (status, _, v) = send(loading(&[]), post_json(path, body)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path} {role}: {v}");
+        }
+        for role in ["wizard", "", "User", " user", "user\u{0}", "ASSISTANT"] {
+            let body = json!({"messages": [{"role": "user", "content": "a"}, {"role": role, "content": "b"}]});
+            let (status, _, v) = send(loading(&[]), post_json(path, body)).await;
+            assert_error(status, &v, StatusCode::BAD_REQUEST, "invalid_request_error");
+            assert_eq!(v["error"]["param"], "messages[1].role", "{path} {role:?}: {v}");
+            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("unknown role")), "{v}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn unknown_model_is_404_known_names_pass() {
     let state = loading(&["--alias", "my-model,other"]);

@@ -302,8 +302,14 @@ fn cases() -> Vec<Case> {
         case(
             "message role unknown",
             ch,
-            json!({"messages": [{"role": "wizard", "content": "x"}], "max_tokens": 2}),
-            Handled,
+            json!({"messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "x"}], "max_tokens": 2}),
+            Reject("messages[1].role"),
+        ),
+        case(
+            "message role with NUL",
+            "/apply-template",
+            json!({"messages": [{"role": "user\u{0}", "content": "x"}]}),
+            Reject("messages[0].role"),
         ),
         case("message role absent", ch, json!({"messages": [{"content": "x"}]}), Reject("role")),
         case(
