@@ -102,11 +102,13 @@ Examples:
 Sampling defaults are llama.cpp's: temperature 0.8, top-k 40, top-p 0.95,
 min-p 0.05, no repetition penalty, and a random seed (printed with -v and in
 --json); pass --seed N to make a run reproducible byte for byte, or --temp 0
-for greedy decoding. The prompt is used exactly as given (a trailing newline
-from a file or a pipe is part of it); --chat wraps it in the model's chat
-template instead. Output is exactly the generated text; a final newline is
-added only when stdout is a terminal. Ctrl-C stops generation (exit code 130)
-and keeps what was printed.";
+for greedy decoding. The prompt is used exactly as given, except that a
+prompt read from stdin or a file loses one trailing line ending (\\n or
+\\r\\n; a second one is kept), as llama.cpp's -f does: `echo \"x\" | llama
+generate` and `llama generate \"x\"` see the same prompt. --chat wraps the
+prompt in the model's chat template. Output is exactly the generated text; a
+final newline is added only when stdout is a terminal. Ctrl-C stops
+generation (exit code 130) and keeps what was printed.";
 
 const CHAT_EXAMPLES: &str = "\
 Examples:
@@ -131,7 +133,11 @@ Examples:
   llama tokenize \"Hello world\"                      ids, space-separated
   llama tokenize --pieces \"Hello world\"             one `id<TAB>piece` per line
   llama tokenize --json \"Hello\"
-  llama detokenize $(llama tokenize \"round trip\")";
+  llama detokenize $(llama tokenize \"round trip\")
+  echo \"Hello\" | llama tokenize                    the same ids as `llama tokenize Hello`
+
+Text read from stdin loses one trailing line ending (\\n or \\r\\n), as a
+prompt does in `llama generate`, so the ids match what it tokenizes.";
 
 const DETOKENIZE_EXAMPLES: &str = "\
 Examples:

@@ -130,7 +130,9 @@ fn print_timings(done: &Done) {
 }
 
 /// The prompt from the argument, `-f FILE`, or stdin (`-`, or no argument
-/// while stdin is not a terminal). Used exactly as given.
+/// while stdin is not a terminal). An argument is used exactly as given;
+/// text from a file or stdin loses one trailing line ending (see
+/// [`strip_one_line_ending`]).
 pub fn read_prompt(arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
     read_text("prompt", arg, file)
 }
@@ -138,17 +140,33 @@ pub fn read_prompt(arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<Str
 /// [`read_prompt`] for any kind of input text, named `what` in messages.
 pub fn read_text(what: &str, arg: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
     let text = match (arg, file) {
-        (_, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))?,
-        (Some("-"), None) => read_stdin(what)?,
+        (_, Some(path)) => strip_one_line_ending(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))?,
+        ),
+        (Some("-"), None) => strip_one_line_ending(read_stdin(what)?),
         (Some(text), None) => text.to_owned(),
-        (None, None) if !output::stdin_is_tty() => read_stdin(what)?,
+        (None, None) if !output::stdin_is_tty() => strip_one_line_ending(read_stdin(what)?),
         (None, None) => anyhow::bail!("no {what}: pass it as an argument or pipe it on stdin (see --help)"),
     };
     if text.is_empty() {
         anyhow::bail!("the {what} is empty");
     }
     Ok(text)
+}
+
+/// Drop one trailing `\n` or `\r\n` (and no more): `echo "x" | llama
+/// generate` must see the prompt `llama generate "x"` sees, as llama.cpp's
+/// `-f` drops a file's last newline. Text ending in two line endings keeps
+/// one.
+pub fn strip_one_line_ending(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
 }
 
 fn read_stdin(what: &str) -> anyhow::Result<String> {
@@ -169,4 +187,27 @@ fn render_chat(model: &Model, system: Option<&str>, user: &str) -> anyhow::Resul
     }
     messages.push(ChatMessage { role: "user".into(), content: user.trim_end().into() });
     Ok(template.render(&messages, true)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_one_line_ending as strip;
+
+    #[test]
+    fn exactly_one_trailing_line_ending_is_dropped() {
+        for (input, want) in [
+            ("x\n", "x"),
+            ("x\r\n", "x"),
+            ("x", "x"),
+            ("x\n\n", "x\n"),
+            ("x\r\n\r\n", "x\r\n"),
+            ("x\n\r\n", "x\n"),
+            ("x\r", "x\r"),
+            ("\n", ""),
+            ("", ""),
+            ("a\nb\n", "a\nb"),
+        ] {
+            assert_eq!(strip(input.to_owned()), want, "{input:?}");
+        }
+    }
 }

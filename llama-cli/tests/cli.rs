@@ -185,6 +185,46 @@ fn prompt_from_stdin_file_and_argument_agree() {
     assert_eq!(from_arg.stdout, from_file.stdout);
 }
 
+/// A prompt from a pipe or a file loses exactly one trailing line ending:
+/// `echo "x" | llama generate` and `llama generate "x"` see the same prompt
+/// (same prompt token count, same greedy tokens); a second newline stays.
+#[test]
+fn stdin_and_file_prompts_lose_one_trailing_newline() {
+    let prompt = "The capital of France is";
+    let generate = |extra: &[&str], stdin: Option<&str>| {
+        let mut args = vec!["-n", "4", "--temp", "0", "--json"];
+        args.extend_from_slice(extra);
+        let j = json(&ok(run(&gen_args(&args), stdin)));
+        (j["usage"]["prompt_tokens"].as_u64().expect("prompt_tokens"), j["tokens"].clone())
+    };
+    let from_arg = generate(&[prompt], None);
+    let dir = scratch("newline");
+    let file = dir.join("prompt.txt");
+    std::fs::write(&file, format!("{prompt}\n")).expect("write prompt");
+    let file = file.display().to_string();
+    for (name, got) in [
+        ("echo (\\n)", generate(&[], Some(&format!("{prompt}\n")))),
+        ("- with \\r\\n", generate(&["-"], Some(&format!("{prompt}\r\n")))),
+        ("-f with \\n", generate(&["-f", &file], None)),
+    ] {
+        assert_eq!(got, from_arg, "{name}: the prompt differs from the argument's");
+    }
+    // Only one line ending goes: "x\n\n" on stdin is the argument "x\n".
+    let kept = generate(&[], Some(&format!("{prompt}\n\n")));
+    assert_eq!(kept, generate(&[&format!("{prompt}\n")], None));
+    assert!(kept.0 > from_arg.0, "the second newline must stay in the prompt: {kept:?} vs {from_arg:?}");
+    // `llama tokenize` reads stdin the same way.
+    let m = model().display().to_string();
+    let ids = |args: &[&str], stdin: Option<&str>| {
+        let mut a = strs(&["tokenize", "-m", &m]);
+        a.extend(strs(args));
+        stdout(&ok(run(&a, stdin)))
+    };
+    assert_eq!(ids(&[], Some("Hello world\n")), ids(&["Hello world"], None));
+    // A lone newline on stdin is an empty prompt.
+    fails(run(&gen_args(&[]), Some("\n")), 1, "empty");
+}
+
 #[test]
 fn chat_flag_and_stop_and_grammar() {
     let o = ok(run(&gen_args(&["--chat", "-n", "24", "--temp", "0", "What is the capital of France?"]), None));
