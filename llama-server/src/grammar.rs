@@ -25,6 +25,11 @@ pub const MAX_RULES: usize = 512;
 pub const MAX_ITEMS_BOUND: u64 = 256;
 /// Largest `minLength`/`maxLength` accepted.
 pub const MAX_LENGTH_BOUND: u64 = 4096;
+/// Longest grammar text a schema may produce, in bytes: the sampler refuses
+/// longer grammars (llama-core's `MAX_GRAMMAR_BYTES`), and the bound keeps a
+/// small schema from building a huge one (a `type` list repeats the same
+/// subschema once per entry).
+pub const MAX_GRAMMAR_OUTPUT_BYTES: usize = 256 << 10;
 
 /// Why a schema could not be turned into a grammar.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +44,11 @@ pub enum SchemaError {
     /// Nested deeper than [`MAX_SCHEMA_DEPTH`].
     #[error("JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")]
     TooDeep,
-    /// Would produce more than [`MAX_RULES`] rules.
-    #[error("JSON schema is too large (more than {MAX_RULES} grammar rules)")]
+    /// Would produce more than [`MAX_RULES`] rules or more than
+    /// [`MAX_GRAMMAR_OUTPUT_BYTES`] of grammar.
+    #[error(
+        "JSON schema is too large (more than {MAX_RULES} grammar rules or {MAX_GRAMMAR_OUTPUT_BYTES} bytes of grammar)"
+    )]
     TooLarge,
 }
 
@@ -164,13 +172,17 @@ impl<'de> Deserialize<'de> for OrderedJson {
                 Ok(OrderedJson::Array(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedJson, A::Error> {
-                let mut entries: Vec<(String, OrderedJson)> = Vec::new();
+                // Later duplicates win, as in serde_json, and take the later
+                // position. The index keeps this linear in the number of keys.
+                let mut entries: Vec<Option<(String, OrderedJson)>> = Vec::new();
+                let mut index: HashMap<String, usize> = HashMap::new();
                 while let Some((k, v)) = map.next_entry::<String, OrderedJson>()? {
-                    // Later duplicates win, as in serde_json.
-                    entries.retain(|(existing, _)| *existing != k);
-                    entries.push((k, v));
+                    if let Some(earlier) = index.insert(k.clone(), entries.len()) {
+                        entries[earlier] = None;
+                    }
+                    entries.push(Some((k, v)));
                 }
-                Ok(OrderedJson::Object(entries))
+                Ok(OrderedJson::Object(entries.into_iter().flatten().collect()))
             }
         }
         deserializer.deserialize_any(V)
@@ -243,8 +255,12 @@ pub fn json_schema_to_gbnf(schema: &OrderedJson) -> Result<String, SchemaError> 
         rules: Vec::new(),
         used: PRIMITIVE_NAMES.iter().map(|s| s.to_string()).collect(),
         refs: HashMap::new(),
+        bytes: "root ::= \n".len() + PRIMITIVES.len(),
     };
     let expr = conv.visit(schema, "root", 0)?;
+    if conv.bytes.saturating_add(expr.len()) > MAX_GRAMMAR_OUTPUT_BYTES {
+        return Err(SchemaError::TooLarge);
+    }
     let mut out = format!("root ::= {expr}\n");
     for (name, body) in &conv.rules {
         let _ = writeln!(out, "{name} ::= {body}");
@@ -258,6 +274,8 @@ struct Converter<'a> {
     rules: Vec<(String, String)>,
     used: HashSet<String>,
     refs: HashMap<String, String>,
+    /// Bytes of grammar text so far (rules, `root ::= \n` and the primitives).
+    bytes: usize,
 }
 
 impl<'a> Converter<'a> {
@@ -289,8 +307,15 @@ impl<'a> Converter<'a> {
 
     fn add_rule(&mut self, hint: &str, body: String) -> Result<String, SchemaError> {
         let name = self.fresh(hint)?;
+        self.count_bytes(&name, &body)?;
         self.rules.push((name.clone(), body));
         Ok(name)
+    }
+
+    /// Account for the line `name ::= body`; refuse past [`MAX_GRAMMAR_OUTPUT_BYTES`].
+    fn count_bytes(&mut self, name: &str, body: &str) -> Result<(), SchemaError> {
+        self.bytes = self.bytes.saturating_add(name.len() + " ::= \n".len() + body.len());
+        if self.bytes > MAX_GRAMMAR_OUTPUT_BYTES { Err(SchemaError::TooLarge) } else { Ok(()) }
     }
 
     /// Return a GBNF expression (a rule name or a parenthesized group) for `schema`.
@@ -395,6 +420,7 @@ impl<'a> Converter<'a> {
         let index = self.rules.len();
         self.rules.push((name.clone(), String::new()));
         let body = self.visit(target, &format!("{def}-body"), depth + 1)?;
+        self.count_bytes(&name, &body)?;
         self.rules[index].1 = body;
         Ok(name)
     }
@@ -532,44 +558,69 @@ impl<'a> Converter<'a> {
                 "`additionalProperties` as a schema together with `properties`".into(),
             ));
         }
+        let names: HashSet<&str> = props.iter().map(|(k, _)| k.as_str()).collect();
         for name in &required {
-            if !props.iter().any(|(k, _)| k == name) {
+            if !names.contains(name) {
                 return Err(SchemaError::Unsupported(format!(
                     "required property {name:?} that is not in `properties`"
                 )));
             }
         }
+        let required: HashSet<&str> = required.into_iter().collect();
         // kv[i]: `"name" ws ":" ws VALUE`
         let mut kvs = Vec::with_capacity(props.len());
         for (name, prop_schema) in props {
             let value = self.visit(prop_schema, &format!("{hint}-{name}"), depth + 1)?;
             let key = literal(&serde_json::Value::String(name.clone()).to_string());
-            kvs.push((required.contains(&name.as_str()), format!(r#"{key} ws ":" ws {value} ws"#)));
+            kvs.push((required.contains(name.as_str()), format!(r#"{key} ws ":" ws {value} ws"#)));
         }
-        // tail_first[i] / tail_after[i]: properties i.. when none / some came before.
+        // first[i] / after[i]: properties i.. when none / some came before.
+        // A required property i gives first[i] = kv[i] after[i+1] and
+        // after[i] = "," kv[i] after[i+1]; runs of them are collected in
+        // `run` and joined once, when an optional property (or the start)
+        // needs them: joining one at a time would copy the tail each time.
         let mut first = String::new();
         let mut after = String::new();
+        let mut run: Vec<&str> = Vec::new();
         for (i, (is_required, kv)) in kvs.iter().enumerate().rev() {
+            if *is_required {
+                run.push(kv);
+                continue;
+            }
+            (first, after) = required_run(&mut run, first, after);
             let with_first = join(&[kv, &after]);
             let with_after = join(&[r#""," ws"#, kv, &after]);
-            if *is_required {
-                first = with_first;
-                after = with_after;
+            first = if first.is_empty() {
+                format!("( {with_first} )?")
             } else {
-                first = if first.is_empty() {
-                    format!("( {with_first} )?")
-                } else {
-                    self.add_rule(&format!("{hint}-rest-{i}"), format!("{with_first} | {first}"))?
-                };
-                after = if after.is_empty() {
-                    format!("( {with_after} )?")
-                } else {
-                    self.add_rule(&format!("{hint}-more-{i}"), format!("{with_after} | {after}"))?
-                };
-            }
+                self.add_rule(&format!("{hint}-rest-{i}"), format!("{with_first} | {first}"))?
+            };
+            after = if after.is_empty() {
+                format!("( {with_after} )?")
+            } else {
+                self.add_rule(&format!("{hint}-more-{i}"), format!("{with_after} | {after}"))?
+            };
         }
+        (first, _) = required_run(&mut run, first, after);
         self.add_rule(hint, join(&[r#""{" ws"#, &first, r#""}""#]))
     }
+}
+
+/// `(first[i], after[i])` for the required properties in `run` (nearest
+/// last) followed by properties with `(first, after)`; empties `run`.
+fn required_run(run: &mut Vec<&str>, first: String, after: String) -> (String, String) {
+    if run.is_empty() {
+        return (first, after);
+    }
+    let mut parts = Vec::with_capacity(2 * run.len() + 1);
+    for kv in run.iter().rev() {
+        parts.push(r#""," ws"#);
+        parts.push(kv);
+    }
+    parts.push(&after);
+    let chain = (join(&parts[1..]), join(&parts));
+    run.clear();
+    chain
 }
 
 fn join(parts: &[&str]) -> String {
@@ -995,6 +1046,61 @@ mod tests {
         let props: Vec<String> = (0..(MAX_RULES + 10)).map(|i| format!(r#""p{i}":{{"enum":[1]}}"#)).collect();
         let s = format!(r#"{{"type":"object","properties":{{{}}}}}"#, props.join(","));
         assert_eq!(convert(&s), Err(SchemaError::TooLarge));
+    }
+
+    #[test]
+    fn later_duplicate_keys_win_and_move_last() {
+        let v = schema(r#"{"a":1,"b":2,"a":3,"c":{"x":1,"x":2}}"#);
+        assert_eq!(v.to_json_text(), r#"{"b":2,"a":3,"c":{"x":2}}"#);
+    }
+
+    /// A `type` list visits the schema once per entry: 500 × "object" over a
+    /// 10 kB `const` asked for a 5 MB grammar from a 15 kB schema.
+    #[test]
+    #[cfg_attr(miri, ignore = "large inputs")]
+    fn grammar_size_is_capped() {
+        let types = vec![r#""object""#; 500].join(",");
+        let s = format!(r#"{{"type":[{types}],"properties":{{"a":{{"const":"{}"}}}}}}"#, "x".repeat(10_000));
+        assert_eq!(convert(&s), Err(SchemaError::TooLarge));
+        let s = format!(r#"{{"const":"{}"}}"#, "x".repeat(MAX_GRAMMAR_OUTPUT_BYTES));
+        assert_eq!(convert(&s), Err(SchemaError::TooLarge));
+        let s = format!(r#"{{"const":"{}"}}"#, "x".repeat(MAX_GRAMMAR_OUTPUT_BYTES / 2));
+        assert!(convert(&s).is_ok_and(|g| g.len() <= MAX_GRAMMAR_OUTPUT_BYTES));
+    }
+
+    /// Objects with many keys, and many required properties, take linear
+    /// time (both were quadratic: 100 000 keys took 31 s in a release build).
+    #[test]
+    #[cfg_attr(miri, ignore = "large inputs")]
+    fn many_keys_and_required_properties_are_linear() {
+        let start = std::time::Instant::now();
+        let keys: Vec<String> = (0..100_000).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let v = schema(&format!("{{{}}}", keys.join(",")));
+        assert!(matches!(&v, OrderedJson::Object(e) if e.len() == 100_000 && e[99_999].0 == "k99999"));
+        let props: Vec<String> = (0..20_000).map(|i| format!(r#""p{i}":{{}}"#)).collect();
+        let names: Vec<String> = (0..20_000).map(|i| format!(r#""p{i}""#)).collect();
+        let s = format!(r#"{{"properties":{{{}}},"required":[{}]}}"#, props.join(","), names.join(","));
+        assert_eq!(convert(&s), Err(SchemaError::TooLarge));
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn required_runs_between_optional_properties() {
+        let g = convert(r#"{"properties":{"a":{},"b":{},"c":{},"d":{},"e":{}},"required":["b","c","e"]}"#).unwrap();
+        assert!(
+            g.contains(concat!(
+                r#"root-rest-0 ::= "\"a\"" ws ":" ws value ws "," ws "\"b\"" ws ":" ws value ws "," ws "\"c\"" ws ":" ws value ws root-more-3 | "\"b\"" ws ":" ws value ws "," ws "\"c\"" ws ":" ws value ws root-more-3"#,
+                "\n",
+                r#"root-more-0 ::= "," ws "\"a\"" ws ":" ws value ws "," ws "\"b\"" ws ":" ws value ws "," ws "\"c\"" ws ":" ws value ws root-more-3 | "," ws "\"b\"" ws ":" ws value ws "," ws "\"c\"" ws ":" ws value ws root-more-3"#,
+                "\nroot-1 ::= \"{\" ws root-rest-0 \"}\"\n",
+            )),
+            "{g}"
+        );
+        check(
+            r#"{"properties":{"a":{},"b":{},"c":{},"d":{},"e":{}},"required":["b","c","e"]}"#,
+            &[r#"{"b":1,"c":2,"e":3}"#, r#"{"a":0,"b":1,"c":2,"d":4,"e":3}"#, r#"{"b":1,"c":2,"d":4,"e":3}"#],
+            &[r#"{"a":0,"c":2,"e":3}"#, r#"{"b":1,"c":2}"#, r#"{"a":0,"b":1,"c":2,"e":3,"d":4}"#, "{}"],
+        );
     }
 
     #[test]
