@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use llama_core::{Pos, SamplingParams, SeqId, Token};
 
-use crate::inference::{BatchEntry, DecodeError, Inference, Sampled, Tokenizer};
+use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
 
 /// Vocabulary size of the fake model.
 pub const FAKE_VOCAB: i32 = 64;
@@ -261,9 +261,9 @@ impl Inference for FakeInference {
         Ok(())
     }
 
-    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, String> {
+    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError> {
         if self.outputs.get(entry).copied().flatten() != Some(seq) {
-            return Err(format!("fake: entry {entry} is no output of seq {seq}"));
+            return Err(format!("fake: entry {entry} is no output of seq {seq}").into());
         }
         let seed = self.seeds[seq as usize].ok_or("fake: no sampler")?;
         let token = fake_next_token(seed, &self.kv[seq as usize]);

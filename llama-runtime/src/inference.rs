@@ -46,6 +46,32 @@ pub struct Sampled {
     pub top: Vec<(Token, f32)>,
 }
 
+/// Why [`Inference::sample`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SampleError {
+    /// The request's grammar (or JSON schema) allows no token of the model
+    /// at this point of the output: the request can never be completed. The
+    /// request's fault, not the engine's.
+    #[error("{0}")]
+    Constraint(String),
+    /// Anything else: a bug or a llama.cpp failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<String> for SampleError {
+    fn from(message: String) -> Self {
+        SampleError::Internal(message)
+    }
+}
+
+impl From<&str> for SampleError {
+    fn from(message: &str) -> Self {
+        SampleError::Internal(message.to_owned())
+    }
+}
+
 /// What the caller's thread needs in [`Engine::submit`](crate::Engine::submit):
 /// tokenization and request checks. Shared by reference across threads.
 pub trait Tokenizer: Send + Sync + 'static {
@@ -84,7 +110,7 @@ pub trait Inference: Send + 'static {
     /// Sample (and accept) the next token of `seq` from the output of entry
     /// `entry` of the last successful decode, with the `n_probs` most likely
     /// alternatives when `n_probs > 0`.
-    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, String>;
+    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError>;
 
     /// The raw bytes of a token's text (may be part of a UTF-8 character).
     fn token_bytes(&self, token: Token) -> Vec<u8>;

@@ -80,7 +80,7 @@ mod props;
 pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_PER_SEQ};
 pub use engine::Engine;
 pub use handle::{Canceller, Handle};
-pub use inference::{BatchEntry, DecodeError, Inference, Sampled, Tokenizer};
+pub use inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
 pub use llama::{LlamaInference, LlamaTokenizer};
 pub use llama_core::{SamplingParams, Token};
 pub use metrics::{Health, Metrics, SlotInfo, SlotState};

@@ -11,7 +11,7 @@ use llama_core::{
 };
 
 use crate::config::EngineConfig;
-use crate::inference::{BatchEntry, DecodeError, Inference, Sampled, Tokenizer};
+use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
 use crate::request::StartError;
 
 /// The caller-side half of [`LlamaInference`]: tokenization and checks on
@@ -169,7 +169,7 @@ impl Inference for LlamaInference {
         Ok(())
     }
 
-    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, String> {
+    fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError> {
         let index = self.outputs.get(entry).copied().flatten().ok_or_else(|| format!("entry {entry} has no output"))?;
         let sampler = self
             .samplers
@@ -178,7 +178,11 @@ impl Inference for LlamaInference {
             .ok_or_else(|| format!("sequence {seq} has no sampler"))?;
         let logits = self.ctx.logits(index).map_err(|e| e.to_string())?;
         let top = if n_probs > 0 { log_softmax_top(logits, n_probs as usize) } else { Vec::new() };
-        let token = sampler.sample_logits(logits).map_err(|e| e.to_string())?;
+        let token = sampler.sample_logits(logits).map_err(|e| match e {
+            // The grammar allows no token here: the request's constraint, not a fault of ours.
+            llama_core::Error::Grammar(reason) => SampleError::Constraint(reason),
+            other => SampleError::Internal(other.to_string()),
+        })?;
         let logprob = (n_probs > 0).then(|| log_softmax_of(logits, token));
         Ok(Sampled { token, logprob, top })
     }

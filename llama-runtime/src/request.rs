@@ -304,6 +304,12 @@ pub enum EngineError {
         /// The queue's capacity.
         queue_capacity: usize,
     },
+    /// The request's grammar (or JSON schema) allows no token of the model
+    /// at this point of the output, so the output can never be completed
+    /// (for example a grammar that names a token id the model does not
+    /// have). The request's fault: what was generated so far was sent.
+    #[error("the output constraint allows no token of the model here: {0}")]
+    Constraint(String),
     /// A bug or an unexpected failure inside the engine (including the engine
     /// thread having stopped).
     #[error("internal engine error: {0}")]

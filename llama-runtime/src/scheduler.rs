@@ -17,7 +17,7 @@ use llama_core::{Pos, SeqId, Token, TokenDecoder};
 use crate::config::EngineConfig;
 use crate::handle::{EventSink, RequestControl, SendError, done_event};
 use crate::inbox::{Admission, EmbedJob, Inbox};
-use crate::inference::{BatchEntry, DecodeError, Inference, Sampled};
+use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled};
 use crate::metrics::{MetricsCell, SlotInfo, SlotState};
 use crate::request::{Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage};
 use crate::stop::{StopMatcher, StopOutcome};
@@ -740,6 +740,9 @@ impl<I: Inference> Scheduler<I> {
             let n_probs = q.n_probs;
             match self.inf.sample(seq_id, entry, n_probs) {
                 Ok(s) => self.on_token(it.slot, s, now),
+                Err(SampleError::Constraint(reason)) => {
+                    self.end(it.slot, End::Failed(EngineError::Constraint(reason)));
+                }
                 Err(e) => self.end(it.slot, End::Failed(EngineError::Internal(format!("sampling: {e}")))),
             }
         }

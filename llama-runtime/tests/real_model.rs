@@ -168,6 +168,22 @@ fn limits_and_overload() {
     assert_eq!(engine.metrics().rejected_total, 2);
 }
 
+/// A grammar that allows no token of the model (a token id it does not
+/// have, a class that matches nothing) ends the request with the typed
+/// `Constraint` error, not an internal one, and the slot serves on.
+#[test]
+fn a_grammar_that_allows_no_token_is_a_constraint_error() {
+    let _s = serial();
+    let engine = start(config(1, 256));
+    for grammar in ["root ::= <[99999999]>", r"root ::= [^\x00-\U0010FFFF]", r#"root ::= "a" <[99999999]>"#] {
+        let mut req = greedy("Hello", 4);
+        req.sampling.grammar = Some(grammar.into());
+        let events: Vec<Event> = engine.submit(req).expect("accepted").blocking_iter().collect();
+        assert!(matches!(events.last(), Some(Event::Error(EngineError::Constraint(_)))), "{grammar}: {events:?}");
+    }
+    assert!(!run(&engine, greedy("Hello", 2)).tokens.is_empty());
+}
+
 #[test]
 fn cancel_mid_prefill_and_mid_decode_frees_the_slot() {
     let _s = serial();

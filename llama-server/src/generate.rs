@@ -217,6 +217,12 @@ pub(crate) async fn build_sampling(
         xtc_threshold,
         min_keep
     );
+    // A look-back longer than a slot's context sees no more tokens, but
+    // llama.cpp allocates (and zeroes) a ring buffer of that many tokens up
+    // front: 8 GiB for `repeat_last_n: 2147483647`. -1 stays "the context".
+    let n_ctx = i32::try_from(ready.n_ctx_per_seq).unwrap_or(i32::MAX);
+    p.repeat_last_n = p.repeat_last_n.min(n_ctx);
+    p.dry_penalty_last_n = p.dry_penalty_last_n.min(n_ctx);
     if let Some(m) = f.mirostat {
         if m > 2 {
             return Err(AppError::invalid("mirostat", "`mirostat` must be 0, 1 or 2"));
@@ -503,6 +509,10 @@ pub(crate) fn engine_error(e: EngineError, timeout_secs: u64) -> AppError {
             AppError::Timeout(format!("the client did not read the response for {} s", timeout.as_secs()))
         }
         EngineError::InvalidInput(msg) => AppError::bad_request(msg),
+        // The request's grammar (or schema) cannot be completed with this model's tokens.
+        EngineError::Constraint(reason) => AppError::bad_request(format!(
+            "the grammar (or JSON schema) allows no token of this model at this point of the output: {reason}"
+        )),
         EngineError::Overloaded { queue_capacity } => AppError::unavailable(
             format!("the server is busy: {queue_capacity} jobs are already waiting; retry later"),
             Some(1),
@@ -817,5 +827,6 @@ mod tests {
         assert_eq!(rejected(Rejected::EmptyPrompt, "messages").status(), StatusCode::BAD_REQUEST);
         assert_eq!(engine_error(EngineError::DeadlineExceeded, 1).status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(engine_error(EngineError::Decode("x".into()), 1).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(engine_error(EngineError::Constraint("x".into()), 1).status(), StatusCode::BAD_REQUEST);
     }
 }
