@@ -9,6 +9,10 @@
 //! limit (every instruction costs fuel, so endless loops stop), a recursion
 //! limit, and a cap on the rendered output.
 //!
+//! minijinja itself may panic on some input (2.24 does on reverse slices of
+//! empty strings and lists: `{{ ''[::-1] }}`); compiling and rendering run
+//! under `catch_unwind`, so such a template is an [`Error::Template`] too.
+//!
 //! What it cannot bound is memory held by intermediate values: an expression
 //! may build one string of up to minijinja's limit for repetition (100 MB),
 //! and repeated concatenation can grow it further within the fuel budget.
@@ -20,8 +24,10 @@
 //! Python string and dict methods (`.strip()`, `.split()`, `.items()`, ...),
 //! `raise_exception(msg)`, `strftime_now(format)` and `tojson`.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::{Environment, ErrorKind};
@@ -100,7 +106,7 @@ impl ChatTemplate {
     /// # Errors
     ///
     /// [`Error::Template`] if the source is larger than [`MAX_TEMPLATE_BYTES`]
-    /// or does not compile.
+    /// or does not compile (or minijinja panics compiling it).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate> {
         if source.len() > MAX_TEMPLATE_BYTES {
             return Err(Error::Template(format!(
@@ -118,7 +124,10 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         // No loader is ever set: this template is the only one the
         // environment knows, so include/import/extends cannot reach files.
-        env.add_template_owned(TEMPLATE_NAME, source.to_owned()).map_err(template_error)?;
+        // A panic leaves `env` half-built; it is dropped with the error.
+        catch_unwind(AssertUnwindSafe(|| env.add_template_owned(TEMPLATE_NAME, source.to_owned())))
+            .map_err(engine_panic)?
+            .map_err(template_error)?;
         Ok(ChatTemplate {
             env,
             source: source.to_owned(),
@@ -168,7 +177,8 @@ impl ChatTemplate {
     ///
     /// [`Error::Template`] if rendering fails: the template called
     /// `raise_exception` (its message is kept), ran out of fuel, recursed
-    /// too deeply, or produced more than `MAX_OUTPUT_BASE_BYTES + 2 × input` bytes.
+    /// too deeply, produced more than `MAX_OUTPUT_BASE_BYTES + 2 × input` bytes,
+    /// or minijinja panicked.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template = self.env.get_template(TEMPLATE_NAME).map_err(template_error)?;
         let input: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
@@ -180,7 +190,10 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
-        if let Err(e) = template.render_captured_to(ctx, &mut out) {
+        // The environment is only read while rendering; a panic leaves `out`
+        // half-written, and it is dropped with the error.
+        let rendered = catch_unwind(AssertUnwindSafe(|| template.render_captured_to(ctx, &mut out)));
+        if let Err(e) = rendered.map_err(engine_panic)? {
             return Err(if out.exceeded {
                 Error::Template(format!("the rendered prompt exceeds the limit of {limit} bytes"))
             } else {
@@ -230,6 +243,16 @@ fn template_error(e: minijinja::Error) -> Error {
         msg.push_str(&root.to_string());
     }
     Error::Template(msg)
+}
+
+/// A panic inside minijinja as [`Error::Template`], with its message.
+fn engine_panic(payload: Box<dyn Any + Send>) -> Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    Error::Template(format!("the template engine failed on this template (a minijinja bug): {message}"))
 }
 
 /// `raise_exception(message)`: templates call it to reject a conversation
@@ -359,6 +382,22 @@ mod tests {
             let (y, m, day) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, day), d);
         }
+    }
+
+    /// minijinja 2.24 indexes out of bounds on reverse slices of empty
+    /// sequences (found by the `chat_template` fuzz target).
+    #[test]
+    fn a_panic_in_minijinja_is_a_template_error() {
+        for source in ["{{ ''[::-1] }}", "{{ [][::-2] }}"] {
+            match ChatTemplate::new(source, "", "").and_then(|t| t.render(&[], false)) {
+                Err(Error::Template(m)) => assert!(m.contains("minijinja"), "{source}: {m}"),
+                other => panic!("{source}: {other:?}"),
+            }
+        }
+        // The template stays usable after a render that panicked.
+        let t = ChatTemplate::new("{{ messages[0].content[::-1] }}", "", "").unwrap();
+        assert!(matches!(t.render(&[ChatMessage::new("user", "")], false), Err(Error::Template(_))));
+        assert_eq!(t.render(&[ChatMessage::new("user", "ab")], false).unwrap(), "ba");
     }
 
     #[test]
