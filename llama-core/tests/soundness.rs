@@ -210,3 +210,23 @@ fn minus_one_look_back_means_the_context() {
     assert_eq!(run(-1)[..2], [7, 8], "the penalty sees the first token");
     assert_eq!(run(-1), run(m.n_ctx_train() as i32));
 }
+
+/// llama.cpp allocates a ring buffer of `last_n` tokens for the penalties
+/// and DRY; a huge look-back is capped at the model's context instead of
+/// asking for gigabytes (or throwing `bad_alloc` out of the constructor).
+#[test]
+fn huge_look_backs_are_capped() {
+    let m = model();
+    let p = SamplingParams {
+        repeat_penalty: 1.3,
+        repeat_last_n: i32::MAX,
+        dry_multiplier: 0.8,
+        dry_penalty_last_n: i32::MAX,
+        ..SamplingParams::greedy()
+    };
+    let t = std::time::Instant::now();
+    let mut s = Sampler::new(&m, &p).unwrap();
+    assert!(t.elapsed().as_secs() < 5, "no 2^31-entry buffers: {:?}", t.elapsed());
+    let logits = vec![0.0f32; m.vocab().n_tokens() as usize];
+    s.sample_logits(&logits).unwrap();
+}
