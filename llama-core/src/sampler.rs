@@ -308,9 +308,23 @@ impl Sampler {
     /// does not have.
     pub fn new(model: &Arc<Model>, params: &SamplingParams) -> Result<Sampler> {
         params.validate()?;
+        // llama.cpp allocates (and zeroes) a ring buffer of `last_n` tokens
+        // for the penalties and for DRY: 2^31 of them is 8 GiB, or a
+        // `bad_alloc` thrown out of the sampler's constructor. A look-back
+        // longer than the model's context cannot see more tokens than it,
+        // so both are capped there (and -1, "the context", resolves to it).
+        let n_ctx = model.n_ctx_train().max(1);
+        let cap = i32::try_from(n_ctx).unwrap_or(i32::MAX);
         let resolved;
-        let params = if params.repeat_last_n == -1 || params.dry_penalty_last_n == -1 {
-            resolved = params.clone().with_context_size(model.n_ctx_train());
+        let params = if params.repeat_last_n == -1
+            || params.dry_penalty_last_n == -1
+            || params.repeat_last_n > cap
+            || params.dry_penalty_last_n > cap
+        {
+            let mut p = params.clone().with_context_size(n_ctx);
+            p.repeat_last_n = p.repeat_last_n.min(cap);
+            p.dry_penalty_last_n = p.dry_penalty_last_n.min(cap);
+            resolved = p;
             &resolved
         } else {
             params
