@@ -171,6 +171,12 @@ impl Batch {
     /// Add `token` at position `pos` of every sequence in `seq_ids`; with
     /// `logits`, the decode produces logits (and embeddings) for it.
     /// Returns the token's index in the batch (for [`Context::logits`](crate::Context::logits)).
+    ///
+    /// # Errors
+    /// [`Error::BatchFull`], [`Error::TokenOutOfVocab`], [`Error::SeqIdOutOfRange`],
+    /// [`Error::PositionOutOfOrder`] (a position that does not follow the
+    /// sequence's last one in this batch, or is negative), and
+    /// [`Error::InvalidParam`] for an empty, too long or repeated `seq_ids`.
     pub fn add(&mut self, token: Token, pos: Pos, seq_ids: &[SeqId], logits: bool) -> Result<usize> {
         let i = self.len();
         if i >= self.capacity {
@@ -221,6 +227,10 @@ impl Batch {
 
     /// Add a run of tokens for one sequence starting at `pos`; only the last
     /// gets logits when `logits_last`. Returns the index of the last token.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBatch`] for no tokens, [`Error::BatchFull`] when they do not
+    /// all fit, and whatever [`add`](Self::add) refuses.
     pub fn add_sequence(&mut self, tokens: &[Token], pos: Pos, seq_id: SeqId, logits_last: bool) -> Result<usize> {
         if tokens.is_empty() {
             return Err(Error::EmptyBatch);

@@ -223,6 +223,9 @@ pub const MAX_THREADS: i32 = 1024;
 
 impl ContextParams {
     /// Check every field against what llama.cpp accepts without asserting.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         let bad = |name, reason: String| Err(Error::InvalidParam { name, reason });
         if self.n_ctx != 0 && self.n_ctx < MIN_CTX {
@@ -322,6 +325,12 @@ extern "C" fn abort_trampoline(data: *mut c_void) -> bool {
 
 impl Context {
     /// Create a context for `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] for parameters [`ContextParams::validate`]
+    /// refuses; [`Error::ContextCreate`] when llama.cpp cannot create the
+    /// context (out of memory, a cache type the model does not allow);
+    /// [`Error::Exception`] if llama.cpp throws.
     pub fn new(model: Arc<Model>, params: &ContextParams) -> Result<Context> {
         Backend::init();
         params.validate()?;
@@ -458,6 +467,9 @@ impl Context {
     }
 
     /// Change the thread counts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] for a count outside `1..=MAX_THREADS`.
     pub fn set_threads(&mut self, n_threads: i32, n_threads_batch: i32) -> Result<()> {
         for (name, t) in [("n_threads", n_threads), ("n_threads_batch", n_threads_batch)] {
             if !(1..=MAX_THREADS).contains(&t) {
@@ -520,6 +532,14 @@ impl Context {
     /// KV contents exactly; violations are typed errors, never asserts.
     /// On [`Error::Aborted`] or a failed decode the KV cells of this batch
     /// may be partly written: remove them (`kv_seq_rm`) before retrying.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBatch`], [`Error::BatchFull`], [`Error::SeqIdOutOfRange`],
+    /// [`Error::TokenOutOfVocab`], [`Error::PositionOutOfOrder`],
+    /// [`Error::ContextOverflow`] and [`Error::InvalidParam`] for batches
+    /// llama.cpp would assert on; [`Error::Aborted`] when the abort flag
+    /// stopped it; [`Error::Decode`] for llama.cpp's failure codes;
+    /// [`Error::Exception`] if llama.cpp throws.
     pub fn decode(&mut self, batch: &Batch) -> Result<()> {
         self.check_batch(batch)?;
         self.outputs.clear();
@@ -580,6 +600,9 @@ impl Context {
 
     /// Logits (one per vocabulary entry) for batch index `i` of the last
     /// decode; `i` must have been added with `logits = true`.
+    ///
+    /// # Errors
+    /// [`Error::NoOutput`] when index `i` of the last decode has no logits.
     pub fn logits(&self, i: usize) -> Result<&[f32]> {
         self.check_output(i)?;
         let n_vocab = self.model.vocab().n_tokens() as usize;
@@ -596,6 +619,9 @@ impl Context {
     }
 
     /// The embedding of batch index `i` (contexts with embeddings on, no pooling).
+    ///
+    /// # Errors
+    /// [`Error::NoOutput`] when index `i` has no output, or embeddings are off.
     pub fn embeddings_ith(&self, i: usize) -> Result<&[f32]> {
         self.check_output(i)?;
         let n = self.n_embd_out();
@@ -609,6 +635,10 @@ impl Context {
     /// The pooled embedding of sequence `seq` (contexts with embeddings on
     /// and a pooling type other than `None`). With rank pooling (rerankers)
     /// this is the sequence's `n_cls_out` scores, not an embedding.
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`]; [`Error::NoOutput`] when the sequence has
+    /// no pooled output (embeddings off, pooling `None`, or not decoded).
     pub fn embeddings_seq(&self, seq: SeqId) -> Result<&[f32]> {
         self.check_seq(seq)?;
         // llama.cpp sizes each sequence's output by the pooling the context
@@ -681,6 +711,9 @@ impl Context {
 
     /// Remove positions `[p0, p1)` of `seq` (`None` = open end). Returns
     /// false if the memory cannot remove a partial range (recurrent models).
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`].
     pub fn kv_seq_rm(&mut self, seq: SeqId, p0: Option<Pos>, p1: Option<Pos>) -> Result<bool> {
         self.check_seq(seq)?;
         // SAFETY: exclusive access; seq in range; -1 means "open end".
@@ -688,6 +721,9 @@ impl Context {
     }
 
     /// Make `dst` share `src`'s cells for positions `[p0, p1)`.
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`] for either sequence.
     pub fn kv_seq_cp(&mut self, src: SeqId, dst: SeqId, p0: Option<Pos>, p1: Option<Pos>) -> Result<()> {
         self.check_seq(src)?;
         self.check_seq(dst)?;
@@ -697,6 +733,9 @@ impl Context {
     }
 
     /// Remove every sequence but `seq`.
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`].
     pub fn kv_seq_keep(&mut self, seq: SeqId) -> Result<()> {
         self.check_seq(seq)?;
         // SAFETY: exclusive access; seq in range.

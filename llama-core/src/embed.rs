@@ -5,6 +5,11 @@ use crate::{Context, Error, Result, SeqId, Token};
 /// Embed each input (already tokenized) and return one pooled vector per
 /// input, L2-normalised when `normalize`. Inputs run one per sequence,
 /// several per decode when they fit; the KV cache is cleared before and after.
+///
+/// # Errors
+/// Whatever tokenizing, building the batch or decoding refuses (see
+/// [`Context::decode`]); [`Error::NoOutput`] when the context has
+/// embeddings off.
 pub fn embed(ctx: &mut Context, inputs: &[Vec<Token>], normalize: bool) -> Result<Vec<Vec<f32>>> {
     let n_batch = ctx.n_batch() as usize;
     let n_seq = ctx.n_seq_max() as usize;

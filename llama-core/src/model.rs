@@ -90,12 +90,21 @@ extern "C-unwind" fn progress_trampoline(progress: f32, user: *mut c_void) -> bo
 
 impl Model {
     /// Validate the GGUF file in safe Rust, then load it with llama.cpp.
+    ///
+    /// # Errors
+    /// [`Error::ModelNotFound`], [`Error::Io`], [`Error::InvalidModel`] for a
+    /// file the GGUF validator refuses, [`Error::ModelLoad`] when llama.cpp
+    /// cannot load a file that passed it.
     pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
         Self::load_inner(path.as_ref(), params, None)
     }
 
     /// Like [`Model::load`], calling `progress(fraction)` as the weights load;
     /// returning `false` cancels the load with [`Error::LoadCancelled`].
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), and [`Error::LoadCancelled`] when the callback
+    /// returned `false`.
     pub fn load_with_progress(
         path: impl AsRef<Path>,
         params: &ModelParams,

@@ -131,6 +131,10 @@ impl SamplingParams {
     }
 
     /// Check every field; the first problem is a typed error naming it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] naming the first field out of range;
+    /// [`Error::Grammar`] for a grammar the GBNF parser refuses.
     pub fn validate(&self) -> Result<()> {
         fn bad(name: &'static str, reason: impl Into<String>) -> Result<()> {
             Err(Error::InvalidParam { name, reason: reason.into() })
@@ -503,6 +507,10 @@ impl Sampler {
 
     /// Pick the next token from the logits at batch index `i` of `ctx`'s
     /// last decode, and record it (penalties, grammar state).
+    ///
+    /// # Errors
+    /// [`Error::NoOutput`] when index `i` has no logits, and what
+    /// [`sample_logits`](Self::sample_logits) returns.
     pub fn sample(&mut self, ctx: &Context, i: usize) -> Result<Token> {
         let logits = ctx.logits(i)?;
         self.sample_logits(logits)
@@ -588,6 +596,9 @@ impl Sampler {
     /// the grammar (every token checked), then run the chain. For tests
     /// and measurements that compare against
     /// [`sample_logits`](Self::sample_logits).
+    ///
+    /// # Errors
+    /// As [`sample_logits`](Self::sample_logits).
     #[doc(hidden)]
     pub fn sample_logits_full_mask(&mut self, logits: &[f32]) -> Result<Token> {
         self.check_logits(logits)?;
@@ -597,6 +608,9 @@ impl Sampler {
 
     /// The tokens the grammar allows next, in id order, computed with or
     /// without the first-byte prefilter. Empty without a grammar. For tests.
+    ///
+    /// # Errors
+    /// [`Error::Exception`] if llama.cpp's grammar sampler throws.
     #[doc(hidden)]
     pub fn grammar_allowed_tokens(&mut self, prefilter: bool) -> Result<Vec<Token>> {
         if self.grammar.is_none() {
@@ -820,6 +834,9 @@ impl Sampler {
 
     /// Record a token that was not sampled here (e.g. a prompt token) for
     /// the penalties. The grammar is not fed: it only constrains output.
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfVocab`]; [`Error::Exception`] if llama.cpp throws.
     pub fn accept(&mut self, token: Token) -> Result<()> {
         if !(0..self.n_vocab).contains(&token) {
             return Err(Error::TokenOutOfVocab { token, n_vocab: self.n_vocab });

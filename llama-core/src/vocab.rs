@@ -62,6 +62,9 @@ impl Vocab {
     }
 
     /// `Ok` when `token` is a valid id of this vocabulary.
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfVocab`].
     pub fn check_token(&self, token: Token) -> Result<()> {
         if (0..self.n_tokens).contains(&token) {
             Ok(())
@@ -79,6 +82,11 @@ impl Vocab {
     /// `parse_special`, texts over 16 KiB are cut after some of those
     /// strings (about every 256) and tokenized piece by piece, with the
     /// same result as one call (see `Specials` in the source for why).
+    ///
+    /// # Errors
+    /// [`Error::Tokenize`] for text over [`MAX_TOKENIZE_BYTES`] or a count
+    /// llama.cpp cannot report; [`Error::Exception`] if llama.cpp throws (a
+    /// malformed tokenizer table).
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
         if parse_special && text.len() > CHUNK_ABOVE_BYTES {
             return self.tokenize_chunked(text, add_special, SPECIALS_PER_CHUNK);
@@ -90,6 +98,9 @@ impl Vocab {
     /// `specials_per_chunk`-th special-token string where that is safe,
     /// whatever the length of `text`. For tests that compare it with the
     /// one-call path.
+    ///
+    /// # Errors
+    /// As [`tokenize`](Self::tokenize).
     #[doc(hidden)]
     pub fn tokenize_chunked(&self, text: &str, add_special: bool, specials_per_chunk: usize) -> Result<Vec<Token>> {
         check_tokenize_len(text)?;
@@ -180,6 +191,10 @@ impl Vocab {
     /// The raw bytes of one token. Pieces may end in the middle of a UTF-8
     /// character; use [`TokenDecoder`] to turn a stream of them into text.
     /// With `special`, control tokens render as their text (`<|im_end|>`).
+    ///
+    /// # Errors
+    /// [`Error::TokenOutOfVocab`]; [`Error::Tokenize`] when llama.cpp reports
+    /// inconsistent sizes; [`Error::Exception`] if it throws.
     pub fn token_to_piece(&self, token: Token, special: bool) -> Result<Vec<u8>> {
         self.check_token(token)?;
         let mut buf = vec![0u8; 32];

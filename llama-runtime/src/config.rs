@@ -99,6 +99,9 @@ impl EngineConfig {
     }
 
     /// Check every field; the first problem found is returned.
+    ///
+    /// # Errors
+    /// [`StartError::InvalidConfig`] naming the first field out of range.
     pub fn validate(&self) -> Result<(), StartError> {
         fn bad(field: &'static str, reason: String) -> Result<(), StartError> {
             Err(StartError::InvalidConfig { field, reason })

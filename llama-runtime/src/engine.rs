@@ -149,6 +149,10 @@ impl Engine<LlamaInference> {
     /// [`StartError::InvalidConfig`]. The context holds `config.n_ctx` KV
     /// cells split evenly across `config.n_seq_max` slots; with
     /// `config.embeddings` a second, small context serves [`embed`](Self::embed).
+    ///
+    /// # Errors
+    /// [`StartError`] when the configuration does not validate, the context
+    /// cannot be created, or the engine thread cannot be spawned.
     pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
         let (inference, tokenizer) = LlamaInference::new(model, &config)?;
@@ -163,6 +167,10 @@ impl Engine<LlamaInference> {
 
 impl<I: Inference> Engine<I> {
     /// Start an engine over any [`Inference`] backend.
+    ///
+    /// # Errors
+    /// [`StartError`] when the configuration does not validate or the engine
+    /// thread cannot be spawned.
     pub fn with_inference(inference: I, tokenizer: I::Tokenizer, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
         let n_ctx_per_seq = config.n_ctx_per_seq().min(inference.n_ctx_seq());
@@ -201,6 +209,11 @@ impl<I: Inference> Engine<I> {
     /// Queue a request. Never blocks: the prompt is tokenized and checked on
     /// the caller's thread, then the request goes into the bounded queue or
     /// is refused at once ([`Rejected::Overloaded`] when the queue is full).
+    ///
+    /// # Errors
+    /// [`Rejected`]: the queue is full ([`Rejected::Overloaded`]), the engine
+    /// is shutting down, or the request does not validate (prompt too long,
+    /// bad sampling parameters or grammar, tokens outside the vocabulary).
     pub fn submit(&self, req: Request) -> Result<Handle, Rejected> {
         self.inner.front.submit(req)
     }

@@ -23,6 +23,9 @@ pub struct LlamaTokenizer {
 
 impl LlamaTokenizer {
     /// A tokenizer over `model`.
+    ///
+    /// # Errors
+    /// [`StartError`] when llama.cpp cannot create the context(s).
     pub fn new(model: Arc<Model>) -> Self {
         LlamaTokenizer { model }
     }
