@@ -44,6 +44,7 @@ mod error;
 mod ffi;
 pub mod gbnf;
 pub mod gguf;
+pub mod json_schema;
 pub use chat::{ChatMessage, ChatTemplate};
 mod model;
 mod sampler;

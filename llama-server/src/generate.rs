@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
-use crate::grammar::{self, OrderedJson};
+use llama_core::json_schema::{self, OrderedJson};
 use crate::metrics::Observed;
 use crate::sse::Frame;
 use crate::state::Ready;
@@ -93,7 +93,7 @@ macro_rules! request_with_sampling {
             /// A GBNF grammar.
             pub grammar: Option<String>,
             /// A JSON schema the output must match.
-            pub json_schema: Option<$crate::grammar::OrderedJson>,
+            pub json_schema: Option<::llama_core::json_schema::OrderedJson>,
             /// Reuse a cached prompt prefix (default true).
             pub cache_prompt: Option<bool>,
             /// Keep generating past end-of-generation.
@@ -253,7 +253,7 @@ pub(crate) async fn build_sampling(
     }
     if let Some(schema) = f.json_schema {
         grammars
-            .push(grammar::json_schema_to_gbnf(schema).map_err(|e| AppError::invalid("json_schema", e.to_string()))?);
+            .push(json_schema::json_schema_to_gbnf(schema).map_err(|e| AppError::invalid("json_schema", e.to_string()))?);
     }
     if let Some(g) = extra_grammar {
         grammars.push(g);

@@ -20,7 +20,6 @@ mod auth;
 mod error;
 mod extract;
 mod generate;
-mod grammar;
 mod listen;
 mod metrics;
 mod native;
@@ -56,7 +55,6 @@ pub use generate::{
     MAX_CHOICES, MAX_GRAMMAR_BYTES, MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES, MAX_STOP, MAX_STOP_BYTES,
     MAX_TOP_LOGPROBS,
 };
-pub use grammar::{MAX_RULES, MAX_SCHEMA_DEPTH, OrderedJson, SchemaError, json_object_grammar, json_schema_to_gbnf};
 pub use listen::HEADER_READ_TIMEOUT;
 pub use openai::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;

@@ -19,7 +19,7 @@ use crate::generate::{
     effective_max_tokens, error_frame, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling,
     submit_all, timings_json, token_text, unix_now,
 };
-use crate::grammar::{self, OrderedJson};
+use llama_core::json_schema::{self, OrderedJson};
 use crate::sse::{self, Frame, Renderer};
 use crate::state::{AppState, Ready};
 
@@ -59,13 +59,13 @@ pub struct JsonSchemaFormat {
 pub(crate) fn response_format_grammar(rf: Option<&ResponseFormat>) -> Result<Option<String>, AppError> {
     let Some(rf) = rf else { return Ok(None) };
     let convert = |s: &OrderedJson| {
-        grammar::json_schema_to_gbnf(s).map_err(|e| AppError::invalid("response_format", e.to_string()))
+        json_schema::json_schema_to_gbnf(s).map_err(|e| AppError::invalid("response_format", e.to_string()))
     };
     match rf.kind.as_str() {
         "text" => Ok(None),
         "json_object" => match &rf.schema {
             Some(schema) => convert(schema).map(Some),
-            None => Ok(Some(grammar::json_object_grammar())),
+            None => Ok(Some(json_schema::json_object_grammar())),
         },
         "json_schema" => {
             let schema =

@@ -1,6 +1,11 @@
-//! JSON output constraints: a GBNF grammar for "any JSON object"
-//! (`response_format: json_object`) and a small, bounded JSON-Schema → GBNF
-//! converter for the common subset (`json_schema`).
+//! JSON output constraints: a GBNF grammar for "any JSON object" (the
+//! server's `response_format: json_object`) and a small, bounded JSON-Schema →
+//! GBNF converter for the common subset (the server's `json_schema`, the
+//! CLI's `--json-schema`). The grammars it writes go into
+//! `SamplingParams::grammar`; the `gbnf` module parses them.
+//!
+//! Pure safe Rust over std, serde and serde_json, with no llama.cpp in it:
+//! the fuzz crate (`llama-core/fuzz`) compiles this file on its own.
 //!
 //! Supported: `type` (object, array, string, number, integer, boolean, null,
 //! or a list of them), `properties`, `required`, `additionalProperties`
@@ -11,6 +16,16 @@
 //! (`title`, `description`, `default`, `examples`, ...) are ignored. Anything
 //! else is refused, so that the output never silently violates the schema.
 //! Object keys come out in the order the schema lists them.
+//!
+//! ```
+//! use llama_core::json_schema::{OrderedJson, json_schema_to_gbnf};
+//!
+//! let schema: OrderedJson = serde_json::from_str(r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#)?;
+//! let grammar = json_schema_to_gbnf(&schema)?;
+//! assert!(grammar.starts_with("root ::= "));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -249,6 +264,15 @@ pub fn json_object_grammar() -> String {
 
 /// Convert a JSON schema to a GBNF grammar whose `root` matches exactly the
 /// JSON texts (with bounded whitespace) the schema accepts.
+///
+/// # Errors
+///
+/// [`SchemaError::Unsupported`] for a keyword outside the supported subset
+/// (see the module documentation), [`SchemaError::Invalid`] for a malformed
+/// schema (a wrong type for a keyword, a `$ref` that does not resolve, ...),
+/// [`SchemaError::TooDeep`] past [`MAX_SCHEMA_DEPTH`] levels of nesting and
+/// [`SchemaError::TooLarge`] past [`MAX_RULES`] rules or
+/// [`MAX_GRAMMAR_OUTPUT_BYTES`] of grammar.
 pub fn json_schema_to_gbnf(schema: &OrderedJson) -> Result<String, SchemaError> {
     let mut conv = Converter {
         root: schema,
