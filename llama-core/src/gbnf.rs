@@ -48,8 +48,9 @@
 //! rule is empty-able for llama.cpp's left-recursion check only when one
 //! of its alternatives is literally empty. The left recursion that check
 //! misses (through a rule like `e ::= "x"?`, which matches the empty string
-//! only indirectly) makes llama.cpp loop until memory runs out, so it is
-//! refused here too.
+//! only indirectly) makes llama.cpp loop until memory runs out when a
+//! recursive reference has something after it, so that is refused here
+//! too (`("a"?)*`, where it has not, is accepted, as llama.cpp copes).
 //!
 //! What this module cannot decide is whether a `<text>` token is a single
 //! token of the model's vocabulary; llama.cpp checks that (and refuses with
@@ -330,8 +331,9 @@ pub enum GbnfErrorKind {
     LeftRecursion(String),
     /// A rule that can reach itself through leftmost references and rules
     /// that match the empty string only indirectly, which llama.cpp's
-    /// left-recursion check does not see (its stack expansion would then
-    /// loop until memory runs out).
+    /// left-recursion check does not see, with something after one of
+    /// those references, in a rule `root` refers to (directly or not):
+    /// llama.cpp's stack expansion would loop until memory runs out.
     HiddenLeftRecursion(String),
     /// More bytes than [`Limits::max_bytes`].
     TooLong {

@@ -448,9 +448,9 @@ impl Sampler {
                 }
                 // SAFETY: the vocab pointer is only read, by llama.cpp's
                 // grammar parser, while this thread waits in `join` below,
-                // and the `Arc<Model>` that owns the vocab outlives the
-                // call; the sampler that comes back is a fresh heap object
-                // that nothing else points to, now owned by this thread.
+                // and the model that owns the vocab is borrowed for all of
+                // `Sampler::new`; the sampler that comes back is a fresh
+                // heap object that nothing else points to, now owned here.
                 unsafe impl<T> Send for SendPtr<T> {}
                 let vocab_send = SendPtr(vocab_ptr);
                 let parse = move || {

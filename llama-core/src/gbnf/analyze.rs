@@ -317,9 +317,14 @@ impl<'g> Lowering<'_, 'g> {
     /// rule through its leftmost references (and the references after
     /// leftmost ones to rules with an empty alternative). Refuses a cycle,
     /// a chain longer than the limit, and a search that would take too
-    /// long; then refuses the left recursion that check misses (through
-    /// rules that can match the empty string only indirectly), on which
-    /// llama.cpp's stack expansion would loop until memory runs out.
+    /// long. Then refuses the left recursion that check misses (through
+    /// rules that match the empty string only indirectly) where llama.cpp's
+    /// stack expansion would loop until memory runs out: a cycle of
+    /// leftmost references with one that is not last in its alternative
+    /// (each turn pushes what follows it), among the rules `root` can get
+    /// to (the others are never expanded). Cycles of references that are
+    /// all last in their alternative, as in `("a"?)*`, revisit the same
+    /// stacks, which llama.cpp notices; those are accepted, as it does.
     /// Returns the longest chain and the search's cost in element visits.
     fn check_left_recursion(&self) -> Res<(usize, u64)> {
         let graph = Graph::new(&self.rules, &directly_empty(&self.rules));
@@ -330,7 +335,8 @@ impl<'g> Lowering<'_, 'g> {
                 return self.err(at, K::LeftRecursion(self.name_of(on_cycle).to_string()));
             }
         };
-        if let Err(on_cycle) = Graph::new(&self.rules, &nullable(&self.rules)).topological_order() {
+        let reachable = self.reachable_from_root();
+        if let Some(on_cycle) = Graph::new(&self.rules, &nullable(&self.rules)).growing_cycle(&reachable) {
             let at = self.definition_offset(on_cycle);
             return self.err(at, K::HiddenLeftRecursion(self.name_of(on_cycle).to_string()));
         }
@@ -377,6 +383,21 @@ impl<'g> Lowering<'_, 'g> {
             return self.err(0, K::LeftRecursionCheckTooCostly { max: self.limits.max_left_recursion_work });
         }
         Ok((max_depth, work))
+    }
+
+    /// Which rules `root` refers to, directly or not, at any position.
+    fn reachable_from_root(&self) -> Vec<bool> {
+        let mut reached = vec![false; self.rules.len()];
+        let mut todo: Vec<usize> = self.ids.get("root").map(|&id| id as usize).into_iter().collect();
+        while let Some(r) = todo.pop() {
+            match reached.get_mut(r) {
+                Some(seen) if !*seen => *seen = true,
+                _ => continue,
+            }
+            let body = self.rules.get(r).and_then(Option::as_deref).unwrap_or_default();
+            todo.extend(body.iter().filter_map(|c| if let Cell::Ref(s) = c { Some(*s as usize) } else { None }));
+        }
+        reached
     }
 
     /// Where the named rule owning rule `id` is (last) defined.
@@ -478,6 +499,9 @@ fn nullable(rules: &[Option<Vec<Cell>>]) -> Vec<bool> {
 /// only references to rules marked in `passable`.
 struct Graph {
     edges: Vec<Vec<usize>>,
+    /// Per edge (parallel to `edges`): whether something follows the
+    /// reference in its alternative (llama.cpp pushes it on the stack).
+    growing: Vec<Vec<bool>>,
     /// Elements of each rule (the cost of one visit).
     len: Vec<u64>,
 }
@@ -487,15 +511,17 @@ impl Graph {
     /// points to a rule); anything else is skipped, not trusted.
     fn new(rules: &[Option<Vec<Cell>>], passable: &[bool]) -> Graph {
         let mut edges = Vec::with_capacity(rules.len());
+        let mut growing = Vec::with_capacity(rules.len());
         let mut len = Vec::with_capacity(rules.len());
         for rule in rules {
             let body = rule.as_deref().unwrap_or_default();
-            let mut out = Vec::new();
+            let (mut out, mut grows) = (Vec::new(), Vec::new());
             let mut leftmost = true;
-            for &cell in body {
+            for (i, &cell) in body.iter().enumerate() {
                 leftmost = match cell {
                     Cell::Ref(s) if leftmost => {
                         out.push(s as usize);
+                        grows.push(!matches!(body.get(i + 1), Some(Cell::Alt | Cell::End) | None));
                         passable.get(s as usize).copied().unwrap_or(false)
                     }
                     Cell::Alt | Cell::End => true,
@@ -503,9 +529,10 @@ impl Graph {
                 };
             }
             edges.push(out);
+            growing.push(grows);
             len.push(body.len() as u64);
         }
-        Graph { edges, len }
+        Graph { edges, growing, len }
     }
 
     /// The rules in an order where every edge goes forward, or a rule on a
@@ -558,5 +585,73 @@ impl Graph {
         }
         post.reverse();
         Ok(post)
+    }
+
+    /// A rule marked in `among` on a cycle that contains a growing edge, if
+    /// there is one: strongly connected components (Kosaraju, iterative),
+    /// then a growing edge inside one component.
+    fn growing_cycle(&self, among: &[bool]) -> Option<u32> {
+        let n = self.edges.len();
+        // Pass 1: rules by finishing time of a depth-first search.
+        let mut seen = vec![false; n];
+        let mut finished = Vec::with_capacity(n);
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for start in 0..n {
+            if seen.get(start) != Some(&false) {
+                continue;
+            }
+            if let Some(v) = seen.get_mut(start) {
+                *v = true;
+            }
+            stack.push((start, 0));
+            while let Some(top) = stack.last_mut() {
+                let (r, next) = *top;
+                match self.edges.get(r).and_then(|e| e.get(next)).copied() {
+                    Some(s) => {
+                        top.1 += 1;
+                        if let Some(v) = seen.get_mut(s).filter(|v| !**v) {
+                            *v = true;
+                            stack.push((s, 0));
+                        }
+                    }
+                    None => {
+                        finished.push(r);
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        // Pass 2: components on the reversed graph, latest finisher first.
+        let mut reverse = vec![Vec::new(); n];
+        for (r, out) in self.edges.iter().enumerate() {
+            for &s in out {
+                if let Some(into) = reverse.get_mut(s) {
+                    into.push(r);
+                }
+            }
+        }
+        let mut component = vec![usize::MAX; n];
+        let mut todo = Vec::new();
+        for &start in finished.iter().rev() {
+            if component.get(start) != Some(&usize::MAX) {
+                continue;
+            }
+            todo.push(start);
+            while let Some(r) = todo.pop() {
+                match component.get_mut(r) {
+                    Some(c) if *c == usize::MAX => *c = start,
+                    _ => continue,
+                }
+                todo.extend(reverse.get(r).into_iter().flatten().copied());
+            }
+        }
+        for (r, (out, grows)) in self.edges.iter().zip(&self.growing).enumerate() {
+            for (&s, &g) in out.iter().zip(grows) {
+                if g && among.get(r) == Some(&true) && component.get(r) == component.get(s) {
+                    return Some(r as u32);
+                }
+            }
+        }
+        None
     }
 }
