@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
+use llama_core::json_schema::{self, OrderedJson};
 use llama_core::{FlashAttn, KvCacheType, SamplingParams, Token};
 
 /// `llama --version`: ours and the pinned llama.cpp we were built from.
@@ -98,6 +99,7 @@ Examples:
   cat notes.txt | llama generate --chat -n 200 -     prompt from stdin
   llama generate --json -n 8 \"Hello\" | jq .usage
   llama generate --grammar 'root ::= (\"yes\" | \"no\")' --chat \"Is water wet?\"
+  llama generate --chat -j '{\"type\":\"object\",\"properties\":{\"age\":{\"type\":\"integer\"}}}' \"Age of Ada?\"
 
 Sampling defaults are llama.cpp's: temperature 0.8, top-k 40, top-p 0.95,
 min-p 0.05, no repetition penalty, and a random seed (printed with -v and in
@@ -200,7 +202,10 @@ fn flash_attn(s: &str) -> Result<FlashAttn, String> {
 }
 
 /// Sampling flags, turned into [`SamplingParams`] by [`SamplingArgs::to_params`].
+/// At most one of `--grammar`, `--grammar-file`, `--json-schema` and
+/// `--json-schema-file` (as in llama.cpp, each sets the one grammar).
 #[derive(Debug, Args, Clone)]
+#[command(group(ArgGroup::new("constraint").multiple(false)))]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy (always the most likely token)
     #[arg(long = "temp", default_value_t = 0.8, value_name = "T", value_parser = non_negative_f32, allow_negative_numbers = true)]
@@ -221,25 +226,25 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..u32::MAX as i64))]
     pub seed: Option<u32>,
     /// Constrain the output with a GBNF grammar (text)
-    #[arg(long, value_name = "GBNF", conflicts_with = "grammar_file")]
+    #[arg(long, value_name = "GBNF", group = "constraint")]
     pub grammar: Option<String>,
     /// Constrain the output with a GBNF grammar read from a file
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", group = "constraint")]
     pub grammar_file: Option<PathBuf>,
+    /// Constrain the output to JSON matching this JSON schema (text), e.g. '{"type":"object"}'
+    /// for any JSON object; the supported subset is the server's (docs/SERVER.md)
+    #[arg(short = 'j', long, value_name = "SCHEMA", group = "constraint")]
+    pub json_schema: Option<String>,
+    /// Constrain the output to JSON matching the JSON schema read from a file
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    pub json_schema_file: Option<PathBuf>,
 }
 
 impl SamplingArgs {
     /// The sampling parameters for the engine, with `seed` standing in for
     /// "random" so that the caller can report which seed was used.
     pub fn to_params(&self, seed: u32) -> anyhow::Result<SamplingParams> {
-        let grammar = match (&self.grammar, &self.grammar_file) {
-            (Some(g), _) => Some(g.clone()),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read grammar file {}: {e}", path.display()))?,
-            ),
-            (None, None) => None,
-        };
+        let grammar = self.grammar()?;
         let params = SamplingParams {
             seed,
             temperature: self.temperature,
@@ -254,6 +259,38 @@ impl SamplingArgs {
         params.validate()?;
         Ok(params)
     }
+}
+
+impl SamplingArgs {
+    /// The GBNF grammar that `--grammar`, `--grammar-file`, `--json-schema`
+    /// or `--json-schema-file` asks for (clap lets at most one through);
+    /// a JSON schema is converted by llama-core's `json_schema` module.
+    fn grammar(&self) -> anyhow::Result<Option<String>> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {what} file {}: {e}", path.display()))
+        };
+        let (schema, flag) = match (&self.json_schema, &self.json_schema_file) {
+            (Some(text), _) => (text.clone(), "--json-schema"),
+            (None, Some(path)) => (read(path, "JSON schema")?, "--json-schema-file"),
+            (None, None) => {
+                return match (&self.grammar, &self.grammar_file) {
+                    (Some(g), _) => Ok(Some(g.clone())),
+                    (None, Some(path)) => Ok(Some(read(path, "grammar")?)),
+                    (None, None) => Ok(None),
+                };
+            }
+        };
+        let schema: OrderedJson = serde_json::from_str(&schema)
+            .map_err(|e| anyhow::anyhow!("{flag}: not valid JSON: {}", one_line(&e.to_string())))?;
+        let gbnf = json_schema::json_schema_to_gbnf(&schema).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        Ok(Some(gbnf))
+    }
+}
+
+/// `text` on one line (error messages are one line on stderr).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `llama generate`
@@ -496,6 +533,36 @@ mod tests {
         let p = g.sampling.to_params(7).expect("valid");
         assert_eq!(p.seed, 7);
         assert_eq!(p.temperature, 0.8);
+    }
+
+    #[test]
+    fn grammar_and_json_schema_flags() {
+        let params = |args: &[&str]| {
+            let mut argv = vec!["llama", "generate", "hi"];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).expect("parses");
+            let Command::Generate(g) = cli.command else { panic!("not generate") };
+            g.sampling.to_params(1)
+        };
+        let p = params(&["-j", r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#]).unwrap();
+        assert!(p.grammar.as_deref().is_some_and(|g| g.starts_with("root ::= ")), "{:?}", p.grammar);
+        let p = params(&["--grammar", r#"root ::= "x""#]).unwrap();
+        assert_eq!(p.grammar.as_deref(), Some(r#"root ::= "x""#));
+        assert_eq!(params(&[]).unwrap().grammar, None);
+        // Bad input is an error (one line), not a panic.
+        let e = params(&["--json-schema", "{not json"]).unwrap_err().to_string();
+        assert!(e.starts_with("--json-schema: not valid JSON") && !e.contains('\n'), "{e}");
+        let e = params(&["--json-schema", r#"{"type":"object","patternProperties":{}}"#]).unwrap_err().to_string();
+        assert!(e.contains("not supported"), "{e}");
+        let e = params(&["--json-schema-file", "/nonexistent/schema.json"]).unwrap_err().to_string();
+        assert!(e.contains("cannot read JSON schema file"), "{e}");
+        // At most one constraint.
+        for pair in [["--grammar", "-j"], ["-j", "--json-schema-file"], ["--grammar-file", "--json-schema"]] {
+            let r = Cli::try_parse_from(["llama", "generate", "hi", pair[0], "x", pair[1], "y"]);
+            assert!(r.is_err(), "{pair:?} was accepted");
+        }
+        // `chat` takes them too.
+        assert!(Cli::try_parse_from(["llama", "chat", "--json-schema", "{}"]).is_ok());
     }
 
     #[test]

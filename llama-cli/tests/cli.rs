@@ -243,6 +243,52 @@ fn chat_flag_and_stop_and_grammar() {
 }
 
 #[test]
+fn json_schema_constrains_the_output() {
+    let schema = r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#;
+    let o = ok(run(&gen_args(&["--chat", "-n", "32", "--temp", "0", "-j", schema, "Give me a number."]), None));
+    let text = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(v["a"].is_i64() || v["a"].is_u64(), "{text:?}");
+    // The same schema from a file.
+    let dir = scratch("json-schema");
+    let file = dir.join("schema.json");
+    std::fs::write(&file, schema).expect("write schema");
+    let o = ok(run(
+        &gen_args(&[
+            "--chat",
+            "-n",
+            "32",
+            "--temp",
+            "0",
+            "--json-schema-file",
+            &file.display().to_string(),
+            "Give me a number.",
+        ]),
+        None,
+    ));
+    assert_eq!(stdout(&o), text);
+    // Bad schemas and grammar files: one `error:` line, exit 1, nothing on stdout.
+    fails(run(&gen_args(&["-j", "{not json", "hi"]), None), 1, "--json-schema: not valid JSON");
+    fails(run(&gen_args(&["-j", r#"{"type":"object","patternProperties":{}}"#, "hi"]), None), 1, "not supported");
+    fails(
+        run(&gen_args(&["--json-schema-file", "/nonexistent/schema.json", "hi"]), None),
+        1,
+        "cannot read JSON schema file",
+    );
+    fails(run(&gen_args(&["--grammar-file", "/nonexistent/g.gbnf", "hi"]), None), 1, "cannot read grammar file");
+    let bad = dir.join("bad.gbnf");
+    std::fs::write(&bad, "root ::= [a-").expect("write grammar");
+    let o = run(&gen_args(&["--grammar-file", &bad.display().to_string(), "hi"]), None);
+    assert_no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let last = stderr(&o).trim_end().lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("error: ") && last.contains("grammar"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    // Two constraints at once: a usage error.
+    fails(run(&gen_args(&["-j", schema, "--grammar", "root ::= \"x\"", "hi"]), None), 2, "cannot be used with");
+}
+
+#[test]
 fn error_cases_are_one_line_and_nonzero() {
     let model = model().display().to_string();
     // Missing model file.

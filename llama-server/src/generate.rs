@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
-use llama_core::json_schema::{self, OrderedJson};
 use crate::metrics::Observed;
 use crate::sse::Frame;
 use crate::state::Ready;
+use llama_core::json_schema::{self, OrderedJson};
 
 /// Most choices per request (`n`, or prompts × `n`).
 pub const MAX_CHOICES: usize = 8;
@@ -252,8 +252,9 @@ pub(crate) async fn build_sampling(
         grammars.push(g.to_string());
     }
     if let Some(schema) = f.json_schema {
-        grammars
-            .push(json_schema::json_schema_to_gbnf(schema).map_err(|e| AppError::invalid("json_schema", e.to_string()))?);
+        grammars.push(
+            json_schema::json_schema_to_gbnf(schema).map_err(|e| AppError::invalid("json_schema", e.to_string()))?,
+        );
     }
     if let Some(g) = extra_grammar {
         grammars.push(g);

@@ -19,9 +19,9 @@ use crate::generate::{
     effective_max_tokens, error_frame, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling,
     submit_all, timings_json, token_text, unix_now,
 };
-use llama_core::json_schema::{self, OrderedJson};
 use crate::sse::{self, Frame, Renderer};
 use crate::state::{AppState, Ready};
+use llama_core::json_schema::{self, OrderedJson};
 
 /// Reported as `system_fingerprint`.
 pub const FINGERPRINT: &str = concat!("llamars-", env!("CARGO_PKG_VERSION"));
