@@ -453,12 +453,19 @@ impl Sampler {
                 // heap object that nothing else points to, now owned here.
                 unsafe impl<T> Send for SendPtr<T> {}
                 let vocab_send = SendPtr(vocab_ptr);
-                let parse = move || {
+                let parse = move || -> Result<SendPtr<*mut sys::llama_sampler>> {
                     let vocab = vocab_send.into_inner();
+                    let mut out = std::ptr::null_mut();
                     // SAFETY: vocab is live (see `SendPtr`); both strings
-                    // are valid C strings, `src` owned by this closure.
-                    // Parse errors return null.
-                    SendPtr(unsafe { sys::llama_sampler_init_grammar(vocab, src.as_ptr(), c"root".as_ptr()) })
+                    // are valid C strings, `src` owned by this closure; `out`
+                    // is written on success. Parse errors return null; the
+                    // shim turns a thrown exception (out of memory while
+                    // building the stacks) into an error, read on this
+                    // same thread as its message is thread-local.
+                    let status =
+                        unsafe { sys::llrs_sampler_init_grammar(vocab, src.as_ptr(), c"root".as_ptr(), &mut out) };
+                    crate::ffi::guard(status, "llama_sampler_init_grammar")?;
+                    Ok(SendPtr(out))
                 };
                 let p = std::thread::Builder::new()
                     .name("llama-grammar".into())
@@ -466,7 +473,7 @@ impl Sampler {
                     .spawn(parse)
                     .map_err(|e| Error::Grammar(format!("could not start the grammar parser thread: {e}")))?
                     .join()
-                    .map_err(|_| Error::Grammar("the grammar parser thread panicked".into()))?
+                    .map_err(|_| Error::Grammar("the grammar parser thread panicked".into()))??
                     .into_inner();
                 let sampler = NonNull::new(p).map(RawSampler).ok_or_else(|| {
                     Error::Grammar("llama.cpp refused the grammar (see the llama.cpp log for why)".into())
