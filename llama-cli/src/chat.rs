@@ -28,7 +28,7 @@ pub fn run(args: ChatArgs, verbose: u8) -> anyhow::Result<Outcome> {
     let seed = args.sampling.seed.unwrap_or_else(session::random_seed);
     let sampling = args.sampling.to_params(seed)?;
     let model = load::load(&args.model)?;
-    let template = ChatTemplate::for_model(&model)?;
+    let template = session::chat_template(&model)?;
     let engine = session::start_engine(Arc::clone(&model), &args.run)?;
     let interactive = output::stdin_is_tty();
     if interactive {

@@ -311,7 +311,7 @@ pub struct GenerateArgs {
     /// Keep generating past the end-of-generation token
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Treat the prompt as a user message and apply the model's chat template
+    /// Treat the prompt as a user message and apply the model's chat template (ChatML if it has none)
     #[arg(long)]
     pub chat: bool,
     /// System message for --chat

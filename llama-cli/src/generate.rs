@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use llama_core::{ChatMessage, ChatTemplate, Model};
+use llama_core::{ChatMessage, Model};
 use llama_runtime::{Done, FinishReason, Prompt, Request};
 use serde_json::json;
 
@@ -180,7 +180,7 @@ fn read_stdin(what: &str) -> anyhow::Result<String> {
 /// Wrap one user message (and an optional system message) in the model's
 /// chat template, ready for the assistant's answer.
 fn render_chat(model: &Model, system: Option<&str>, user: &str) -> anyhow::Result<String> {
-    let template = ChatTemplate::for_model(model)?;
+    let template = crate::session::chat_template(model)?;
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(ChatMessage { role: "system".into(), content: system.into() });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use llama_core::Model;
+use llama_core::{ChatTemplate, Model};
 use llama_runtime::{Done, Engine, EngineConfig, Event, Handle, Rejected, TokenEvent};
 
 use crate::cli::RunArgs;
@@ -16,6 +16,17 @@ use crate::output::Flow;
 /// How long to wait for the engine thread to wind down at exit. The request
 /// is cancelled by then, so this is one micro-batch at most.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// The model's chat template, or ChatML when it has none (or its own does
+/// not compile): llama-core's [`ChatTemplate::for_model`], shared with the
+/// server; the fallback is logged as a warning.
+pub fn chat_template(model: &Model) -> anyhow::Result<ChatTemplate> {
+    let template = ChatTemplate::for_model(model, None)?;
+    if let Some(why) = template.fallback() {
+        tracing::warn!("{why}; using ChatML");
+    }
+    Ok(template)
+}
 
 /// An engine for one interactive user: one sequence, the whole context.
 pub fn start_engine(model: Arc<Model>, run: &RunArgs) -> anyhow::Result<Engine> {

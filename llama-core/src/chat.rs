@@ -35,6 +35,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Model, Result, Token};
 
+/// ChatML, the template [`ChatTemplate::for_model`] falls back to when a
+/// model has none (as llama.cpp does); also the server's built-in
+/// `--chat-template chatml`.
+pub const CHATML_TEMPLATE: &str = "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}\
+     {%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}";
+
 /// Largest template source accepted, in bytes. Real templates are a few KiB;
 /// the largest tool-calling templates stay well below 100 KiB.
 pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
@@ -88,6 +94,7 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    fallback: Option<String>,
 }
 
 impl fmt::Debug for ChatTemplate {
@@ -96,6 +103,7 @@ impl fmt::Debug for ChatTemplate {
             .field("source_bytes", &self.source.len())
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
@@ -133,18 +141,27 @@ impl ChatTemplate {
             source: source.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            fallback: None,
         })
     }
 
-    /// The model's own template (`tokenizer.chat_template`), with its BOS
-    /// and EOS token texts.
+    /// The chat template for `model`, with its BOS and EOS token texts: the
+    /// one place the CLI and the server choose a template.
+    ///
+    /// - `explicit` (a Jinja source the user gave, e.g. the server's
+    ///   `--chat-template`) wins, and must compile.
+    /// - Else the model's own (`tokenizer.chat_template`).
+    /// - Else, when the model has none or its template does not compile,
+    ///   [`CHATML_TEMPLATE`], as llama.cpp falls back to ChatML;
+    ///   [`fallback`](ChatTemplate::fallback) then says why, for the caller
+    ///   to log.
     ///
     /// # Errors
     ///
-    /// [`Error::NoChatTemplate`] if the model has none; [`Error::Template`]
-    /// if it does not compile.
-    pub fn for_model(model: &Model) -> Result<ChatTemplate> {
-        let source = model.chat_template().ok_or(Error::NoChatTemplate)?;
+    /// [`Error::Template`] if `explicit` does not compile; an error from
+    /// `Vocab::token_to_piece` if the BOS
+    /// or EOS token has no text.
+    pub fn for_model(model: &Model, explicit: Option<&str>) -> Result<ChatTemplate> {
         let vocab = model.vocab();
         let text = |token: Option<Token>| -> Result<String> {
             match token {
@@ -152,7 +169,27 @@ impl ChatTemplate {
                 Some(t) => Ok(String::from_utf8_lossy(&vocab.token_to_piece(t, true)?).into_owned()),
             }
         };
-        ChatTemplate::new(&source, &text(vocab.bos())?, &text(vocab.eos())?)
+        let (bos, eos) = (text(vocab.bos())?, text(vocab.eos())?);
+        if let Some(source) = explicit {
+            return ChatTemplate::new(source, &bos, &eos);
+        }
+        let why = match model.chat_template() {
+            Some(source) => match ChatTemplate::new(&source, &bos, &eos) {
+                Ok(template) => return Ok(template),
+                Err(e) => format!("the model's chat template does not compile ({e})"),
+            },
+            None => "the model has no chat template".to_owned(),
+        };
+        let mut chatml = ChatTemplate::new(CHATML_TEMPLATE, &bos, &eos)?;
+        chatml.fallback = Some(why);
+        Ok(chatml)
+    }
+
+    /// Why [`for_model`](ChatTemplate::for_model) fell back to
+    /// [`CHATML_TEMPLATE`] (the model has none, or it does not compile);
+    /// `None` for any other template.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The template source.

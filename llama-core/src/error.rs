@@ -100,7 +100,9 @@ pub enum Error {
     /// Tokenization failed (for example, text too long).
     #[error("tokenization failed: {0}")]
     Tokenize(String),
-    /// The model has no chat template and none was given.
+    /// The model has no chat template and none was given (for callers that
+    /// insist on one: [`ChatTemplate::for_model`](crate::ChatTemplate::for_model)
+    /// falls back to ChatML instead).
     #[error("the model has no chat template; pass one explicitly")]
     NoChatTemplate,
     /// A chat template failed to compile or render.

@@ -45,7 +45,7 @@ mod ffi;
 pub mod gbnf;
 pub mod gguf;
 pub mod json_schema;
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate};
 mod model;
 mod sampler;
 mod state;

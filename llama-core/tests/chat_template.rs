@@ -41,7 +41,7 @@ fn render_err(source: &str, messages: &[ChatMessage]) -> (String, Duration) {
 #[test]
 fn real_model_template_renders_chatml() {
     let m = model();
-    let template = ChatTemplate::for_model(&m).unwrap();
+    let template = ChatTemplate::for_model(&m, None).unwrap();
     assert_eq!(template.bos_token(), "<|im_start|>");
     assert_eq!(template.eos_token(), "<|im_end|>");
 
@@ -75,7 +75,26 @@ fn model_template_matches_the_gguf_metadata() {
     let info = gguf::validate(model_path()).unwrap();
     let from_gguf = info.chat_template().expect("the default model has a chat template");
     assert_eq!(model().chat_template().as_deref(), Some(from_gguf));
-    assert_eq!(ChatTemplate::for_model(&model()).unwrap().source(), from_gguf);
+    assert_eq!(ChatTemplate::for_model(&model(), None).unwrap().source(), from_gguf);
+}
+
+#[test]
+fn for_model_prefers_an_explicit_template_and_falls_back_to_chatml() {
+    let m = model();
+    // The model's own: no fallback.
+    assert_eq!(ChatTemplate::for_model(&m, None).unwrap().fallback(), None);
+    // An explicit template wins and sees the model's BOS/EOS texts.
+    let t = ChatTemplate::for_model(&m, Some("{{ bos_token }}{{ messages[0]['content'] }}{{ eos_token }}")).unwrap();
+    assert_eq!(t.fallback(), None);
+    assert_eq!(t.render(&[msg("user", "x")], true).unwrap(), "<|im_start|>x<|im_end|>");
+    // An explicit template that does not compile is an error, not a fallback.
+    assert!(matches!(ChatTemplate::for_model(&m, Some("{% if %}")), Err(Error::Template(_))));
+    // ChatML itself renders ChatML.
+    let chatml = ChatTemplate::new(llama_core::CHATML_TEMPLATE, "", "").unwrap();
+    assert_eq!(
+        chatml.render(&[msg("user", "Hi")], true).unwrap(),
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 #[test]

@@ -1317,7 +1317,10 @@ fn llama_cpp_loads_the_synthetic_model() {
     assert_eq!(model.n_layer(), 2);
     assert_eq!(model.n_embd(), N_EMBD as u32);
     assert_eq!(model.vocab().n_tokens(), tiny_tokens().len() as i32);
-    assert!(matches!(ChatTemplate::for_model(&model), Err(Error::NoChatTemplate)));
+    // No template in the file: ChatML, and the reason.
+    let template = ChatTemplate::for_model(&model, None).unwrap();
+    assert_eq!(template.source(), llama_core::CHATML_TEMPLATE);
+    assert_eq!(template.fallback(), Some("the model has no chat template"));
 }
 
 #[test]

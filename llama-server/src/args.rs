@@ -367,11 +367,7 @@ pub struct Settings {
 }
 
 /// The built-in chat templates `--chat-template NAME` accepts.
-pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[(
-    "chatml",
-    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}\
-     {%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}",
-)];
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[("chatml", llama_core::CHATML_TEMPLATE)];
 
 /// Boolean flags read from the environment accept llama.cpp's words:
 /// true/1/on/enabled and false/0/off/disabled (any case).

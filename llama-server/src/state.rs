@@ -7,7 +7,7 @@ use std::time::Duration;
 use llama_core::{ChatMessage, ChatTemplate, FlashAttn, Model, ModelParams, SamplingParams};
 use llama_runtime::{Engine, EngineConfig, Health};
 
-use crate::args::{BUILTIN_TEMPLATES, Settings, TemplateChoice};
+use crate::args::{Settings, TemplateChoice};
 use crate::auth::{ApiKeys, HostPolicy};
 use crate::error::AppError;
 use crate::generate::unix_now;
@@ -66,13 +66,19 @@ impl Ready {
 
     /// Start the engine on an already loaded model.
     pub fn with_model(model: Arc<Model>, settings: &Settings, stats: Arc<ServerStats>) -> anyhow::Result<Ready> {
-        let vocab = model.vocab();
-        let piece = |t: Option<i32>| {
-            t.and_then(|t| vocab.token_to_piece(t, true).ok()).map(|b| String::from_utf8_lossy(&b).into_owned())
+        // The template from the flags, else the model's, else ChatML.
+        let template = match &settings.chat_template {
+            TemplateChoice::Source(src) => {
+                ChatTemplate::for_model(&model, Some(src)).map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?
+            }
+            TemplateChoice::Model => ChatTemplate::for_model(&model, None)?,
         };
-        let bos_text = piece(vocab.bos()).unwrap_or_default();
-        let eos_text = piece(vocab.eos()).unwrap_or_default();
-        let (template, template_source) = choose_template(&model, &settings.chat_template, &bos_text, &eos_text)?;
+        if let Some(why) = template.fallback() {
+            tracing::warn!("{why}; using ChatML");
+        }
+        let template_source = template.source().to_owned();
+        let bos_text = template.bos_token().to_owned();
+        let eos_text = template.eos_token().to_owned();
 
         let n_ctx =
             if settings.ctx_size == 0 { model.n_ctx_train().min(crate::args::MAX_CTX) } else { settings.ctx_size };
@@ -117,34 +123,6 @@ impl Ready {
     /// Render chat messages with the template (generation prompt added).
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, AppError> {
         self.template.render(messages, true).map_err(AppError::from)
-    }
-}
-
-/// The template from the flags, else the model's, else ChatML (as llama.cpp
-/// falls back to ChatML). A template given explicitly must compile.
-fn choose_template(
-    model: &Model,
-    choice: &TemplateChoice,
-    bos: &str,
-    eos: &str,
-) -> anyhow::Result<(ChatTemplate, String)> {
-    let chatml = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == "chatml").map_or("", |(_, s)| *s);
-    match choice {
-        TemplateChoice::Source(src) => {
-            let t = ChatTemplate::new(src, bos, eos).map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?;
-            Ok((t, src.clone()))
-        }
-        TemplateChoice::Model => {
-            if let Some(src) = model.chat_template() {
-                match ChatTemplate::new(&src, bos, eos) {
-                    Ok(t) => return Ok((t, src)),
-                    Err(e) => tracing::warn!("the model's chat template does not compile ({e}); using ChatML"),
-                }
-            } else {
-                tracing::warn!("the model has no chat template; using ChatML");
-            }
-            Ok((ChatTemplate::new(chatml, bos, eos)?, chatml.to_string()))
-        }
     }
 }
 
