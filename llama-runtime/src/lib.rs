@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod default_model;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -78,6 +79,7 @@ mod engine_tests;
 mod props;
 
 pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_PER_SEQ};
+pub use default_model::{DEFAULT_MODEL, DefaultModelMissing, find_default_model, find_default_model_from};
 pub use engine::Engine;
 pub use handle::{Canceller, Handle};
 pub use inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};

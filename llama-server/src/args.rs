@@ -3,15 +3,16 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use llama_core::KvCacheType;
 
-/// The file `-m` defaults to, looked up under `models/` in the current
-/// directory and in every ancestor of the executable's directory.
-pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The file `-m` defaults to, looked up by llama-runtime's
+/// [`find_default_model`](llama_runtime::find_default_model): in the current
+/// directory, then in the executable's directory and each of its ancestors.
+pub use llama_runtime::DEFAULT_MODEL;
 /// Smallest context a slot may get: below this nothing useful fits.
 pub const MIN_CTX_PER_SLOT: u32 = 64;
 /// Largest total context accepted.
@@ -578,7 +579,9 @@ impl Args {
                 }
                 path.clone()
             }
-            None => find_default_model()?,
+            None => llama_runtime::find_default_model().map_err(|e| ArgsError::DefaultModelMissing {
+                searched: e.searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            })?,
         };
         let aliases: Vec<String> = self.alias.iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
 
@@ -644,27 +647,6 @@ impl Args {
         }
         p
     }
-}
-
-/// Look for [`DEFAULT_MODEL`] in the current directory, then in each
-/// ancestor of the executable's directory.
-fn find_default_model() -> Result<PathBuf, ArgsError> {
-    let mut searched = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        candidates.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        candidates.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    for dir in candidates {
-        let path = dir.join(DEFAULT_MODEL);
-        if path.is_file() {
-            return Ok(path);
-        }
-        searched.push(dir.display().to_string());
-    }
-    Err(ArgsError::DefaultModelMissing { searched: searched.join(", ") })
 }
 
 #[cfg(test)]
