@@ -1066,7 +1066,11 @@ fn generated_hostile_requests_never_5xx_or_kill_the_server() {
         expect: Expect::Accept,
     });
     let cases: Vec<Case> = valid.chain(sample(cases, per_route(), seed())).collect();
-    eprintln!("{} of {total} generated cases (all per route: {counts:?})", cases.len());
+    eprintln!(
+        "{} base bodies and {} of {total} generated cases (all per route: {counts:?})",
+        bases().len(),
+        cases.len() - bases().len()
+    );
     let n = cases.len();
     let failures = run_cases("hostile_generated", cases);
     assert!(failures.is_empty(), "{} of {n} generated cases failed:\n{}", failures.len(), failures.join("\n"));
