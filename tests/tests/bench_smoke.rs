@@ -2,16 +2,10 @@
 //! round) and writes well-formed output. Timings are never asserted on:
 //! this checks that the benchmark keeps working, not how fast anything is.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn out_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llama-bench-smoke-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// A summary object (`{median, min, max, samples}`) with at least one finite sample.
 fn assert_summary(v: &Value, what: &str) {
@@ -48,10 +42,11 @@ fn binary_next_to(exe: &Path, name: &str) -> bool {
 #[test]
 fn smoke_run_writes_every_section() {
     let exe = Path::new(env!("CARGO_BIN_EXE_bench-suite"));
-    let out = out_dir();
+    let dir = tempfile::tempdir().expect("a temporary output directory");
+    let out = dir.path();
     let status = Command::new(exe)
         .args(["--smoke", "--command-line", "cargo test -p llama-e2e --test bench_smoke", "--out"])
-        .arg(&out)
+        .arg(out)
         .status()
         .expect("bench-suite starts");
     assert!(status.success(), "bench-suite --smoke failed: {status}");
@@ -126,5 +121,4 @@ fn smoke_run_writes_every_section() {
     assert!(md.contains("cargo test -p llama-e2e --test bench_smoke"), "the command is stated");
     let png = std::fs::read(out.join("benchmarks.png")).expect("benchmarks.png written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "benchmarks.png is a PNG");
-    let _ = std::fs::remove_dir_all(&out);
 }

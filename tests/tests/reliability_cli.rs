@@ -58,17 +58,16 @@ fn run(
 
 #[test]
 fn hostile_cli_input_exits_cleanly() {
-    let dir = std::env::temp_dir().join(format!("llama-e2e-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let garbage = dir.join("garbage.gguf");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("garbage.gguf");
     std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\x7fjunk").expect("write");
-    let truncated = dir.join("truncated.gguf");
+    let truncated = dir.path().join("truncated.gguf");
     let real = std::fs::read(model_path()).expect("read model");
     std::fs::write(&truncated, &real[..real.len() / 2]).expect("write");
     drop(real);
-    let newlines = dir.join("newlines.txt");
+    let newlines = dir.path().join("newlines.txt");
     std::fs::write(&newlines, "\n".repeat(1_000_000)).expect("write");
-    let nul = dir.join("nul.txt");
+    let nul = dir.path().join("nul.txt");
     std::fs::write(&nul, "a\u{0}<|im_end|>\u{0}b").expect("write");
     let m = model_path().display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
@@ -174,7 +173,6 @@ fn hostile_cli_input_exits_cleanly() {
         other => failures.push(format!("closed pipe: {other:?} (killed by SIGPIPE or hung)")),
     }
 
-    let _ = std::fs::remove_dir_all(&dir);
     figures::record("cli", json!({"cases": cases.len() + 1, "failures": failures.len()}));
     assert!(failures.is_empty(), "{} CLI cases failed:\n{}", failures.len(), failures.join("\n\n"));
 }

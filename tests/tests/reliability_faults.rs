@@ -360,7 +360,7 @@ fn context_exhaustion_ends_requests_not_the_server() {
 #[test]
 fn sigterm_under_load_drains_and_exits_zero() {
     let drain = 20;
-    let mut s = ServerProcess::start(&[
+    let s = ServerProcess::start(&[
         "-c",
         "2048",
         "-np",
@@ -504,7 +504,7 @@ fn sigterm_under_load_drains_and_exits_zero() {
 /// process must exit 0 soon after.
 #[test]
 fn sigterm_past_the_drain_timeout_answers_every_request() {
-    let mut s = ServerProcess::start(&["-c", "1024", "-np", "1", "-t", "2", "-tb", "2", "--drain-timeout", "1"]);
+    let s = ServerProcess::start(&["-c", "1024", "-np", "1", "-t", "2", "-tb", "2", "--drain-timeout", "1"]);
     let addr = s.addr();
     let threads: Vec<_> = (0..4u64)
         .map(|i| {

@@ -237,15 +237,14 @@ fn overload_503s_carry_retry_after() {
 /// short message naming the flag; never a signal (GGML_ASSERT → SIGABRT).
 #[test]
 fn absurd_flags_exit_cleanly() {
-    let dir = std::env::temp_dir().join(format!("llama-e2e-flags-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let garbage = dir.join("garbage.gguf");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("garbage.gguf");
     std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\x7fjunk").expect("write");
-    let truncated = dir.join("truncated.gguf");
+    let truncated = dir.path().join("truncated.gguf");
     let real = std::fs::read(llama_e2e::paths::model_path()).expect("read model");
     std::fs::write(&truncated, &real[..real.len() / 3]).expect("write");
     drop(real);
-    let bad_template = dir.join("bad.jinja");
+    let bad_template = dir.path().join("bad.jinja");
     std::fs::write(&bad_template, "{% for %}{{ }").expect("write");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_port = taken.local_addr().expect("addr").port().to_string();
@@ -316,7 +315,6 @@ fn absurd_flags_exit_cleanly() {
         }
     }
     drop(taken);
-    let _ = std::fs::remove_dir_all(&dir);
     figures::record("flags", json!({"cases": cases.len(), "failures": failures.len()}));
     assert!(failures.is_empty(), "{} of {} flag cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }

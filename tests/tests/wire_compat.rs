@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use llama_e2e::http::{self, Request, Response};
 use llama_e2e::paths;
 use llama_e2e::server::{SMALL, ServerProcess};
+use llama_e2e::sse;
 use serde_json::Value;
 
 /// The API key the server is started with; every request carries it unless
@@ -583,21 +584,9 @@ fn normalize_metrics(text: &str) -> String {
     out
 }
 
-/// The SSE events of `text`, each with its trailing blank line, and what
-/// follows the last one.
-fn sse_events(text: &str) -> (Vec<&str>, &str) {
-    let mut events = Vec::new();
-    let mut rest = text;
-    while let Some(pos) = rest.find("\n\n") {
-        events.push(&rest[..pos + 2]);
-        rest = &rest[pos + 2..];
-    }
-    (events, rest)
-}
-
 /// Drop keep-alive comments (events made only of `:` lines).
 fn drop_sse_comments(text: &str) -> String {
-    let (events, rest) = sse_events(text);
+    let (events, rest) = sse::split_events(text);
     let mut out: String = events.into_iter().filter(|e| !e.trim_end().lines().all(|l| l.starts_with(':'))).collect();
     out.push_str(rest);
     out
@@ -606,8 +595,7 @@ fn drop_sse_comments(text: &str) -> String {
 /// The choice an SSE event belongs to: `choices[0].index` (OpenAI) or
 /// `index` (llama.cpp); `None` for the usage chunk, errors and `[DONE]`.
 fn event_choice(event: &str) -> Option<u64> {
-    let data: String = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-    let v: Value = serde_json::from_str(&data).ok()?;
+    let v: Value = serde_json::from_str(&sse::event_data(event)?).ok()?;
     match v.get("choices") {
         Some(choices) => choices.get(0)?.get("index")?.as_u64(),
         None => v.get("index")?.as_u64(),
@@ -631,7 +619,7 @@ const TIMING_COUNT_KEYS: &[&str] = &["cache_n", "prompt_n", "predicted_n"];
 /// at the same distance from the end of the event, with its token counts
 /// → `<n>`.
 fn regroup_sse(text: &str) -> String {
-    let (events, rest) = sse_events(text);
+    let (events, rest) = sse::split_events(text);
     let mut keyed: Vec<(u64, usize, String)> =
         events.iter().enumerate().map(|(i, e)| (event_choice(e).unwrap_or(u64::MAX), i, e.to_string())).collect();
     keyed.sort_by_key(|(choice, i, _)| (*choice, *i));

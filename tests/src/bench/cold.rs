@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::proc::run_measured;
-use super::stats::{Summary, ratio};
+use crate::stats::{Summary, ratio};
 
 /// Prompt for the cold-start runs.
 pub const PROMPT: &str = "The capital of France is";

@@ -23,7 +23,7 @@ use llama_core::{Context, ContextParams, Model, ModelParams, Sampler, SamplingPa
 use serde::{Deserialize, Serialize};
 
 use super::proc::{run_measured, self_vm_hwm};
-use super::stats::{Summary, median, ratio};
+use crate::stats::{Summary, median, ratio};
 
 /// Sizes of the llama-core section.
 #[derive(Debug, Clone, Serialize, Deserialize)]

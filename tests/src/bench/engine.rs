@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::load::{LevelFigures, LoadConfig, RequestTrace, RunTrace, prompt};
 use super::proc::self_vm_hwm;
-use super::stats::{Summary, percentile};
+use crate::stats::{Summary, percentile};
 
 /// Words per prompt for about `tokens` tokens of this prose (≈ 1.3 tokens a word).
 pub fn words_for(tokens: u32) -> usize {
@@ -148,7 +148,7 @@ impl BatchedOutput {
                 .filter_map(|k| {
                     let at: Vec<f64> =
                         self.ttft_ms.iter().skip(k).step_by(concurrency.max(1) as usize).copied().collect();
-                    super::stats::median(&at)
+                    crate::stats::median(&at)
                 })
                 .collect(),
         }

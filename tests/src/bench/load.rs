@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Summary, median, percentile};
+use crate::stats::{Summary, median, percentile};
 
 /// The load: sizes and levels.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::cold::ColdSection;
-use super::core::CoreSection;
+use super::core_bench::CoreSection;
 use super::engine::EngineSection;
 use super::machine::{Machine, load_average};
 use super::server::ServerSection;
-use super::stats::Summary;
+use crate::stats::Summary;
 
 /// Hand-written notes (method details, decisions and their measured effect),
 /// kept in the repository next to this code and copied into BENCHMARKS.md.
@@ -231,7 +231,7 @@ impl Report {
         let e1 = rate(engine.and_then(|e| level(&e.levels, 1)).and_then(|l| l.itl_ms_p50));
         let b1 = rate(engine.and_then(|e| e.baseline.iter().find(|b| b.concurrency == 1)).and_then(|b| b.itl_ms_p50));
         let base_tg = core.and_then(|c| c.baseline.tg_tok_s.median);
-        let r = super::stats::ratio(e1, b1);
+        let r = crate::stats::ratio(e1, b1);
         t.push(Target {
             id: "engine_c1",
             target: "engine at c=1 ≥ 0.97 × baseline decode tok/s (1 / ITL p50, same context shape)".into(),
@@ -294,7 +294,7 @@ impl Report {
         });
         let s1 = server.and_then(|s| level(&s.levels, 1));
         let e1l = engine.and_then(|e| level(&e.levels, 1));
-        let r = super::stats::ratio(s1.and_then(|l| l.stream_tok_s.median), e1);
+        let r = crate::stats::ratio(s1.and_then(|l| l.stream_tok_s.median), e1);
         t.push(Target {
             id: "server_c1_throughput",
             target: "server at c=1 ≥ 0.95 × engine tok/s".into(),

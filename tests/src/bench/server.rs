@@ -8,10 +8,7 @@
 //! `ignore_eos`, each SSE `data:` chunk that carries text (and no
 //! `finish_reason`) counted as one token when it arrives.
 
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,100 +17,31 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::load::{LevelFigures, LoadConfig, RequestTrace, RunTrace, prompt};
-use super::proc::{vm_hwm, vm_rss};
-use super::stats::Summary;
+use crate::server::{ServerCommand, ServerProcess};
+use crate::stats::Summary;
 
-/// A running `llama-server`, killed on drop.
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    /// The exact command line.
-    pub command: String,
-    /// Its log file.
-    pub log: PathBuf,
+/// Start `bin` with the load's configuration and wait until `/health` answers 200.
+pub fn start(bin: &Path, model: &Path, threads: i32, cfg: &LoadConfig) -> anyhow::Result<ServerProcess> {
+    let mut args: Vec<String> =
+        ["-c", &cfg.n_ctx.to_string(), "--parallel", &cfg.n_seq_max.to_string()].map(str::to_string).to_vec();
+    args.extend(["--batch-size", "--ubatch-size"].into_iter().flat_map(|f| [f.to_string(), cfg.n_batch.to_string()]));
+    start_with(bin, model, threads, &args, &[])
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Start `bin` with the load's configuration and wait until `/health` answers 200.
-    pub fn start(bin: &Path, model: &Path, threads: i32, cfg: &LoadConfig) -> anyhow::Result<Server> {
-        let mut args: Vec<String> =
-            ["-c", &cfg.n_ctx.to_string(), "--parallel", &cfg.n_seq_max.to_string()].map(str::to_string).to_vec();
-        args.extend(
-            ["--batch-size", "--ubatch-size"].into_iter().flat_map(|f| [f.to_string(), cfg.n_batch.to_string()]),
-        );
-        Server::start_with(bin, model, threads, &args, &[])
-    }
-
-    /// Start `bin` on a free loopback port with `-m model -t threads` and
-    /// `args`, and wait until `/health` answers 200.
-    pub fn start_with(
-        bin: &Path,
-        model: &Path,
-        threads: i32,
-        args: &[String],
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Server> {
-        // Ask the OS for a free port, then hand it to the server.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::env::temp_dir().join(format!("bench-suite-server-{}.log", std::process::id()));
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("-m").arg(model).args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", &threads.to_string()]);
-        cmd.args(args);
-        let command = format!("{cmd:?}").replace('"', "");
-        cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file).env_remove("RUST_LOG");
-        cmd.envs(env.iter().copied());
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), command, log };
-        server.wait_healthy(Duration::from_secs(120))?;
-        Ok(server)
-    }
-
-    fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let addr = self.base.trim_start_matches("http://").to_string();
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-                if s.write_all(req.as_bytes()).is_ok() {
-                    let mut buf = String::new();
-                    let _ = std::io::Read::read_to_string(&mut s, &mut buf);
-                    if buf.starts_with("HTTP/1.1 200") {
-                        return Ok(());
-                    }
-                }
-            }
-            if started.elapsed() > within {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                bail!("llama-server was not healthy within {within:?}; its log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Current RSS, KiB.
-    pub fn rss_kib(&self) -> Option<u64> {
-        vm_rss(self.pid())
-    }
-
-    /// Peak RSS so far, KiB.
-    pub fn hwm_kib(&self) -> Option<u64> {
-        vm_hwm(self.pid())
-    }
+/// Start `bin` ([`ServerProcess`]: a free loopback port, a watchdog) with
+/// `-m model -t threads` and `args`, without the caller's `RUST_LOG`, and
+/// wait until `/health` answers 200.
+pub fn start_with(
+    bin: &Path,
+    model: &Path,
+    threads: i32,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> anyhow::Result<ServerProcess> {
+    let args: Vec<String> = ["-t".to_string(), threads.to_string()].into_iter().chain(args.iter().cloned()).collect();
+    let cmd = ServerCommand::new(&args).binary(bin).model(model).env_remove("RUST_LOG");
+    let cmd = env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
+    cmd.start().map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))
 }
 
 /// One level over HTTP: `concurrency` streaming requests at once.
@@ -147,34 +75,29 @@ pub async fn run_level(
             }
             let mut trace = RequestTrace { submitted, tokens: Vec::new(), prompt_tokens: 0 };
             let mut body = resp.bytes_stream();
-            let mut pending = Vec::<u8>::new();
+            let mut sse = crate::sse::Decoder::new();
             while let Some(bytes) = body.next().await {
                 let bytes = bytes?;
                 let now = start.elapsed().as_secs_f64();
-                pending.extend_from_slice(&bytes);
-                // SSE events end with a blank line; parse each complete one.
-                while let Some(end) = find_event_end(&pending) {
-                    let event: Vec<u8> = pending.drain(..end).collect();
-                    for line in String::from_utf8_lossy(&event).lines() {
-                        let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
-                        if data == "[DONE]" {
-                            return Ok(trace);
-                        }
-                        let v: Value = serde_json::from_str(data).with_context(|| format!("bad SSE data: {data}"))?;
-                        if let Some(err) = v.get("error") {
-                            bail!("server error: {err}");
-                        }
-                        if let Some(n) = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64) {
-                            trace.prompt_tokens = n as u32;
-                        }
-                        let choice = v.pointer("/choices/0");
-                        let is_token = choice.is_some_and(|c| {
-                            c.get("finish_reason").is_none_or(Value::is_null)
-                                && c.get("text").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
-                        });
-                        if is_token {
-                            trace.tokens.push(now);
-                        }
+                for data in sse.push(&bytes) {
+                    let data = data.trim();
+                    if data == "[DONE]" {
+                        return Ok(trace);
+                    }
+                    let v: Value = serde_json::from_str(data).with_context(|| format!("bad SSE data: {data}"))?;
+                    if let Some(err) = v.get("error") {
+                        bail!("server error: {err}");
+                    }
+                    if let Some(n) = v.pointer("/usage/prompt_tokens").and_then(Value::as_u64) {
+                        trace.prompt_tokens = n as u32;
+                    }
+                    let choice = v.pointer("/choices/0");
+                    let is_token = choice.is_some_and(|c| {
+                        c.get("finish_reason").is_none_or(Value::is_null)
+                            && c.get("text").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+                    });
+                    if is_token {
+                        trace.tokens.push(now);
                     }
                 }
             }
@@ -183,16 +106,6 @@ pub async fn run_level(
     });
     let requests = futures::future::try_join_all(tasks).await?;
     Ok(RunTrace { requests })
-}
-
-/// Index just past the blank line that ends the first complete SSE event.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Section 3 as written to benchmarks.json.
@@ -241,15 +154,15 @@ pub async fn idle_by_cache_type(
     let mut out = Vec::new();
     for &t in types {
         let args = ["-ctk", t, "-ctv", t].map(str::to_string);
-        let server = Server::start_with(bin, model, threads, &args, &[("RUST_LOG", "warn,llama_cpp=debug")])?;
+        let server = start_with(bin, model, threads, &args, &[("RUST_LOG", "warn,llama_cpp=debug")])?;
         let body = json!({"prompt": "Hello", "max_tokens": 4, "temperature": 0});
-        let r = client.post(format!("{}/v1/completions", server.base)).json(&body).send().await?;
+        let r = client.post(format!("{}/v1/completions", server.base_url())).json(&body).send().await?;
         if !r.status().is_success() {
             bail!("a request to the server with cache type {t} failed: {}", r.status());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_mib = server.rss_kib().map(|k| k as f64 / 1024.0);
-        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        let log = server.log();
         out.push(IdleRss { cache_type: t.to_string(), kv_mib: kv_size_mib(&log), rss_mib });
     }
     Ok(out)
@@ -271,12 +184,5 @@ mod tests {
         let log = "2026 INFO llama_cpp: load\n2026 INFO llama_cpp: llama_kv_cache: size =   90.00 MiB (  4096 cells,  30 layers,  4/4 seqs), K (f16):   45.00 MiB\n";
         assert_eq!(kv_size_mib(log), Some(90.0));
         assert_eq!(kv_size_mib("nothing here"), None);
-    }
-
-    #[test]
-    fn sse_event_boundaries() {
-        assert_eq!(find_event_end(b"data: 1\n\ndata: 2"), Some(9));
-        assert_eq!(find_event_end(b"data: 1\r\n\r\n"), Some(11));
-        assert_eq!(find_event_end(b"data: 1\n"), None);
     }
 }

@@ -18,34 +18,15 @@
 //! (`--child core|engine`), so that each has a peak RSS of its own.
 #![forbid(unsafe_code)]
 
-#[path = "../bench/chart.rs"]
-mod chart;
-#[path = "../bench/cold.rs"]
-mod cold;
-#[path = "../bench/core.rs"]
-mod core;
-#[path = "../bench/engine.rs"]
-mod engine;
-#[path = "../bench/load.rs"]
-mod load;
-#[path = "../bench/machine.rs"]
-mod machine;
-#[path = "../bench/proc.rs"]
-mod proc;
-#[path = "../bench/report.rs"]
-mod report;
-#[path = "../bench/server.rs"]
-mod server;
-#[path = "../bench/stats.rs"]
-mod stats;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 
-use crate::report::{Outcome, Report};
+use llama_e2e::bench::report::{Outcome, Report};
+use llama_e2e::bench::{cold, core_bench, engine, load, server};
+use llama_e2e::stats;
 
 /// Repository root (this crate lives in `tests/`).
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -116,9 +97,9 @@ fn main() -> anyhow::Result<()> {
     let threads = cli.threads.unwrap_or_else(llama_core::default_threads);
     match cli.child {
         Some(ChildKind::Core) => {
-            let cfg: core::CoreConfig =
+            let cfg: core_bench::CoreConfig =
                 serde_json::from_str(cli.core_config.as_deref().context("--core-config is required")?)?;
-            let out = core::child(&model, threads, &cfg)?;
+            let out = core_bench::child(&model, threads, &cfg)?;
             println!("{}", serde_json::to_string(&out)?);
             Ok(())
         }
@@ -157,11 +138,11 @@ fn run_suite(cli: &Cli, model: &Path, threads: i32) -> anyhow::Result<()> {
 
     if wanted(SectionName::Core) {
         let cfg = if cli.smoke {
-            core::CoreConfig { n_prompt: 32, n_gen: 8, n_batch: 512, reps: 1, rounds }
+            core_bench::CoreConfig { n_prompt: 32, n_gen: 8, n_batch: 512, reps: 1, rounds }
         } else {
-            core::CoreConfig { n_prompt: 512, n_gen: 128, n_batch: 512, reps: 2, rounds }
+            core_bench::CoreConfig { n_prompt: 512, n_gen: 128, n_batch: 512, reps: 2, rounds }
         };
-        report.core = Outcome::from(core::run(model, threads, &cfg, &log), "core", &log);
+        report.core = Outcome::from(core_bench::run(model, threads, &cfg, &log), "core", &log);
     }
     if wanted(SectionName::Engine) || wanted(SectionName::Server) {
         let levels = if cli.smoke { vec![1, 2] } else { vec![1, 4, 8, 16] };
@@ -234,12 +215,12 @@ fn run_load(
     // so a connection the server closed would only be found dead on reuse.
     let client = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(5)).build();
     let server = match (&server_bin, client) {
-        (Ok(bin), Ok(client)) => match server::Server::start(bin, model, threads, cfg) {
+        (Ok(bin), Ok(client)) => match server::start(bin, model, threads, cfg) {
             Ok(s) => {
                 let idle = s.rss_kib();
-                log(&format!("server up at {} (idle RSS {:.1} MiB)", s.base, idle.unwrap_or(0) as f64 / 1024.0));
+                log(&format!("server up at {} (idle RSS {:.1} MiB)", s.base_url(), idle.unwrap_or(0) as f64 / 1024.0));
                 // Warm-up: one short request, untimed.
-                if let Err(e) = rt.block_on(server::run_level(&client, &s.base, 1, cfg, usize::MAX, 4)) {
+                if let Err(e) = rt.block_on(server::run_level(&client, &s.base_url(), 1, cfg, usize::MAX, 4)) {
                     server_err = Some(format!("warm-up request failed: {e:#}"));
                 }
                 Some((s, client, idle))
@@ -294,7 +275,7 @@ fn run_load(
             for (k, &c) in cfg.levels.iter().enumerate() {
                 match rt.block_on(server::run_level(
                     client,
-                    &srv.base,
+                    &srv.base_url(),
                     c,
                     cfg,
                     1000 + round as usize * 100 + k,
@@ -349,7 +330,7 @@ fn run_load(
         (Some((srv, client, idle)), None) => {
             let after = srv.rss_kib();
             let peak = srv.hwm_kib();
-            let command = srv.command.clone();
+            let command = srv.command_line();
             drop(srv);
             // The load server's context is sized for the highest level; the
             // idle figures use the server's defaults, one cache type at a time.
