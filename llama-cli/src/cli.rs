@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 use llama_core::json_schema::{self, OrderedJson};
-use llama_core::{FlashAttn, KvCacheType, SamplingParams, Token};
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, SamplingParams, Token};
 
 /// `llama --version`: ours and the pinned llama.cpp we were built from.
 static VERSION: LazyLock<String> =
@@ -179,7 +179,7 @@ pub struct RunArgs {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_name = "N", value_parser = ctx_size)]
     pub ctx_size: u32,
     /// CPU threads [default: all cores]
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=MAX_THREADS as i64))]
     pub threads: Option<i32>,
     /// Flash attention: on, off or auto
     #[arg(long = "flash-attn", value_name = "WHEN", default_value = "auto", value_parser = flash_attn)]
@@ -192,13 +192,9 @@ pub struct RunArgs {
     pub cache_type_v: KvCacheType,
 }
 
+/// llama-core's [`FlashAttn`] names (`on`, `off`, `auto`); the server parses them the same way.
 fn flash_attn(s: &str) -> Result<FlashAttn, String> {
-    match s {
-        "on" => Ok(FlashAttn::On),
-        "off" => Ok(FlashAttn::Off),
-        "auto" => Ok(FlashAttn::Auto),
-        _ => Err("expected on, off or auto".into()),
-    }
+    s.parse().map_err(|_| "expected on, off or auto".to_owned())
 }
 
 /// Sampling flags, turned into [`SamplingParams`] by [`SamplingArgs::to_params`].
@@ -439,7 +435,7 @@ pub struct BenchArgs {
     #[arg(short = 'r', long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repetitions: u32,
     /// CPU threads [default: all cores]
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=MAX_THREADS as i64))]
     pub threads: Option<i32>,
     /// Batch size for prompt processing
     #[arg(short = 'b', long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -458,7 +454,7 @@ pub struct BenchArgs {
 /// 0 (the model's training context) or at least the engine's minimum.
 fn ctx_size(s: &str) -> Result<u32, String> {
     let v: u32 = s.trim().parse().map_err(|_| format!("`{s}` is not a whole number"))?;
-    let min = llama_runtime::MIN_CTX_PER_SEQ;
+    let min = llama_runtime::MIN_CTX_SEQ;
     if v == 0 || (min..=1 << 20).contains(&v) {
         Ok(v)
     } else {

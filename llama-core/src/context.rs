@@ -23,6 +23,39 @@ pub enum FlashAttn {
     Off,
 }
 
+impl FlashAttn {
+    /// Every value, in the order llama.cpp's `--flash-attn` lists them.
+    pub const ALL: [FlashAttn; 3] = [FlashAttn::On, FlashAttn::Off, FlashAttn::Auto];
+
+    /// llama.cpp's name for it: `on`, `off` or `auto` (what `--flash-attn`
+    /// takes in the CLI and the server).
+    pub fn name(self) -> &'static str {
+        match self {
+            FlashAttn::Auto => "auto",
+            FlashAttn::On => "on",
+            FlashAttn::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for FlashAttn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FlashAttn {
+    type Err = Error;
+
+    /// Parse `on`, `off` or `auto` (as [`FlashAttn::name`] writes them).
+    fn from_str(s: &str) -> Result<Self> {
+        FlashAttn::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| Error::InvalidParam {
+            name: "flash_attn",
+            reason: format!("expected one of on, off, auto, got {s:?}"),
+        })
+    }
+}
+
 /// Element type of the KV cache (llama.cpp's `--cache-type-k/-v` values).
 ///
 /// Quantized types shrink the cache (`q8_0` to about 53 % of `f16`, `q4_0`
@@ -925,5 +958,20 @@ impl Drop for Context {
         // here, before `abort` (a field dropped after this body) and before
         // the model Arc is released.
         unsafe { sys::llama_free(self.ptr.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_attn_names_round_trip() {
+        for v in FlashAttn::ALL {
+            assert_eq!(v.name().parse::<FlashAttn>().unwrap(), v);
+            assert_eq!(v.to_string(), v.name());
+        }
+        assert!(matches!("maybe".parse::<FlashAttn>(), Err(Error::InvalidParam { name: "flash_attn", .. })));
+        assert!("ON".parse::<FlashAttn>().is_err());
     }
 }

@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use llama_core::{FlashAttn, KvCacheType};
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS};
 
 use crate::request::StartError;
 
-/// Smallest context window per slot that [`Engine::start`](crate::Engine::start) accepts.
-pub const MIN_CTX_PER_SEQ: u32 = 16;
+/// Smallest context window per sequence (`n_ctx_seq`, one slot's) that [`Engine::start`](crate::Engine::start) accepts.
+pub const MIN_CTX_SEQ: u32 = 16;
 /// Most parallel slots: llama.cpp allows 256 sequences and the engine keeps
 /// one extra sequence for embeddings.
 pub const MAX_SEQ: u32 = 255;
-/// Most threads accepted (llama-core's own bound).
-pub const MAX_THREADS: i32 = 1024;
 
 /// How an [`Engine`](crate::Engine) is sized. Every field is checked by
 /// [`Engine::start`](crate::Engine::start); a bad value is a
@@ -88,7 +86,7 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// KV cells each slot may use.
-    pub fn n_ctx_per_seq(&self) -> u32 {
+    pub fn n_ctx_seq(&self) -> u32 {
         self.n_ctx / self.n_seq_max.max(1)
     }
 
@@ -109,14 +107,14 @@ impl EngineConfig {
         if self.n_seq_max == 0 || self.n_seq_max > MAX_SEQ {
             return bad("n_seq_max", format!("must be in 1..={MAX_SEQ}, got {}", self.n_seq_max));
         }
-        if self.n_ctx_per_seq() < MIN_CTX_PER_SEQ {
+        if self.n_ctx_seq() < MIN_CTX_SEQ {
             return bad(
                 "n_ctx",
                 format!(
-                    "n_ctx / n_seq_max must be at least {MIN_CTX_PER_SEQ}, got {} / {} = {}",
+                    "n_ctx / n_seq_max must be at least {MIN_CTX_SEQ}, got {} / {} = {}",
                     self.n_ctx,
                     self.n_seq_max,
-                    self.n_ctx_per_seq()
+                    self.n_ctx_seq()
                 ),
             );
         }

@@ -46,7 +46,7 @@ impl<I: Inference> fmt::Debug for Engine<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
             .field("config", &self.inner.config)
-            .field("n_ctx_per_seq", &self.inner.n_ctx_per_seq)
+            .field("n_ctx_seq", &self.inner.n_ctx_seq)
             .field("health", &self.health())
             .finish_non_exhaustive()
     }
@@ -69,7 +69,7 @@ impl<I: Inference> std::ops::Deref for Inner<I> {
 pub(crate) struct Front<T: Tokenizer> {
     pub(crate) tokenizer: T,
     pub(crate) config: EngineConfig,
-    pub(crate) n_ctx_per_seq: u32,
+    pub(crate) n_ctx_seq: u32,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) metrics: Arc<MetricsCell>,
     pub(crate) abort: Arc<AtomicBool>,
@@ -173,18 +173,18 @@ impl<I: Inference> Engine<I> {
     /// thread cannot be spawned.
     pub fn with_inference(inference: I, tokenizer: I::Tokenizer, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
-        let n_ctx_per_seq = config.n_ctx_per_seq().min(inference.n_ctx_seq());
+        let n_ctx_seq = config.n_ctx_seq().min(inference.n_ctx_seq());
         let metrics = Arc::new(MetricsCell::new(config.n_seq_max as usize));
         let inbox = Arc::new(Inbox::new(config.queue_capacity, Arc::clone(&metrics)));
         let exit = Arc::new(ExitSignal::new());
         let abort = inference.abort_flag();
-        let sched = Scheduler::new(inference, config.clone(), n_ctx_per_seq, Arc::clone(&inbox), Arc::clone(&metrics));
+        let sched = Scheduler::new(inference, config.clone(), n_ctx_seq, Arc::clone(&inbox), Arc::clone(&metrics));
         let guard = ThreadGuard { inbox: Arc::clone(&inbox), metrics: Arc::clone(&metrics), exit: Arc::clone(&exit) };
         metrics.mark_progress(Instant::now(), false);
         let thread = std::thread::Builder::new().name("llama-engine".into()).spawn(move || run(sched, guard))?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                front: Front { tokenizer, config, n_ctx_per_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
+                front: Front { tokenizer, config, n_ctx_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
                 thread: Mutex::new(Some(thread)),
                 exit,
             }),
@@ -197,8 +197,8 @@ impl<I: Inference> Engine<I> {
     }
 
     /// The context window of one request (prompt plus generated tokens).
-    pub fn n_ctx_per_seq(&self) -> u32 {
-        self.inner.n_ctx_per_seq
+    pub fn n_ctx_seq(&self) -> u32 {
+        self.inner.n_ctx_seq
     }
 
     /// The caller-side backend (tokenizer and checks).
@@ -221,7 +221,7 @@ impl<I: Inference> Engine<I> {
     /// Embed each input (pooled over its tokens; L2-normalized when
     /// `normalize`). Runs on the engine thread between decode steps, one
     /// input per step, so generation keeps streaming meanwhile. Each input
-    /// may have at most `min(n_ubatch, n_ctx_per_seq)` tokens.
+    /// may have at most `min(n_ubatch, n_ctx_seq)` tokens.
     ///
     /// # Cancel safety
     ///
@@ -235,7 +235,7 @@ impl<I: Inference> Engine<I> {
         if inner.inbox.is_closed() {
             return Err(EngineError::ShuttingDown);
         }
-        let limit = inner.config.n_ubatch.min(inner.n_ctx_per_seq) as usize;
+        let limit = inner.config.n_ubatch.min(inner.n_ctx_seq) as usize;
         let n_vocab = inner.tokenizer.n_vocab();
         let mut tokenized: Vec<Vec<Token>> = Vec::with_capacity(inputs.len());
         for (k, input) in inputs.into_iter().enumerate() {
@@ -358,8 +358,8 @@ impl<T: Tokenizer> Front<T> {
             return Err(Rejected::EmptyPrompt);
         }
         let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if n_prompt >= inner.n_ctx_per_seq {
-            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: inner.n_ctx_per_seq });
+        if n_prompt >= inner.n_ctx_seq {
+            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: inner.n_ctx_seq });
         }
         let id = inner.next_id.fetch_add(1, Relaxed);
         let control = Arc::new(RequestControl::new(Arc::clone(&inner.abort), Arc::clone(&inner.inbox)));

@@ -76,7 +76,7 @@ async fn generates_and_reports() {
 #[test]
 fn rejects_bad_requests_with_typed_errors() {
     let (engine, _) = engine(config());
-    let n_ctx = engine.n_ctx_per_seq();
+    let n_ctx = engine.n_ctx_seq();
     type Check = fn(&Rejected) -> bool;
     let cases: Vec<(Request, Check)> = vec![
         (Request::new(Vec::new()), |r| matches!(r, Rejected::EmptyPrompt)),

@@ -145,7 +145,7 @@ impl FakeInference {
 
     /// A fake sized like `config`.
     pub fn for_config(config: &crate::EngineConfig) -> Self {
-        Self::new(config.n_seq_max, config.n_ctx_per_seq(), config.n_batch, config.n_ubatch)
+        Self::new(config.n_seq_max, config.n_ctx_seq(), config.n_batch, config.n_ubatch)
     }
 
     /// The knobs, shared with the test.

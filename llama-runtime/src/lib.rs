@@ -78,7 +78,7 @@ mod engine_tests;
 #[cfg(test)]
 mod props;
 
-pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_PER_SEQ};
+pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_SEQ};
 pub use default_model::{DEFAULT_MODEL, DefaultModelMissing, find_default_model, find_default_model_from};
 pub use engine::Engine;
 pub use handle::{Canceller, Handle};

@@ -78,7 +78,7 @@ impl LlamaInference {
     /// unified: each slot gets its own `n_ctx / n_seq_max` cells, so that one
     /// request's cache layout does not depend on the others'.
     pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaTokenizer), StartError> {
-        let per_seq = config.n_ctx_per_seq();
+        let per_seq = config.n_ctx_seq();
         let params = ContextParams {
             n_ctx: per_seq * config.n_seq_max,
             n_batch: config.n_batch,

@@ -175,12 +175,12 @@ impl Harness {
         let ctl = fake.control();
         ctl.lock().unwrap().record = true;
         let abort = crate::inference::Inference::abort_flag(&fake);
-        let n_ctx_seq = cfg.n_ctx_per_seq();
+        let n_ctx_seq = cfg.n_ctx_seq();
         let sched = Scheduler::new(fake, cfg.clone(), n_ctx_seq, Arc::clone(&inbox), Arc::clone(&metrics));
         let front = Front {
             tokenizer: FakeTokenizer,
             config: cfg.clone(),
-            n_ctx_per_seq: n_ctx_seq,
+            n_ctx_seq,
             inbox,
             metrics,
             abort,

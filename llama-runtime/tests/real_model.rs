@@ -29,9 +29,9 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn config(n_seq_max: u32, n_ctx_per_seq: u32) -> EngineConfig {
+fn config(n_seq_max: u32, n_ctx_seq: u32) -> EngineConfig {
     EngineConfig {
-        n_ctx: n_ctx_per_seq * n_seq_max,
+        n_ctx: n_ctx_seq * n_seq_max,
         n_seq_max,
         n_batch: 512,
         n_ubatch: 128,

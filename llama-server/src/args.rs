@@ -6,21 +6,21 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use llama_core::KvCacheType;
+use clap::Parser;
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS};
 
 /// The file `-m` defaults to, looked up by llama-runtime's
 /// [`find_default_model`](llama_runtime::find_default_model): in the current
 /// directory, then in the executable's directory and each of its ancestors.
 pub use llama_runtime::DEFAULT_MODEL;
-/// Smallest context a slot may get: below this nothing useful fits.
-pub const MIN_CTX_PER_SLOT: u32 = 64;
+/// Smallest context per sequence (`n_ctx_seq`, the context of one slot)
+/// the server accepts, above llama-runtime's `MIN_CTX_SEQ`: below this
+/// nothing useful fits.
+pub const MIN_SERVER_CTX_SEQ: u32 = 64;
 /// Largest total context accepted.
 pub const MAX_CTX: u32 = 1 << 20;
 /// Most slots (llama.cpp's `LLAMA_MAX_SEQ`).
 pub const MAX_PARALLEL: u32 = 256;
-/// Most threads accepted for `-t` / `-tb`.
-pub const MAX_THREADS: i32 = 1024;
 
 /// llama.cpp spells some flags with a multi-letter single dash (`-np 4`),
 /// which clap cannot express; these are rewritten to their long form first.
@@ -37,15 +37,10 @@ const MULTI_LETTER_SHORTS: &[(&str, &str)] = &[
     ("-ngl", "--n-gpu-layers"),
 ];
 
-/// `--flash-attn` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FlashAttnArg {
-    /// Always use flash attention.
-    On,
-    /// Never use it.
-    Off,
-    /// Let llama.cpp decide.
-    Auto,
+/// `--flash-attn` values: llama-core's [`FlashAttn`] names (`on`, `off`,
+/// `auto`), as the CLI parses them.
+fn flash_attn(s: &str) -> Result<FlashAttn, String> {
+    s.parse().map_err(|_| format!("expected one of {}", FlashAttn::ALL.map(FlashAttn::name).join(", ")))
 }
 
 /// `llama-server` flags. Names, short forms, defaults and `LLAMA_ARG_*`
@@ -210,12 +205,12 @@ pub struct Args {
     #[arg(
         long = "flash-attn",
         env = "LLAMA_ARG_FLASH_ATTN",
-        value_enum,
+        value_parser = flash_attn,
         default_value = "auto",
         num_args = 0..=1,
         default_missing_value = "on"
     )]
-    pub flash_attn: FlashAttnArg,
+    pub flash_attn: FlashAttn,
 
     /// KV cache type for K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1. Alias: -ctk.
     #[arg(long = "cache-type-k", env = "LLAMA_ARG_CACHE_TYPE_K", default_value = "f16", value_name = "TYPE")]
@@ -346,7 +341,7 @@ pub struct Settings {
     /// Per-request time limit.
     pub timeout: Duration,
     /// Flash attention.
-    pub flash_attn: FlashAttnArg,
+    pub flash_attn: FlashAttn,
     /// KV cache element type for K.
     pub cache_type_k: KvCacheType,
     /// KV cache element type for V.
@@ -441,7 +436,7 @@ impl Args {
             ArgsError::OutOfRange { flag, value: value.to_string(), reason: reason.into() }
         }
 
-        if self.cache_type_v.is_quantized() && self.flash_attn == FlashAttnArg::Off {
+        if self.cache_type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
             return Err(range(
                 "--cache-type-v",
                 self.cache_type_v,
@@ -457,15 +452,15 @@ impl Args {
             if self.ctx_size > MAX_CTX {
                 return Err(range("--ctx-size", self.ctx_size, format!("must be at most {MAX_CTX}")));
             }
-            let per_slot = self.ctx_size / parallel;
-            if per_slot < MIN_CTX_PER_SLOT {
+            let n_ctx_seq = self.ctx_size / parallel;
+            if n_ctx_seq < MIN_SERVER_CTX_SEQ {
                 return Err(range(
                     "--ctx-size",
                     self.ctx_size,
                     format!(
-                        "too small for {parallel} slot(s): each would get {per_slot} tokens, at least \
-                         {MIN_CTX_PER_SLOT} are needed (use --ctx-size >= {}, or 0 for the model's own)",
-                        MIN_CTX_PER_SLOT * parallel
+                        "too small for {parallel} slot(s): each would get {n_ctx_seq} tokens, at least \
+                         {MIN_SERVER_CTX_SEQ} are needed (use --ctx-size >= {}, or 0 for the model's own)",
+                        MIN_SERVER_CTX_SEQ * parallel
                     ),
                 ));
             }
@@ -680,7 +675,7 @@ mod tests {
         assert_eq!(a.parallel, 4);
         assert_eq!(a.n_predict, -1);
         assert_eq!(a.timeout, 600);
-        assert_eq!(a.flash_attn, FlashAttnArg::Auto);
+        assert_eq!(a.flash_attn, FlashAttn::Auto);
         assert_eq!((a.cache_type_k, a.cache_type_v), (KvCacheType::F16, KvCacheType::F16));
         let s = a.validate().unwrap();
         assert!(s.slots);
@@ -698,11 +693,11 @@ mod tests {
         assert_eq!(a.threads_batch, Some(3));
         assert_eq!(a.ubatch_size, 128);
         assert!(a.cont_batching);
-        assert_eq!(a.flash_attn, FlashAttnArg::Off);
+        assert_eq!(a.flash_attn, FlashAttn::Off);
         assert_eq!(a.timeout, 30);
         assert_eq!(a.n_gpu_layers, Some(0));
         let a = parse(&["-fa", "-nocb"]).unwrap();
-        assert_eq!(a.flash_attn, FlashAttnArg::On);
+        assert_eq!(a.flash_attn, FlashAttn::On);
         assert!(a.no_cont_batching);
         let a = parse(&["-ctk", "q8_0", "-ctv", "Q4_0"]).unwrap();
         assert_eq!((a.cache_type_k, a.cache_type_v), (KvCacheType::Q8_0, KvCacheType::Q4_0));

@@ -220,7 +220,7 @@ pub(crate) async fn build_sampling(
     // A look-back longer than a slot's context sees no more tokens, but
     // llama.cpp allocates (and zeroes) a ring buffer of that many tokens up
     // front: 8 GiB for `repeat_last_n: 2147483647`. -1 stays "the context".
-    let n_ctx = i32::try_from(ready.n_ctx_per_seq).unwrap_or(i32::MAX);
+    let n_ctx = i32::try_from(ready.n_ctx_seq).unwrap_or(i32::MAX);
     p.repeat_last_n = p.repeat_last_n.min(n_ctx);
     p.dry_penalty_last_n = p.dry_penalty_last_n.min(n_ctx);
     if let Some(m) = f.mirostat {

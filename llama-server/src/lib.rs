@@ -46,8 +46,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 pub use args::{
-    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, FlashAttnArg, MIN_CTX_PER_SLOT, Settings, TemplateChoice,
-    normalize_argv,
+    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, MIN_SERVER_CTX_SEQ, Settings, TemplateChoice, normalize_argv,
 };
 pub use auth::PUBLIC_PATHS;
 pub use error::AppError;
@@ -283,7 +282,7 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
                     "model loaded in {:.2} s: {} slot(s) of {} tokens; serving",
                     started.elapsed().as_secs_f64(),
                     ready.engine.config().n_seq_max,
-                    ready.n_ctx_per_seq
+                    ready.n_ctx_seq
                 );
                 loader.set_ready(ready);
             }

@@ -82,7 +82,7 @@ pub(crate) struct RunSettings<'a> {
 pub(crate) fn generation_settings(p: &SamplingParams, run: &RunSettings<'_>, ready: &Ready, model: &str) -> Value {
     let RunSettings { n_predict, stop, n_probs, ignore_eos, stream } = *run;
     json!({
-        "n_ctx": ready.n_ctx_per_seq,
+        "n_ctx": ready.n_ctx_seq,
         "n_predict": n_predict.map_or(-1, i64::from),
         "model": model,
         "seed": p.seed,
@@ -452,7 +452,7 @@ pub async fn props(State(state): State<AppState>) -> Result<Response, AppError> 
         "default_generation_settings": {
             "id": 0,
             "id_task": -1,
-            "n_ctx": ready.n_ctx_per_seq,
+            "n_ctx": ready.n_ctx_seq,
             "speculative": false,
             "is_processing": false,
             "params": params,
@@ -507,7 +507,7 @@ pub async fn slots(State(state): State<AppState>, Query(q): Query<SlotsQuery>) -
             json!({
                 "id": s.id,
                 "id_task": s.request_id.map_or(-1, |r| r as i64),
-                "n_ctx": ready.n_ctx_per_seq,
+                "n_ctx": ready.n_ctx_seq,
                 "speculative": false,
                 "is_processing": s.state != SlotState::Idle,
                 "state": state_name,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use llama_core::{ChatMessage, ChatTemplate, FlashAttn, Model, ModelParams, SamplingParams};
+use llama_core::{ChatMessage, ChatTemplate, Model, ModelParams, SamplingParams};
 use llama_runtime::{Engine, EngineConfig, Health};
 
 use crate::args::{Settings, TemplateChoice};
@@ -42,8 +42,8 @@ pub struct Ready {
     pub defaults: SamplingParams,
     /// Server cap on generated tokens.
     pub n_predict: Option<u32>,
-    /// Context per slot.
-    pub n_ctx_per_seq: u32,
+    /// Context per sequence (one slot's), llama.cpp's `n_ctx_seq`.
+    pub n_ctx_seq: u32,
     /// Text of the BOS token (empty if none).
     pub bos_text: String,
     /// Text of the EOS token (empty if none).
@@ -52,7 +52,7 @@ pub struct Ready {
 
 impl std::fmt::Debug for Ready {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ready").field("model", &self.model.path()).field("n_ctx_per_seq", &self.n_ctx_per_seq).finish()
+        f.debug_struct("Ready").field("model", &self.model.path()).field("n_ctx_seq", &self.n_ctx_seq).finish()
     }
 }
 
@@ -92,17 +92,13 @@ impl Ready {
             n_threads_batch: threads(settings.threads_batch),
             queue_capacity: settings.queue_size,
             embeddings: settings.embeddings,
-            flash_attn: match settings.flash_attn {
-                crate::args::FlashAttnArg::On => FlashAttn::On,
-                crate::args::FlashAttnArg::Off => FlashAttn::Off,
-                crate::args::FlashAttnArg::Auto => FlashAttn::Auto,
-            },
+            flash_attn: settings.flash_attn,
             type_k: settings.cache_type_k,
             type_v: settings.cache_type_v,
             ..EngineConfig::default()
         };
         let engine = Engine::start(Arc::clone(&model), config)?;
-        let n_ctx_per_seq = engine.n_ctx_per_seq();
+        let n_ctx_seq = engine.n_ctx_seq();
 
         let defaults = settings.sampling.clone();
         Ok(Ready {
@@ -114,7 +110,7 @@ impl Ready {
             timeout: settings.timeout,
             defaults,
             n_predict: settings.n_predict,
-            n_ctx_per_seq,
+            n_ctx_seq,
             bos_text,
             eos_text,
         })
