@@ -38,8 +38,10 @@ pub const MAX_SCHEMA_DEPTH: usize = 16;
 pub const MAX_RULES: usize = 512;
 /// Largest `minItems`/`maxItems` accepted (each repetition is a rule in llama.cpp).
 pub const MAX_ITEMS_BOUND: u64 = 256;
-/// Largest `minLength`/`maxLength` accepted.
-pub const MAX_LENGTH_BOUND: u64 = 4096;
+/// Largest `minLength`/`maxLength` accepted: llama.cpp's repetition
+/// threshold. Above it llama.cpp refuses `{m,}` and reads `{m,n}` as `{m,}`,
+/// so a larger `maxLength` would not be enforced at all.
+pub const MAX_LENGTH_BOUND: u64 = crate::gbnf::LLAMA_REPETITION_THRESHOLD;
 /// Longest grammar text a schema may produce, in bytes: the sampler refuses
 /// longer grammars (llama-core's `MAX_GRAMMAR_BYTES`), and the bound keeps a
 /// small schema from building a huge one (a `type` list repeats the same
@@ -1053,6 +1055,26 @@ mod tests {
         }
         for s in [r#"{"type":"nope"}"#, r#"{"enum":[]}"#, r#"{"required":"a","type":"object"}"#, r#"5"#] {
             assert!(matches!(convert(s), Err(SchemaError::Invalid(_))), "{s}: {:?}", convert(s));
+        }
+    }
+
+    /// `maxLength` 4096 was accepted and written as `char{0,4096}`, which
+    /// llama.cpp reads as `char{0,}`; `minLength` 3000 gave a grammar that
+    /// llama.cpp refuses (found by the `json_schema` fuzz target, which
+    /// checks every grammar with the GBNF parser).
+    #[test]
+    fn string_lengths_stay_within_what_llama_cpp_enforces() {
+        for s in [
+            r#"{"type":"string","maxLength":2000}"#,
+            r#"{"type":"string","minLength":2000}"#,
+            r#"{"type":"string","minLength":1999,"maxLength":2000}"#,
+        ] {
+            let g = convert(s).unwrap();
+            let stats = crate::gbnf::validate_with(&g, &crate::gbnf::Limits::default()).unwrap();
+            assert!(stats.rules < 2200, "{s}: {stats:?}");
+        }
+        for s in [r#"{"type":"string","maxLength":2001}"#, r#"{"type":"string","minLength":3000}"#] {
+            assert!(matches!(convert(s), Err(SchemaError::Unsupported(_))), "{s}: {:?}", convert(s));
         }
     }
 
