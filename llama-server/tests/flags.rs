@@ -108,10 +108,9 @@ async fn llama_cpp_flags_and_env_vars_work() {
 async fn default_model_is_found_next_to_the_executable() {
     // No -m, and a working directory without models/: the executable's
     // ancestors (target/debug/.. /..) hold models/.
-    let dir = std::env::temp_dir().join(format!("llama-server-cwd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(binary());
-    cmd.current_dir(&dir)
+    cmd.current_dir(dir.path())
         .args(["--port", "0", "-c", "256", "-np", "1", "-t", "2"])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -130,15 +129,13 @@ async fn default_model_is_found_next_to_the_executable() {
         }
     }
     let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(loaded, "the default model was not picked up");
 }
 
 #[tokio::test]
 async fn a_model_that_fails_to_load_is_reported_and_exits_non_zero() {
-    let dir = std::env::temp_dir().join(format!("llama-server-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
     let mut bytes = b"GGUF".to_vec();
     bytes.extend_from_slice(&[3, 0, 0, 0]);
     bytes.extend_from_slice(&[0xff; 64]);
@@ -146,7 +143,6 @@ async fn a_model_that_fails_to_load_is_reported_and_exits_non_zero() {
     let s = Server::spawn(&["-m", bad.to_str().unwrap()]);
     let (status, log) =
         tokio::task::spawn_blocking(move || (s.wait_exit(Duration::from_secs(60)), s.log())).await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let status = status.expect("exits");
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("failed to load the model"), "{log}");

@@ -504,9 +504,8 @@ async fn cached_tokens_count_once_per_prompt_streamed_or_not() {
     let (status, _, streamed) = send(state.clone(), post_json("/v1/completions", body(true))).await;
     assert_eq!(status, StatusCode::OK);
     let text = streamed.as_str().expect("an SSE body");
-    let usage = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
+    let usage = common::sse_data(text)
+        .iter()
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
         .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
         .unwrap_or_else(|| panic!("no usage chunk in:\n{text}"));

@@ -1,15 +1,15 @@
 //! Shared helpers for the real-process tests: start the `llama-server`
-//! binary on a free loopback port with the real model, parse SSE, and
-//! validate JSON against the OpenAPI document's schemas.
+//! binary on a free loopback port with the real model (through llama-e2e's
+//! `ServerProcess`, the workspace's one server spawner), parse SSE (llama-e2e's
+//! one parser), and validate JSON against the OpenAPI document's schemas.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use llama_e2e::server::{ServerCommand, ServerProcess};
 use serde_json::Value;
 
 /// The default model, relative to this crate.
@@ -22,17 +22,18 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_llama-server")
 }
 
-/// A running server process; killed when dropped.
+/// A running server process (a [`ServerProcess`] of this crate's binary);
+/// killed when dropped.
 pub struct Server {
-    child: Mutex<Child>,
+    process: ServerProcess,
     pub port: u16,
     pub base: String,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Flags every test server gets unless it overrides them: small context,
-/// two slots, two threads.
-const BASE_ARGS: &[&str] = &["--host", "127.0.0.1", "--port", "0", "-c", "1024", "-np", "2", "-t", "2", "-tb", "2"];
+/// two slots, two threads. `ServerProcess` adds `--host 127.0.0.1`, a free
+/// `--port` and `-m` (unless given).
+const BASE_ARGS: &[&str] = &["-c", "1024", "-np", "2", "-t", "2", "-tb", "2"];
 
 impl Server {
     /// Start with `args` (after the model and base flags) and wait until it
@@ -43,37 +44,19 @@ impl Server {
 
     /// Same, with extra environment variables.
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(binary());
-        cmd.arg("-m").arg(model_path()).args(BASE_ARGS).args(args);
-        cmd.env("RUST_LOG", "info,llama_cpp=warn");
-        for (k, v) in env {
-            cmd.env(k, v);
+        let all: Vec<&str> = BASE_ARGS.iter().chain(args).copied().collect();
+        let cmd = ServerCommand::new(&all).binary(binary()).model(model_path()).env("RUST_LOG", "info,llama_cpp=warn");
+        let cmd = env.iter().fold(cmd, |c, (k, v)| c.env(k, v));
+        let process = cmd.spawn().expect("spawn llama-server");
+        // A server that already exited (a model that failed to load right
+        // after it bound its port) is returned as it is: its test inspects
+        // the exit status and the log.
+        if let Err(e) = process.wait_listening(Duration::from_secs(60))
+            && process.wait_exit(Duration::ZERO).is_none()
+        {
+            panic!("server did not start listening: {e}");
         }
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn llama-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            // Keep draining so that the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
-            }
-        };
-        let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in listening line");
-        Server { child: Mutex::new(child), port, base: format!("http://127.0.0.1:{port}"), log }
+        Server { port: process.port(), base: process.base_url(), process }
     }
 
     /// Start and wait for `/health` to answer 200.
@@ -83,20 +66,11 @@ impl Server {
         s
     }
 
-    /// Poll `/health` until 200.
+    /// Poll `/health` until 200 (blocking this test's runtime thread, which
+    /// has nothing else to do meanwhile).
     pub async fn wait_healthy(&self, timeout: Duration) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(r) = client.get(self.url("/health")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("server not healthy in time; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = self.process.wait_healthy(timeout) {
+            panic!("server not healthy in time: {e}");
         }
     }
 
@@ -105,42 +79,24 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
-    /// The server's stderr so far.
+    /// The server's output so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
+        self.process.pid()
     }
 
     /// Send SIGTERM.
     pub fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
-        assert!(status.success());
+        self.process.sigterm();
     }
 
     /// Wait for the process to exit.
     pub fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
+        self.process.wait_exit(timeout)
     }
 }
 
@@ -164,14 +120,9 @@ pub async fn shared(slot: &'static Mutex<Weak<Server>>, args: &'static [&'static
     server
 }
 
-/// Parse an SSE body into its `data:` payloads.
+/// The `data:` payloads of an SSE body, in order (llama-e2e's parser).
 pub fn sse_data(body: &str) -> Vec<String> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
+    llama_e2e::sse::data(body)
 }
 
 /// The OpenAPI document of the server.
