@@ -5,7 +5,7 @@
 PROMPT ?= Write a short poem about the sea.
 CARGO  ?= cargo
 
-.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind reliability reliability-long clean-llama
+.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind reliability reliability-long clean-llama fuzz
 
 setup:
 	@vendor/setup.sh
@@ -44,6 +44,13 @@ valgrind: setup
 	CARGO_TARGET_DIR=target/valgrind LLAMA_SYS_NATIVE=0 $(CARGO) test -p llama-core --test real_model --no-run
 	valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
 	  $$(ls -t target/valgrind/debug/deps/real_model-* | grep -v '\.d$$' | head -n1) --test-threads=1 $(VALGRIND_TESTS)
+
+# Fuzzing (llama-core/fuzz/README.md): every cargo-fuzz target for FUZZ_TIME
+# seconds, seeded from the committed corpora; findings stop with a non-zero
+# exit. Installs cargo-fuzz if missing; runs on stable (RUSTC_BOOTSTRAP).
+FUZZ_TIME ?= 60
+fuzz: setup
+	llama-core/fuzz/run.sh $(FUZZ_TIME)
 
 # Reliability suites (docs/RELIABILITY.md): hostile input, flags, network safety, load,
 # faults, determinism, memory, tokenizer. `reliability` runs the CI sizes (also part of

@@ -56,8 +56,12 @@ fn corpus_validates() {
     }
 }
 
+/// The checkout's root: the nearest directory above this crate's with
+/// `vendor/llama.cpp` (llama-core's parent; the fuzz crate, which compiles
+/// this module too, is deeper).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().find(|d| d.join("vendor/llama.cpp").is_dir()).unwrap_or(here).to_path_buf()
 }
 
 /// The `.gbnf` files of the vendored llama.cpp (none at this version, but

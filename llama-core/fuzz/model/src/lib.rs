@@ -1,0 +1,20 @@
+//! Fuzz targets that need llama.cpp and the real model (cargo-fuzz /
+//! libFuzzer): tokenization with special tokens, state restore, and whole
+//! server requests. The pure parsers are in the crate one directory up.
+//!
+//! The body of every target is a plain function in [`targets`], so that it
+//! can be replayed without libFuzzer: llama-core's and llama-server's
+//! `tests/fuzz_corpus_replay.rs` include the same files by `#[path]` and run
+//! them over the committed corpora.
+#![forbid(unsafe_code)]
+
+/// The fuzz targets' bodies, one function per target.
+pub mod targets {
+    pub mod server_request;
+    pub mod state_restore;
+    pub mod tokenize_special;
+}
+
+pub use targets::server_request::server_request;
+pub use targets::state_restore::state_restore;
+pub use targets::tokenize_special::tokenize_special;
