@@ -1,26 +1,12 @@
 //! Chat templates: the real model's template renders ChatML exactly, and
 //! hostile templates fail fast with `Error::Template`.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use llama_core::{ChatMessage, ChatTemplate, Error, Model, ModelParams, gguf};
+use llama_core::{ChatMessage, ChatTemplate, Error, gguf};
 
-fn model_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-/// One vocabulary-only load per test binary: templates need the token texts, not the weights.
-fn model() -> Arc<Model> {
-    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let params = ModelParams { vocab_only: true, ..ModelParams::default() };
-            Arc::new(Model::load(model_path(), &params).expect("default model loads (run vendor/setup.sh)"))
-        })
-        .clone()
-}
+mod common;
+use common::{model_path, vocab_model as model};
 
 fn msg(role: &str, content: &str) -> ChatMessage {
     ChatMessage::new(role, content)

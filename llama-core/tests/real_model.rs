@@ -1,27 +1,13 @@
 //! llama-core against the real default model. One model per test binary.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
 
 use llama_core::{
     Batch, Context, ContextParams, Error, Model, ModelParams, Sampler, SamplingParams, StateKey, Token, TokenDecoder,
 };
 
-fn model_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn model() -> Arc<Model> {
-    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Arc::new(
-                Model::load(model_path(), &ModelParams::default()).expect("default model loads (run vendor/setup.sh)"),
-            )
-        })
-        .clone()
-}
+mod common;
+use common::{model, model_path};
 
 fn ctx(n_ctx: u32, n_seq_max: u32) -> Context {
     let params = ContextParams {

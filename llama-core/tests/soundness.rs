@@ -2,26 +2,15 @@
 //! each would have failed (or, under valgrind/Miri, reported an error)
 //! before its fix. Real model, real llama.cpp.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 
 use llama_core::{
     Backend, Batch, Context, ContextParams, Error, MAX_BATCH, Model, ModelParams, Pooling, Sampler, SamplingParams,
 };
 
-fn model_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn model() -> Arc<Model> {
-    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Arc::new(Model::load(model_path(), &ModelParams::default()).expect("default model (make setup)"))
-        })
-        .clone()
-}
+mod common;
+use common::{model, model_path};
 
 fn params(n_ctx: u32, n_seq_max: u32) -> ContextParams {
     ContextParams {
