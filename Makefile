@@ -5,7 +5,7 @@
 PROMPT ?= Write a short poem about the sea.
 CARGO  ?= cargo
 
-.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind reliability reliability-long clean-llama fuzz
+.PHONY: setup run build test lint fmt bench bench-smoke serve valgrind miri fuzz reliability reliability-long clean-llama
 
 setup:
 	@vendor/setup.sh
@@ -44,6 +44,26 @@ valgrind: setup
 	CARGO_TARGET_DIR=target/valgrind LLAMA_SYS_NATIVE=0 $(CARGO) test -p llama-core --test real_model --no-run
 	valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
 	  $$(ls -t target/valgrind/debug/deps/real_model-* | grep -v '\.d$$' | head -n1) --test-threads=1 $(VALGRIND_TESTS)
+
+# Miri (the interpreter that detects undefined behaviour) over the pure-Rust
+# parts, which run without llama.cpp: the GGUF validator, the JSON-schema
+# converter, the GBNF parser and the chat templates through the fuzz crate
+# (llama-core/fuzz: their unit tests and a sample of each fuzz corpus), and
+# llama-core's and llama-runtime's own unit tests of TokenDecoder, the
+# special-token cutter, state framing, the stop-string matcher and the
+# scheduler over the fake engine (a few proptest cases: Miri is ~1000x slower).
+# Needs nightly with the miri component (installed here if missing).
+MIRI_PROPTEST_CASES ?= 2
+MIRI_FUZZ_SAMPLE ?= 8
+miri: setup
+	rustup toolchain install nightly --profile minimal --component miri,rust-src
+	$(CARGO) +nightly miri setup
+	cd llama-core/fuzz && MIRIFLAGS=-Zmiri-disable-isolation FUZZ_REPLAY_SAMPLE=$(MIRI_FUZZ_SAMPLE) \
+	  PROPTEST_CASES=$(MIRI_PROPTEST_CASES) $(CARGO) +nightly miri test --lib -- $(MIRI_FUZZ_SKIP)
+	LLAMA_CPP_BUILD_CACHE=$(CURDIR)/target/llama.cpp-build PROPTEST_CASES=$(MIRI_PROPTEST_CASES) \
+	  $(CARGO) +nightly miri test -p llama-runtime --lib -- $(MIRI_RUNTIME_TESTS)
+	LLAMA_CPP_BUILD_CACHE=$(CURDIR)/target/llama.cpp-build PROPTEST_CASES=$(MIRI_PROPTEST_CASES) \
+	  $(CARGO) +nightly miri test -p llama-core --lib -- $(MIRI_CORE_TESTS)
 
 # Fuzzing (llama-core/fuzz/README.md): every cargo-fuzz target for FUZZ_TIME
 # seconds, seeded from the committed corpora; findings stop with a non-zero
