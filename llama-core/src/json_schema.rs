@@ -1063,6 +1063,7 @@ mod tests {
     /// llama.cpp refuses (found by the `json_schema` fuzz target, which
     /// checks every grammar with the GBNF parser).
     #[test]
+    #[cfg_attr(miri, ignore = "validates 2000-fold repetitions")]
     fn string_lengths_stay_within_what_llama_cpp_enforces() {
         for s in [
             r#"{"type":"string","maxLength":2000}"#,
