@@ -23,6 +23,7 @@
 //! templates with: `trim_blocks` and `lstrip_blocks` on, loop controls,
 //! Python string and dict methods (`.strip()`, `.split()`, `.items()`, ...),
 //! `raise_exception(msg)`, `strftime_now(format)` and `tojson`.
+#![forbid(unsafe_code)]
 
 use std::any::Any;
 use std::fmt;
@@ -113,7 +114,7 @@ impl ChatTemplate {
     ///
     /// # Errors
     ///
-    /// [`Error::Template`] if the source is larger than [`MAX_TEMPLATE_BYTES`]
+    /// [`Error::Template`] if the source is larger than `MAX_TEMPLATE_BYTES` (1 MiB)
     /// or does not compile (or minijinja panics compiling it).
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate> {
         if source.len() > MAX_TEMPLATE_BYTES {

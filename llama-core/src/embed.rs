@@ -1,4 +1,5 @@
 //! Sentence embeddings over a context created with `embeddings: true`.
+#![forbid(unsafe_code)]
 
 use crate::{Context, Error, Result, SeqId, Token};
 

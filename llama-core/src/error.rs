@@ -1,4 +1,5 @@
 //! The one error type of llama-core.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

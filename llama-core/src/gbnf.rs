@@ -465,10 +465,10 @@ pub fn parse(src: &str) -> Result<Grammar, GbnfError> {
     parse_with(src, &Limits::default())
 }
 
-/// [`parse`] with explicit limits (only `max_bytes` and `max_nesting` apply).
+/// [`parse()`] with explicit limits (only `max_bytes` and `max_nesting` apply).
 ///
 /// # Errors
-/// As [`parse`], against `limits`.
+/// As [`parse()`], against `limits`.
 pub fn parse_with(src: &str, limits: &Limits) -> Result<Grammar, GbnfError> {
     parse::parse(src, limits).map(|(grammar, _)| grammar)
 }

@@ -23,6 +23,7 @@
 //! sensible; llama.cpp may still refuse such a file, with an error. The file
 //! can also change between validation and loading; callers that fear that
 //! should validate a private copy.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::Read;

@@ -5,6 +5,7 @@
 //! states this process wrote in this run are accepted), or a [`StateKey`]
 //! the caller supplies for states kept across runs. A checksum would not
 //! do: anyone can compute one over a forged state.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::sync::OnceLock;

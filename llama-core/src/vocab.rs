@@ -1,12 +1,14 @@
-//! The tokenizer: text ↔ tokens, special tokens, and a streaming UTF-8 decoder.
+//! The tokenizer: text ↔ tokens and token pieces, over llama.cpp's
+//! `llama_vocab`. The pure parts live next door: where long texts are cut
+//! (`special_cuts.rs`) and the streaming UTF-8 decoder (`decoder.rs`).
 
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
-
 use llama_sys as sys;
 
+use crate::special_cuts::Specials;
 use crate::{Error, Result, Token};
 
 /// A model's vocabulary. Borrowed from its [`Model`](crate::Model) and only
@@ -81,7 +83,7 @@ impl Vocab {
     /// number of special-token strings in one call, so with
     /// `parse_special`, texts over 16 KiB are cut after some of those
     /// strings (about every 256) and tokenized piece by piece, with the
-    /// same result as one call (see `Specials` in the source for why).
+    /// same result as one call (`special_cuts.rs` in the source says why).
     ///
     /// # Errors
     /// [`Error::Tokenize`] for text over [`MAX_TOKENIZE_BYTES`] or a count
@@ -89,22 +91,35 @@ impl Vocab {
     /// malformed tokenizer table).
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>> {
         if parse_special && text.len() > CHUNK_ABOVE_BYTES {
-            return self.tokenize_chunked(text, add_special, SPECIALS_PER_CHUNK);
+            return self.tokenize_cut(text, add_special, SPECIALS_PER_CHUNK);
         }
         self.tokenize_once(text, add_special, parse_special)
     }
 
     /// [`tokenize`](Self::tokenize) with `parse_special`, cut after every
     /// `specials_per_chunk`-th special-token string where that is safe,
-    /// whatever the length of `text`. For tests that compare it with the
-    /// one-call path.
+    /// whatever the length of `text`. A test hook (feature `testing`, not
+    /// a stable API): tests compare it with the one-call path.
     ///
     /// # Errors
     /// As [`tokenize`](Self::tokenize).
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn tokenize_chunked(&self, text: &str, add_special: bool, specials_per_chunk: usize) -> Result<Vec<Token>> {
+        self.tokenize_cut(text, add_special, specials_per_chunk)
+    }
+
+    /// Where [`tokenize_chunked`](Self::tokenize_chunked) cuts `text`
+    /// (byte offsets). A test hook (feature `testing`, not a stable API).
+    #[cfg(feature = "testing")]
+    pub fn special_cuts(&self, text: &str, specials_per_chunk: usize) -> Vec<usize> {
+        self.cuts(text, specials_per_chunk)
+    }
+
+    /// `tokenize` with `parse_special`, in pieces cut after about every
+    /// `specials_per_chunk`-th special-token string.
+    fn tokenize_cut(&self, text: &str, add_special: bool, specials_per_chunk: usize) -> Result<Vec<Token>> {
         check_tokenize_len(text)?;
-        let cuts = self.special_cuts(text, specials_per_chunk);
+        let cuts = self.cuts(text, specials_per_chunk);
         if cuts.is_empty() {
             return self.tokenize_once(text, add_special, true);
         }
@@ -131,10 +146,8 @@ impl Vocab {
         Ok(out)
     }
 
-    /// Where [`tokenize_chunked`](Self::tokenize_chunked) cuts `text`
-    /// (byte offsets). For tests.
-    #[doc(hidden)]
-    pub fn special_cuts(&self, text: &str, specials_per_chunk: usize) -> Vec<usize> {
+    /// Where [`tokenize_cut`](Self::tokenize_cut) cuts `text` (byte offsets).
+    fn cuts(&self, text: &str, specials_per_chunk: usize) -> Vec<usize> {
         match self.specials() {
             Some(sp) => sp.cuts(text, specials_per_chunk.max(1)),
             None => Vec::new(),
@@ -185,11 +198,45 @@ impl Vocab {
     /// when cutting is not known to be exact for this tokenizer type or
     /// there are none.
     fn specials(&self) -> Option<&Specials> {
-        self.specials.get_or_init(|| Specials::new(self)).as_ref()
+        self.specials.get_or_init(|| Specials::from_patterns(self.special_strings()?)).as_ref()
+    }
+
+    /// Each distinct text of a special token (attribute CONTROL,
+    /// USER_DEFINED or UNKNOWN: exactly the ones llama.cpp's special-token
+    /// partition looks for) and whether any token with that text has
+    /// RSTRIP. `None` for tokenizer types where cutting is not known to be
+    /// exact (see [`Specials`]).
+    fn special_strings(&self) -> Option<BTreeMap<Vec<u8>, bool>> {
+        // SAFETY: read-only query on a live vocab.
+        let kind = unsafe { sys::llama_vocab_type(self.raw()) };
+        if ![sys::LLAMA_VOCAB_TYPE_SPM, sys::LLAMA_VOCAB_TYPE_BPE, sys::LLAMA_VOCAB_TYPE_UGM].contains(&kind) {
+            return None;
+        }
+        let special =
+            sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED | sys::LLAMA_TOKEN_ATTR_UNKNOWN;
+        let mut by_text: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        for t in 0..self.n_tokens {
+            // SAFETY: `t` is a valid id; the query only reads.
+            let attr = unsafe { sys::llama_vocab_get_attr(self.raw(), t) };
+            if attr & special == 0 {
+                continue;
+            }
+            // For these attributes and tokenizer types, the piece (with
+            // `special`) is the token's text verbatim, the very string the
+            // partition searches for (llama_vocab_get_text would stop at a
+            // NUL byte).
+            let text = self.token_to_piece(t, true).ok()?;
+            if text.is_empty() {
+                continue;
+            }
+            *by_text.entry(text).or_default() |= attr & sys::LLAMA_TOKEN_ATTR_RSTRIP != 0;
+        }
+        Some(by_text)
     }
 
     /// The raw bytes of one token. Pieces may end in the middle of a UTF-8
-    /// character; use [`TokenDecoder`] to turn a stream of them into text.
+    /// character; use [`TokenDecoder`](crate::TokenDecoder) to turn a
+    /// stream of them into text.
     /// With `special`, control tokens render as their text (`<|im_end|>`).
     ///
     /// # Errors
@@ -342,138 +389,6 @@ fn check_tokenize_len(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// C's `isspace` in the "C" locale, which llama.cpp's lstrip/rstrip use.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// The strings of a vocabulary's special tokens (attribute CONTROL,
-/// USER_DEFINED or UNKNOWN: exactly the ones llama.cpp's special-token
-/// partition looks for), to cut long texts where tokenizing the pieces
-/// separately gives the same tokens as one call.
-///
-/// Why a cut at `p`, right after an occurrence `[s, p)` of special `S`,
-/// is exact when (1) no other occurrence of any special overlaps `[s, p)`,
-/// (2) `S` neither starts nor ends with whitespace, and (3) `S` has no
-/// RSTRIP attribute or the byte at `p` is not whitespace:
-///
-/// llama.cpp (`tokenizer_st_partition` in `llama-vocab.cpp`) takes the
-/// specials longest first; for each, it scans every remaining raw-text
-/// fragment left to right for non-overlapping occurrences, replaces each
-/// with the token and keeps the text on either side as raw fragments,
-/// minus adjacent whitespace if the special has LSTRIP/RSTRIP.
-/// - By (1), no occurrence of any special crosses `p`, so no special
-///   matched before `S` splits text across `p`, and the scans of the part
-///   before and after `p` find the same occurrences whether they run on the
-///   whole text or on the two pieces; by (1) again `[s, p)` is never
-///   consumed by another match, so `S` matches there in both.
-/// - By (2), whitespace stripping of neighbouring specials stops at `S`'s
-///   first and last bytes, so it never reaches across `p` either, and by
-///   (3) `S`'s own RSTRIP strips nothing after `p`.
-///
-/// So the fragments of the whole text are the fragments of the left piece
-/// followed by those of the right piece. Each fragment is then tokenized on
-/// its own: BPE and UGM keep no state between fragments; SPM prefixes a
-/// space to a raw fragment at the start or after a special token, and the
-/// right piece starts right after the special `S`, so that is unchanged.
-/// Other tokenizer types (WPM, RWKV, PLaMo-2) are not cut. BOS/EOS are
-/// added once around the whole text, as llama.cpp does.
-struct Specials {
-    /// Every special string (deduplicated), standard semantics so that
-    /// overlapping occurrences can be listed.
-    matcher: AhoCorasick,
-    /// Per pattern: condition (2) holds.
-    edges_ok: Vec<bool>,
-    /// Per pattern: some token with this text has RSTRIP.
-    rstrip: Vec<bool>,
-    /// The longest pattern, in bytes.
-    max_len: usize,
-}
-
-impl std::fmt::Debug for Specials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Specials").field("patterns", &self.edges_ok.len()).finish_non_exhaustive()
-    }
-}
-
-impl Specials {
-    fn new(vocab: &Vocab) -> Option<Specials> {
-        // SAFETY: read-only query on a live vocab.
-        let kind = unsafe { sys::llama_vocab_type(vocab.raw()) };
-        if ![sys::LLAMA_VOCAB_TYPE_SPM, sys::LLAMA_VOCAB_TYPE_BPE, sys::LLAMA_VOCAB_TYPE_UGM].contains(&kind) {
-            return None;
-        }
-        let special =
-            sys::LLAMA_TOKEN_ATTR_CONTROL | sys::LLAMA_TOKEN_ATTR_USER_DEFINED | sys::LLAMA_TOKEN_ATTR_UNKNOWN;
-        let mut by_text: std::collections::BTreeMap<Vec<u8>, bool> = std::collections::BTreeMap::new();
-        for t in 0..vocab.n_tokens {
-            // SAFETY: `t` is a valid id; the query only reads.
-            let attr = unsafe { sys::llama_vocab_get_attr(vocab.raw(), t) };
-            if attr & special == 0 {
-                continue;
-            }
-            // For these attributes and tokenizer types, the piece (with
-            // `special`) is the token's text verbatim, the very string the
-            // partition searches for (llama_vocab_get_text would stop at a
-            // NUL byte).
-            let text = vocab.token_to_piece(t, true).ok()?;
-            if text.is_empty() {
-                continue;
-            }
-            *by_text.entry(text).or_default() |= attr & sys::LLAMA_TOKEN_ATTR_RSTRIP != 0;
-        }
-        Specials::from_patterns(by_text)
-    }
-
-    /// From each distinct special string and whether any of its tokens has
-    /// RSTRIP.
-    fn from_patterns(by_text: std::collections::BTreeMap<Vec<u8>, bool>) -> Option<Specials> {
-        if by_text.is_empty() {
-            return None;
-        }
-        let max_len = by_text.keys().map(Vec::len).max().unwrap_or(0);
-        let edges_ok = by_text
-            .keys()
-            .map(|t| !t.first().is_none_or(|&b| is_c_space(b)) && !t.last().is_none_or(|&b| is_c_space(b)))
-            .collect();
-        let rstrip = by_text.values().copied().collect();
-        let matcher = AhoCorasick::builder().match_kind(MatchKind::Standard).build(by_text.keys()).ok()?;
-        Some(Specials { matcher, edges_ok, rstrip, max_len })
-    }
-
-    /// Byte offsets (increasing, char boundaries, inside the text) where
-    /// `text` can be cut, about every `per_chunk` special strings.
-    fn cuts(&self, text: &str, per_chunk: usize) -> Vec<usize> {
-        let bytes = text.as_bytes();
-        let mut cuts = Vec::new();
-        let mut since_cut = 0usize;
-        for m in self.matcher.find_iter(bytes) {
-            since_cut += 1;
-            let (s, p, id) = (m.start(), m.end(), m.pattern().as_usize());
-            if since_cut < per_chunk || p >= bytes.len() || !text.is_char_boundary(p) || !self.edges_ok[id] {
-                continue;
-            }
-            if self.rstrip[id] && is_c_space(bytes[p]) {
-                continue;
-            }
-            // Condition (1): every occurrence overlapping [s, p) lies in
-            // this window; the only one allowed is [s, p) itself.
-            let w0 = (s + 1).saturating_sub(self.max_len);
-            let w1 = (p + self.max_len - 1).min(bytes.len());
-            let isolated = self
-                .matcher
-                .find_overlapping_iter(&bytes[w0..w1])
-                .map(|o| (o.start() + w0, o.end() + w0))
-                .all(|(os, oe)| (os, oe) == (s, p) || oe <= s || os >= p);
-            if isolated {
-                cuts.push(p);
-                since_cut = 0;
-            }
-        }
-        cuts
-    }
-}
-
 /// Which ASCII byte each token's piece starts with, and which tokens are
 /// exactly one ASCII byte: what the grammar prefilter of
 /// [`Sampler`](crate::Sampler) needs. Pieces are taken with `special` set,
@@ -514,131 +429,5 @@ impl FirstBytes {
             }
         }
         FirstBytes { first, single }
-    }
-}
-
-/// Turns a stream of token pieces (raw bytes) into text, never emitting
-/// half of a multi-byte character: bytes that may still be completed by the
-/// next piece are held back. Bytes that can never be valid UTF-8 become
-/// U+FFFD at once.
-///
-/// ```
-/// use llama_core::TokenDecoder;
-/// let mut d = TokenDecoder::new();
-/// // "é" is 0xC3 0xA9, split across two tokens:
-/// assert_eq!(d.push(b"caf\xC3"), "caf");
-/// assert_eq!(d.push(b"\xA9!"), "\u{e9}!");
-/// assert_eq!(d.finish(), "");
-/// ```
-#[derive(Debug, Default, Clone)]
-pub struct TokenDecoder {
-    pending: Vec<u8>,
-}
-
-impl TokenDecoder {
-    /// An empty decoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Add the next piece; returns the text that is now complete.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        let mut rest: &[u8] = &self.pending;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    out.push_str(s);
-                    rest = &[];
-                    break;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    // `valid` is exactly the prefix from_utf8 vouched for.
-                    out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        // Incomplete character at the end: wait for more bytes.
-                        None => {
-                            rest = after;
-                            break;
-                        }
-                        Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            rest = &after[n..];
-                        }
-                    }
-                }
-            }
-        }
-        let keep = rest.len();
-        let len = self.pending.len();
-        self.pending.drain(..len - keep);
-        out
-    }
-
-    /// Bytes still held back (an incomplete character).
-    pub fn pending(&self) -> &[u8] {
-        &self.pending
-    }
-
-    /// End of stream: anything still held back can never complete, so it is
-    /// returned as U+FFFD.
-    pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-
-    /// Forget any held-back bytes.
-    pub fn reset(&mut self) {
-        self.pending.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn specials(patterns: &[(&str, bool)]) -> Specials {
-        Specials::from_patterns(patterns.iter().map(|(t, r)| (t.as_bytes().to_vec(), *r)).collect()).unwrap()
-    }
-
-    #[test]
-    fn cuts_need_an_isolated_occurrence() {
-        let sp = specials(&[("<a>", false), ("a>x", false), ("<b>", false)]);
-        // "<a>" overlaps "a>x" in "<a>x": no cut after it; "<b>" is alone.
-        assert_eq!(sp.cuts("<a>x<b>y", 1), vec![7]);
-        assert_eq!(sp.cuts("<a>z<b>y", 1), vec![3, 7]);
-        // One occurrence inside another (a longer special containing it).
-        let sp = specials(&[("<s>", false), ("<s>!", false)]);
-        assert_eq!(sp.cuts("<s>!.<s>.", 1), vec![8]);
-        // Overlapping occurrences of the same special.
-        let sp = specials(&[("aXa", false)]);
-        assert_eq!(sp.cuts("aXaXa.", 1), Vec::<usize>::new());
-        assert_eq!(sp.cuts("aXa.aXa.", 1), vec![3, 7]);
-    }
-
-    #[test]
-    fn cuts_respect_whitespace_stripping() {
-        // RSTRIP: a cut is fine only when no whitespace follows.
-        let sp = specials(&[("<r>", true), ("<n>", false)]);
-        assert_eq!(sp.cuts("<r> x<r>x<n> x", 1), vec![8, 12]);
-        assert_eq!(sp.cuts("<r>\u{b}x<r>\tx", 1), Vec::<usize>::new());
-        // Specials that start or end with whitespace are never cut after.
-        let sp = specials(&[(" <w>", false), ("<w>\n", false), ("<k>", false)]);
-        assert_eq!(sp.cuts("a <w>b<w>\nc<k>d", 1), vec![14]);
-    }
-
-    #[test]
-    fn cuts_come_every_so_many_specials_and_only_at_char_boundaries() {
-        let sp = specials(&[("<e>", false)]);
-        let text = "<e>é".repeat(10);
-        let cuts = sp.cuts(&text, 3);
-        assert_eq!(cuts, vec![13, 28, 43]);
-        assert!(cuts.iter().all(|&c| text.is_char_boundary(c)));
-        // A special string that ends inside a character is not a cut point.
-        let sp = Specials::from_patterns([(vec![b'<', 0xC3], false)].into_iter().collect()).unwrap();
-        assert!(sp.cuts("<é<é", 1).is_empty());
     }
 }

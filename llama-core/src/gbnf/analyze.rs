@@ -8,6 +8,7 @@
 //! left-recursion check is done on an explicit graph without recursion,
 //! which also yields how deep and how long llama.cpp's recursive version
 //! would run.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 

@@ -3,6 +3,7 @@
 //!
 //! Recursion happens only at groups, and is bounded by
 //! [`Limits::max_nesting`] before it happens; everything else is a loop.
+#![forbid(unsafe_code)]
 
 use super::{
     Alternative, Atom, CharClass, ClassItem, GbnfError, GbnfErrorKind as K, Grammar, Item, LLAMA_REPETITION_THRESHOLD,

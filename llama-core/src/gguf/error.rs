@@ -1,4 +1,5 @@
 //! Why a GGUF file was refused.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::path::PathBuf;

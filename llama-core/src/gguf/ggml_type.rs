@@ -1,5 +1,6 @@
 //! The tensor element types of ggml, as far as a GGUF reader needs them:
 //! their ids, names, block sizes and block byte sizes.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
 //! What validation learned about a file: [`GgufInfo`] and [`TensorInfo`].
+#![forbid(unsafe_code)]
 
 use super::ggml_type::GgmlType;
 use super::value::GgufValue;

@@ -6,6 +6,7 @@
 //! stricter ones apply only to architectures we know (`llama`). Each check
 //! exists because the vendored llama.cpp aborts the process (`GGML_ASSERT`),
 //! divides by zero, or indexes out of bounds when it fails.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 

@@ -4,6 +4,7 @@
 //! that every bound is checked against the file while only the header is in
 //! memory. Running past the prefix yields [`Stop::NeedMore`]; the caller reads
 //! more and parses again.
+#![forbid(unsafe_code)]
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

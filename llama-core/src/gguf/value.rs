@@ -1,4 +1,5 @@
 //! Metadata values of a GGUF file.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
