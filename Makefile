@@ -59,7 +59,7 @@ MIRI_PROPTEST_CASES ?= 2
 MIRI_FUZZ_SAMPLE ?= 8
 MIRI_ENV = LLAMA_CPP_BUILD_CACHE=$(CURDIR)/target/llama.cpp-build MIRIFLAGS=-Zmiri-disable-isolation \
 	RUST_BACKTRACE=0 PROPTEST_CASES=$(MIRI_PROPTEST_CASES)
-MIRI_CORE_TESTS = chat:: context::tests json_schema:: gbnf:: state:: vocab:: \
+MIRI_CORE_TESTS = chat:: context_params:: json_schema:: gbnf:: state:: special_cuts:: \
 	--skip arbitrary_strings_never_panic --skip random_text_never_panics \
 	--skip reference_chains --skip repetition_limits --skip comment_trick --skip size_and_nul
 miri: setup

@@ -7,13 +7,17 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use llama_core::{Model, Token};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::EngineConfig;
 use crate::handle::{Handle, RequestControl, channel};
 use crate::inbox::{Admission, EmbedJob, Inbox, PushError};
-use crate::inference::{Inference, Tokenizer};
+use crate::inference::{Inference, ModelBackend, SamplerOf};
 use crate::llama::LlamaInference;
 use crate::metrics::{Health, Metrics, MetricsCell, SlotInfo};
 use crate::request::{
@@ -53,24 +57,24 @@ impl<I: Inference> fmt::Debug for Engine<I> {
 }
 
 struct Inner<I: Inference> {
-    front: Front<I::Tokenizer>,
+    front: Front<I::Model>,
     thread: Mutex<Option<JoinHandle<()>>>,
     exit: Arc<ExitSignal>,
 }
 
 impl<I: Inference> std::ops::Deref for Inner<I> {
-    type Target = Front<I::Tokenizer>;
+    type Target = Front<I::Model>;
     fn deref(&self) -> &Self::Target {
         &self.front
     }
 }
 
 /// The caller-side state: what `submit` and `embed` need.
-pub(crate) struct Front<T: Tokenizer> {
-    pub(crate) tokenizer: T,
+pub(crate) struct Front<M: ModelBackend> {
+    pub(crate) model: M,
     pub(crate) config: EngineConfig,
     pub(crate) n_ctx_seq: u32,
-    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) inbox: Arc<Inbox<M::Sampler>>,
     pub(crate) metrics: Arc<MetricsCell>,
     pub(crate) abort: Arc<AtomicBool>,
     pub(crate) next_id: AtomicU64,
@@ -120,13 +124,13 @@ impl ExitSignal {
 
 /// Runs when the engine thread exits, normally or by panic: nothing queued
 /// may be left without its terminal event.
-struct ThreadGuard {
-    inbox: Arc<Inbox>,
+struct ThreadGuard<S> {
+    inbox: Arc<Inbox<S>>,
     metrics: Arc<MetricsCell>,
     exit: Arc<ExitSignal>,
 }
 
-impl Drop for ThreadGuard {
+impl<S> Drop for ThreadGuard<S> {
     fn drop(&mut self) {
         self.inbox.close(Instant::now());
         let (reqs, embeds) = self.inbox.take_all();
@@ -155,13 +159,14 @@ impl Engine<LlamaInference> {
     /// cannot be created, or the engine thread cannot be spawned.
     pub fn start(model: Arc<Model>, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
-        let (inference, tokenizer) = LlamaInference::new(model, &config)?;
-        Self::with_inference(inference, tokenizer, config)
+        let (inference, facade) = LlamaInference::new(model, &config)?;
+        Self::with_inference(inference, facade, config)
     }
 
-    /// The model this engine runs.
-    pub fn model(&self) -> &Arc<Model> {
-        self.inner.tokenizer.model()
+    /// The llama-core model this engine runs (for what [`LlamaModel`](crate::LlamaModel)
+    /// does not cover).
+    pub fn llama_model(&self) -> &Arc<Model> {
+        self.inner.model.model()
     }
 }
 
@@ -171,7 +176,7 @@ impl<I: Inference> Engine<I> {
     /// # Errors
     /// [`StartError`] when the configuration does not validate or the engine
     /// thread cannot be spawned.
-    pub fn with_inference(inference: I, tokenizer: I::Tokenizer, config: EngineConfig) -> Result<Self, StartError> {
+    pub fn with_inference(inference: I, model: I::Model, config: EngineConfig) -> Result<Self, StartError> {
         config.validate()?;
         let n_ctx_seq = config.n_ctx_seq().min(inference.n_ctx_seq());
         let metrics = Arc::new(MetricsCell::new(config.n_seq_max as usize));
@@ -184,7 +189,7 @@ impl<I: Inference> Engine<I> {
         let thread = std::thread::Builder::new().name("llama-engine".into()).spawn(move || run(sched, guard))?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                front: Front { tokenizer, config, n_ctx_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
+                front: Front { model, config, n_ctx_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
                 thread: Mutex::new(Some(thread)),
                 exit,
             }),
@@ -201,9 +206,10 @@ impl<I: Inference> Engine<I> {
         self.inner.n_ctx_seq
     }
 
-    /// The caller-side backend (tokenizer and checks).
-    pub fn tokenizer(&self) -> &I::Tokenizer {
-        &self.inner.tokenizer
+    /// The model this engine runs: tokenization, token text, the chat
+    /// template, model facts. Usable from any thread.
+    pub fn model(&self) -> &I::Model {
+        &self.inner.model
     }
 
     /// Queue a request. Never blocks: the prompt is tokenized and checked on
@@ -218,58 +224,45 @@ impl<I: Inference> Engine<I> {
         self.inner.front.submit(req)
     }
 
-    /// Embed each input (pooled over its tokens; L2-normalized when
-    /// `normalize`). Runs on the engine thread between decode steps, one
-    /// input per step, so generation keeps streaming meanwhile. Each input
-    /// may have at most `min(n_ubatch, n_ctx_seq)` tokens.
+    /// Queue an embedding job: each input pooled over its tokens
+    /// (L2-normalized when `normalize`). Never blocks: inputs are tokenized
+    /// and checked on the caller's thread, then the job is queued or
+    /// refused at once. The job runs on the engine thread between decode
+    /// steps, one input per step, so generation keeps streaming meanwhile.
+    /// Each input may have at most `min(n_ubatch, n_ctx_seq)` tokens.
     ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropping the future abandons the job; the engine skips
-    /// the inputs it has not embedded yet. No state is left behind.
-    pub async fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Vec<Embedding>, EngineError> {
+    /// # Errors
+    /// [`Rejected`]: embeddings are off, the queue is full, the engine is
+    /// shutting down, or an input is refused ([`Rejected::Input`] says
+    /// which and why).
+    pub fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected> {
         let inner = &*self.inner;
         if !inner.config.embeddings {
-            return Err(EngineError::EmbeddingsDisabled);
+            return Err(Rejected::EmbeddingsDisabled);
         }
         if inner.inbox.is_closed() {
-            return Err(EngineError::ShuttingDown);
+            return Err(Rejected::ShuttingDown);
         }
-        let limit = inner.config.n_ubatch.min(inner.n_ctx_seq) as usize;
-        let n_vocab = inner.tokenizer.n_vocab();
+        let limit = inner.config.n_ubatch.min(inner.n_ctx_seq);
         let mut tokenized: Vec<Vec<Token>> = Vec::with_capacity(inputs.len());
-        for (k, input) in inputs.into_iter().enumerate() {
-            let tokens = match input {
-                Prompt::Text(text) => inner
-                    .tokenizer
-                    .tokenize(&text)
-                    .map_err(|e| EngineError::InvalidInput(format!("input {k}: tokenization failed: {e}")))?,
-                Prompt::Tokens(tokens) => tokens,
-            };
-            if let Some(t) = tokens.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
-                return Err(EngineError::InvalidInput(format!("input {k}: token {t} is outside 0..{n_vocab}")));
-            }
-            if tokens.is_empty() {
-                return Err(EngineError::InvalidInput(format!("input {k} is empty")));
-            }
-            if tokens.len() > limit {
-                return Err(EngineError::InvalidInput(format!(
-                    "input {k} has {} tokens; at most {limit} can be embedded",
-                    tokens.len()
-                )));
-            }
-            tokenized.push(tokens);
-        }
-        if tokenized.is_empty() {
-            return Ok(Vec::new());
+        for (index, input) in inputs.into_iter().enumerate() {
+            let tokens = inner.prompt_tokens(input).and_then(|tokens| {
+                let n_tokens = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+                if n_tokens > limit { Err(Rejected::InputTooLong { n_tokens, limit }) } else { Ok(tokens) }
+            });
+            tokenized.push(tokens.map_err(|reason| Rejected::Input { index, reason: Box::new(reason) })?);
         }
         let (reply, rx) = oneshot::channel();
-        match inner.inbox.push_embed(EmbedJob { inputs: tokenized, normalize, reply }) {
-            Ok(()) => {}
-            Err(PushError::Full(_)) => return Err(EngineError::Overloaded { queue_capacity: inner.inbox.capacity() }),
-            Err(PushError::Closed(_)) => return Err(EngineError::ShuttingDown),
+        if tokenized.is_empty() {
+            // Nothing to do: answer at once.
+            let _ = reply.send(Ok(Vec::new()));
+            return Ok(Embeddings { rx });
         }
-        rx.await.unwrap_or_else(|_| Err(EngineError::Internal("the engine stopped during the embedding".into())))
+        match inner.inbox.push_embed(EmbedJob { inputs: tokenized, normalize, reply }) {
+            Ok(()) => Ok(Embeddings { rx }),
+            Err(PushError::Full(_)) => Err(Rejected::Overloaded { queue_capacity: inner.inbox.capacity() }),
+            Err(PushError::Closed(_)) => Err(Rejected::ShuttingDown),
+        }
     }
 
     /// A snapshot of the counters (a few atomic loads).
@@ -328,7 +321,7 @@ impl<I: Inference> Engine<I> {
     }
 }
 
-impl<T: Tokenizer> Front<T> {
+impl<M: ModelBackend> Front<M> {
     pub(crate) fn submit(&self, req: Request) -> Result<Handle, Rejected> {
         let result = self.try_submit(req);
         if result.is_err() {
@@ -337,17 +330,12 @@ impl<T: Tokenizer> Front<T> {
         result
     }
 
-    fn try_submit(&self, req: Request) -> Result<Handle, Rejected> {
-        let inner = self;
-        if inner.inbox.is_closed() {
-            return Err(Rejected::ShuttingDown);
-        }
-        check_request(&req)?;
-        inner.tokenizer.check_sampling(&req.sampling).map_err(Rejected::InvalidParams)?;
-        let tokens = match req.prompt {
-            Prompt::Text(text) => inner.tokenizer.tokenize(&text).map_err(Rejected::Tokenize)?,
+    /// Tokenize a prompt and check its tokens (not empty, in the vocabulary).
+    fn prompt_tokens(&self, prompt: Prompt) -> Result<Vec<Token>, Rejected> {
+        let tokens = match prompt {
+            Prompt::Text(text) => self.model.tokenize(&text, true, true).map_err(Rejected::Tokenize)?,
             Prompt::Tokens(tokens) => {
-                let n_vocab = inner.tokenizer.n_vocab();
+                let n_vocab = self.model.info().n_vocab;
                 if let Some(&token) = tokens.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
                     return Err(Rejected::InvalidToken { token, n_vocab });
                 }
@@ -357,19 +345,35 @@ impl<T: Tokenizer> Front<T> {
         if tokens.is_empty() {
             return Err(Rejected::EmptyPrompt);
         }
-        let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if n_prompt >= inner.n_ctx_seq {
-            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: inner.n_ctx_seq });
+        Ok(tokens)
+    }
+
+    /// Every check of a request happens here, once: its fields, its
+    /// sampler (built here, grammar parsed once), its prompt.
+    fn try_submit(&self, req: Request) -> Result<Handle, Rejected> {
+        if self.inbox.is_closed() {
+            return Err(Rejected::ShuttingDown);
         }
-        let id = inner.next_id.fetch_add(1, Relaxed);
-        let control = Arc::new(RequestControl::new(Arc::clone(&inner.abort), Arc::clone(&inner.inbox)));
-        let (sink, handle) = channel(id, n_prompt, inner.config.event_capacity, Arc::clone(&control));
+        let stop = check_stop(req.stop)?;
+        if req.n_probs > MAX_N_PROBS {
+            return Err(Rejected::param("n_probs", format!("must be at most {MAX_N_PROBS}, got {}", req.n_probs)));
+        }
+        let sampler = self.model.prepare_sampling(&req.sampling).map_err(Rejected::Invalid)?;
+        let tokens = self.prompt_tokens(req.prompt)?;
+        let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if n_prompt >= self.n_ctx_seq {
+            return Err(Rejected::PromptTooLong { n_prompt, n_ctx: self.n_ctx_seq });
+        }
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let wake: Arc<dyn crate::inbox::Wake> = Arc::clone(&self.inbox) as _;
+        let control = Arc::new(RequestControl::new(Arc::clone(&self.abort), wake));
+        let (sink, handle) = channel(id, n_prompt, self.config.event_capacity, Arc::clone(&control));
         let adm = Admission {
             id,
             tokens,
-            sampling: req.sampling,
+            sampler,
             max_tokens: req.max_tokens,
-            stop: req.stop,
+            stop,
             deadline: req.deadline,
             ignore_eos: req.ignore_eos,
             n_probs: req.n_probs,
@@ -379,35 +383,55 @@ impl<T: Tokenizer> Front<T> {
             control,
             sink,
         };
-        match inner.inbox.push(adm) {
+        match self.inbox.push(adm) {
             Ok(()) => Ok(handle),
-            Err(PushError::Full(_)) => Err(Rejected::Overloaded { queue_capacity: inner.inbox.capacity() }),
+            Err(PushError::Full(_)) => Err(Rejected::Overloaded { queue_capacity: self.inbox.capacity() }),
             Err(PushError::Closed(_)) => Err(Rejected::ShuttingDown),
         }
     }
 }
 
-fn check_request(req: &Request) -> Result<(), Rejected> {
-    if req.stop.len() > MAX_STOP_STRINGS {
-        return Err(Rejected::InvalidParams(format!(
-            "at most {MAX_STOP_STRINGS} stop strings, got {}",
-            req.stop.len()
-        )));
+/// Stop strings: empty ones are dropped (they could never match), at most
+/// [`MAX_STOP_STRINGS`] of at most [`MAX_STOP_BYTES`] bytes each.
+fn check_stop(stop: Vec<String>) -> Result<Vec<String>, Rejected> {
+    let stop: Vec<String> = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    if stop.len() > MAX_STOP_STRINGS {
+        return Err(Rejected::param("stop", format!("at most {MAX_STOP_STRINGS} stop strings are allowed")));
     }
-    if let Some(s) = req.stop.iter().find(|s| s.is_empty() || s.len() > MAX_STOP_BYTES) {
-        return Err(Rejected::InvalidParams(format!(
-            "stop strings must have 1..={MAX_STOP_BYTES} bytes, got {}",
-            s.len()
-        )));
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(Rejected::param(
+            "stop",
+            format!("stop strings may be at most {MAX_STOP_BYTES} bytes, one has {}", long.len()),
+        ));
     }
-    if req.n_probs > MAX_N_PROBS {
-        return Err(Rejected::InvalidParams(format!("n_probs must be at most {MAX_N_PROBS}, got {}", req.n_probs)));
+    Ok(stop)
+}
+
+/// A queued embedding job ([`Engine::embed`]): resolves to one
+/// [`Embedding`] per input, in order.
+///
+/// # Cancel safety
+///
+/// Dropping it abandons the job; the engine skips the inputs it has not
+/// embedded yet. No state is left behind.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited; dropping it abandons the job"]
+pub struct Embeddings {
+    rx: oneshot::Receiver<Result<Vec<Embedding>, EngineError>>,
+}
+
+impl Future for Embeddings {
+    type Output = Result<Vec<Embedding>, EngineError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(EngineError::Internal("the engine stopped during the embedding".into()))))
     }
-    Ok(())
 }
 
 /// The engine thread.
-fn run<I: Inference>(sched: Scheduler<I>, guard: ThreadGuard) {
+fn run<I: Inference>(sched: Scheduler<I>, guard: ThreadGuard<SamplerOf<I>>) {
     // Declared before `sched`, so that on a panic `sched` (and with it every
     // request's channels and the context) is dropped first.
     let guard = guard;

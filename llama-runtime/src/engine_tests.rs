@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use llama_core::SamplingParams;
 
-use crate::fake::{FakeControl, FakeInference, FakeTokenizer};
+use crate::fake::{FakeControl, FakeInference, FakeModel};
 use crate::{Engine, EngineConfig, EngineError, Event, FinishReason, Health, Prompt, Rejected, Request, SlotState};
 
 fn config() -> EngineConfig {
@@ -31,7 +31,7 @@ fn config() -> EngineConfig {
 fn engine(cfg: EngineConfig) -> (Engine<FakeInference>, Arc<Mutex<FakeControl>>) {
     let fake = FakeInference::for_config(&cfg);
     let ctl = fake.control();
-    (Engine::with_inference(fake, FakeTokenizer, cfg).unwrap(), ctl)
+    (Engine::with_inference(fake, FakeModel::default(), cfg).unwrap(), ctl)
 }
 
 fn greedy(prompt: impl Into<Prompt>, max_tokens: u32) -> Request {
@@ -82,14 +82,18 @@ fn rejects_bad_requests_with_typed_errors() {
         (Request::new(Vec::new()), |r| matches!(r, Rejected::EmptyPrompt)),
         (Request::new(vec![0, 99]), |r| matches!(r, Rejected::InvalidToken { token: 99, n_vocab: 64 })),
         (Request::new("a\0b"), |r| matches!(r, Rejected::Tokenize(_))),
-        (Request { stop: vec![String::new()], ..Request::new("x") }, |r| matches!(r, Rejected::InvalidParams(_))),
-        (Request { n_probs: 1000, ..Request::new("x") }, |r| matches!(r, Rejected::InvalidParams(_))),
+        (Request { stop: vec!["s".repeat(1000)], ..Request::new("x") }, |r| matches!(r, Rejected::Invalid(_))),
+        (Request { stop: vec!["s".into(); 17], ..Request::new("x") }, |r| matches!(r, Rejected::Invalid(_))),
+        (Request { n_probs: 1000, ..Request::new("x") }, |r| matches!(r, Rejected::Invalid(_))),
         (
             Request {
                 sampling: SamplingParams { temperature: f32::NAN, ..SamplingParams::default() },
                 ..Request::new("x")
             },
-            |r| matches!(r, Rejected::InvalidParams(_)),
+            |r| {
+                matches!(r, Rejected::Invalid(e)
+                    if matches!(e.get(), llama_core::Error::InvalidParam { name: "temperature", .. }))
+            },
         ),
         (Request::new("a".repeat(n_ctx as usize)), |r| matches!(r, Rejected::PromptTooLong { .. })),
     ];
@@ -109,7 +113,7 @@ fn rejects_bad_requests_with_typed_errors() {
 #[test]
 fn start_validates_config() {
     let cfg = EngineConfig { n_seq_max: 0, ..config() };
-    let err = Engine::with_inference(FakeInference::new(1, 64, 64, 8), FakeTokenizer, cfg).unwrap_err();
+    let err = Engine::with_inference(FakeInference::new(1, 64, 64, 8), FakeModel::default(), cfg).unwrap_err();
     assert!(matches!(err, crate::StartError::InvalidConfig { field: "n_seq_max", .. }), "{err}");
 }
 
@@ -274,16 +278,24 @@ fn health_reports_a_stall() {
 #[tokio::test]
 async fn embeddings() {
     let (engine, _) = engine(EngineConfig { n_ubatch: 64, ..config() });
-    let v = engine.embed(vec!["one".into(), "two words".into()], true).await.unwrap();
+    let v = engine.embed(vec!["one".into(), "two words".into()], true).unwrap().await.unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[1].n_tokens, 10);
     for e in &v {
         let norm: f32 = e.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
     }
-    assert!(matches!(engine.embed(vec![Prompt::Tokens(vec![])], false).await, Err(EngineError::InvalidInput(_))));
+    assert_eq!(
+        engine.embed(vec!["x".into(), Prompt::Tokens(vec![])], false).unwrap_err(),
+        Rejected::Input { index: 1, reason: Box::new(Rejected::EmptyPrompt) }
+    );
+    assert!(matches!(
+        engine.embed(vec!["x".repeat(100).into()], false).unwrap_err(),
+        Rejected::Input { index: 0, reason } if matches!(*reason, Rejected::InputTooLong { n_tokens: 101, limit: 64 })
+    ));
+    assert!(engine.embed(Vec::new(), false).unwrap().await.unwrap().is_empty());
     let (off, _) = self::engine(EngineConfig { embeddings: false, ..config() });
-    assert_eq!(off.embed(vec!["x".into()], false).await, Err(EngineError::EmbeddingsDisabled));
+    assert_eq!(off.embed(vec!["x".into()], false).unwrap_err(), Rejected::EmbeddingsDisabled);
 }
 
 /// Many threads submitting, reading, cancelling and dropping at once: every

@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use llama_core::{Pos, SamplingParams, SeqId, Token};
+use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, Token};
 
-use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
+use crate::inference::{
+    BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
+};
+use crate::request::CoreError;
 
 /// Vocabulary size of the fake model.
 pub const FAKE_VOCAB: i32 = 64;
@@ -80,18 +83,44 @@ impl std::fmt::Debug for FakeControl {
     }
 }
 
-/// The fake's tokenizer: one token per byte (`a`–`z`, space, newline,
+/// The fake's [`ModelFacade`]: one token per byte (`a`–`z`, space, newline,
 /// `A`–`Z`; anything else becomes a space), after a BOS. Text containing a
-/// NUL byte fails to tokenize.
-#[derive(Debug, Clone, Default)]
-pub struct FakeTokenizer;
+/// NUL byte fails to tokenize. Its "sampler" is the validated parameters.
+#[derive(Debug, Clone)]
+pub struct FakeModel {
+    info: ModelInfo,
+}
 
-impl Tokenizer for FakeTokenizer {
-    fn tokenize(&self, text: &str) -> Result<Vec<Token>, String> {
+impl Default for FakeModel {
+    fn default() -> Self {
+        let info = ModelInfo {
+            path: "fake.gguf".into(),
+            description: "fake model (llama_runtime::fake)".into(),
+            n_vocab: FAKE_VOCAB,
+            n_ctx_train: 4096,
+            n_embd: FAKE_EMBD as u32,
+            n_params: 0,
+            size_bytes: 0,
+        };
+        FakeModel { info }
+    }
+}
+
+/// The name the fake's BOS token renders as (with `unparse_special`).
+pub const FAKE_BOS_TEXT: &str = "<s>";
+/// The name the fake's end-of-generation token renders as.
+pub const FAKE_EOG_TEXT: &str = "</s>";
+
+impl ModelFacade for FakeModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &str, add_special: bool, _parse_special: bool) -> Result<Vec<Token>, CoreError> {
         if text.contains('\0') {
-            return Err("NUL byte in text".into());
+            return Err(llama_core::Error::Tokenize("NUL byte in text".into()).into());
         }
-        let mut out = vec![FAKE_BOS];
+        let mut out = if add_special { vec![FAKE_BOS] } else { Vec::new() };
         out.extend(text.bytes().map(|b| match b {
             b'a'..=b'z' => 2 + Token::from(b - b'a'),
             b'\n' => 29,
@@ -101,15 +130,40 @@ impl Tokenizer for FakeTokenizer {
         Ok(out)
     }
 
-    fn n_vocab(&self) -> i32 {
-        FAKE_VOCAB
+    fn detokenize(&self, tokens: &[Token], remove_special: bool, unparse_special: bool) -> Result<String, CoreError> {
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            if !(0..FAKE_VOCAB).contains(&t) {
+                return Err(llama_core::Error::TokenOutOfVocab { token: t, n_vocab: FAKE_VOCAB }.into());
+            }
+            match t {
+                FAKE_BOS | FAKE_EOG if remove_special => {}
+                FAKE_BOS | FAKE_EOG if unparse_special => bytes.extend_from_slice(&self.token_piece(t)),
+                _ => bytes.extend(fake_piece(t)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    fn check_sampling(&self, params: &SamplingParams) -> Result<(), String> {
-        if params.temperature.is_nan() {
-            return Err("temperature is NaN".into());
+    fn token_piece(&self, token: Token) -> Vec<u8> {
+        match token {
+            FAKE_BOS => FAKE_BOS_TEXT.into(),
+            FAKE_EOG => FAKE_EOG_TEXT.into(),
+            t => fake_piece(t),
         }
-        Ok(())
+    }
+
+    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError> {
+        Ok(ChatTemplate::new(explicit.unwrap_or(CHATML_TEMPLATE), FAKE_BOS_TEXT, FAKE_EOG_TEXT)?)
+    }
+}
+
+impl ModelBackend for FakeModel {
+    type Sampler = SamplingParams;
+
+    fn prepare_sampling(&self, params: &SamplingParams) -> Result<SamplingParams, CoreError> {
+        params.validate()?;
+        Ok(params.clone())
     }
 }
 
@@ -224,7 +278,7 @@ impl FakeInference {
 }
 
 impl Inference for FakeInference {
-    type Tokenizer = FakeTokenizer;
+    type Model = FakeModel;
 
     fn n_ctx_seq(&self) -> u32 {
         self.n_ctx_seq
@@ -236,7 +290,8 @@ impl Inference for FakeInference {
 
     fn decode(&mut self, batch: &[BatchEntry<'_>]) -> Result<(), DecodeError> {
         self.outputs.clear();
-        self.check(batch).map_err(DecodeError::Failed)?;
+        self.check(batch)
+            .map_err(|e| DecodeError::Failed(llama_core::Error::InvalidParam { name: "batch", reason: e }.into()))?;
         let (fail, delay, mut hook) = {
             let mut ctl = self.control.lock().unwrap_or_else(PoisonError::into_inner);
             if ctl.record {
@@ -255,17 +310,19 @@ impl Inference for FakeInference {
         result
     }
 
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, _prompt: &[Token]) -> Result<(), String> {
-        let slot = self.seeds.get_mut(seq as usize).ok_or("fake: bad seq id")?;
+    fn start_sequence(&mut self, seq: SeqId, params: SamplingParams, _prompt: &[Token]) -> Result<(), CoreError> {
+        let n_seq_max = self.seeds.len() as u32;
+        let slot =
+            self.seeds.get_mut(seq as usize).ok_or(llama_core::Error::SeqIdOutOfRange { seq_id: seq, n_seq_max })?;
         *slot = Some(params.seed);
         Ok(())
     }
 
     fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError> {
         if self.outputs.get(entry).copied().flatten() != Some(seq) {
-            return Err(format!("fake: entry {entry} is no output of seq {seq}").into());
+            return Err(SampleError::Internal(format!("fake: entry {entry} is no output of seq {seq}")));
         }
-        let seed = self.seeds[seq as usize].ok_or("fake: no sampler")?;
+        let seed = self.seeds[seq as usize].ok_or_else(|| SampleError::Internal("fake: no sampler".into()))?;
         let token = fake_next_token(seed, &self.kv[seq as usize]);
         let top = (0..n_probs.min(3) as Token).map(|k| ((token + k) % FAKE_VOCAB, -(k as f32) - 0.5)).collect();
         Ok(Sampled { token, logprob: (n_probs > 0).then_some(-0.5), top })
@@ -273,6 +330,10 @@ impl Inference for FakeInference {
 
     fn token_bytes(&self, token: Token) -> Vec<u8> {
         fake_piece(token)
+    }
+
+    fn token_piece(&self, token: Token) -> Vec<u8> {
+        FakeModel::default().token_piece(token)
     }
 
     fn is_eog(&self, token: Token) -> bool {
@@ -290,7 +351,7 @@ impl Inference for FakeInference {
         self.kv.iter().map(|k| k.len() as u64).sum()
     }
 
-    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String> {
+    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {
         Ok((0..FAKE_EMBD as u32).map(|k| fake_next_token(k, tokens) as f32).collect())
     }
 }

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::inbox::Inbox;
+use crate::inbox::Wake;
 use crate::request::{EngineError, Event, FinishReason, Output, Timings, Usage};
 
 /// Flags shared by a request's handle and the engine thread.
@@ -29,11 +29,11 @@ pub(crate) struct RequestControl {
     /// is full; a read should wake the engine.
     paused: AtomicBool,
     abort: Arc<AtomicBool>,
-    inbox: Arc<Inbox>,
+    inbox: Arc<dyn Wake>,
 }
 
 impl RequestControl {
-    pub(crate) fn new(abort: Arc<AtomicBool>, inbox: Arc<Inbox>) -> Self {
+    pub(crate) fn new(abort: Arc<AtomicBool>, inbox: Arc<dyn Wake>) -> Self {
         RequestControl {
             cancelled: AtomicBool::new(false),
             in_flight: AtomicBool::new(false),

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use llama_core::{SamplingParams, Token};
+use llama_core::Token;
 use tokio::sync::oneshot;
 
 use crate::handle::{EventSink, RequestControl};
@@ -16,10 +16,11 @@ use crate::request::{Embedding, EngineError};
 
 /// A validated, tokenized request waiting for a slot.
 #[derive(Debug)]
-pub(crate) struct Admission {
+pub(crate) struct Admission<S> {
     pub(crate) id: u64,
     pub(crate) tokens: Vec<Token>,
-    pub(crate) sampling: SamplingParams,
+    /// The request's sampler, built and validated at submit.
+    pub(crate) sampler: S,
     pub(crate) max_tokens: Option<u32>,
     pub(crate) stop: Vec<String>,
     pub(crate) deadline: Option<Instant>,
@@ -47,9 +48,9 @@ pub(crate) enum PushError<T> {
     Closed(T),
 }
 
-#[derive(Debug, Default)]
-struct State {
-    requests: VecDeque<Admission>,
+#[derive(Debug)]
+struct State<S> {
+    requests: VecDeque<Admission<S>>,
     embeds: VecDeque<EmbedJob>,
     /// No more pushes (shutdown requested or the engine thread exited).
     closed: bool,
@@ -61,19 +62,37 @@ struct State {
 
 /// See the module docs.
 #[derive(Debug)]
-pub(crate) struct Inbox {
-    state: Mutex<State>,
+pub(crate) struct Inbox<S> {
+    state: Mutex<State<S>>,
     cond: Condvar,
     capacity: usize,
     metrics: Arc<MetricsCell>,
 }
 
-impl Inbox {
+impl<S> Default for State<S> {
+    fn default() -> Self {
+        State { requests: VecDeque::new(), embeds: VecDeque::new(), closed: false, drain_until: None, notified: false }
+    }
+}
+
+/// Wakes the engine thread (what a request's handle needs of the inbox).
+pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
+    /// Wake the engine thread if it is waiting.
+    fn notify(&self);
+}
+
+impl<S: Send + std::fmt::Debug> Wake for Inbox<S> {
+    fn notify(&self) {
+        Inbox::notify(self);
+    }
+}
+
+impl<S> Inbox<S> {
     pub(crate) fn new(capacity: usize, metrics: Arc<MetricsCell>) -> Self {
         Inbox { state: Mutex::new(State::default()), cond: Condvar::new(), capacity, metrics }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
         // Every critical section leaves the state consistent, so a panic
         // elsewhere while holding the lock does not invalidate it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -84,7 +103,7 @@ impl Inbox {
     }
 
     /// Queue a request; never blocks beyond the short lock.
-    pub(crate) fn push(&self, adm: Admission) -> Result<(), PushError<Box<Admission>>> {
+    pub(crate) fn push(&self, adm: Admission<S>) -> Result<(), PushError<Box<Admission<S>>>> {
         let mut st = self.lock();
         if st.closed {
             return Err(PushError::Closed(Box::new(adm)));
@@ -163,7 +182,7 @@ impl Inbox {
     }
 
     /// Take the oldest request, if any.
-    pub(crate) fn pop(&self) -> Option<Admission> {
+    pub(crate) fn pop(&self) -> Option<Admission<S>> {
         let mut st = self.lock();
         let adm = st.requests.pop_front();
         self.metrics.queue_depth.store(st.requests.len(), Relaxed);
@@ -171,7 +190,7 @@ impl Inbox {
     }
 
     /// Remove (and return) every queued request for which `dead` is true.
-    pub(crate) fn take_dead(&self, mut dead: impl FnMut(&Admission) -> bool) -> Vec<Admission> {
+    pub(crate) fn take_dead(&self, mut dead: impl FnMut(&Admission<S>) -> bool) -> Vec<Admission<S>> {
         let mut st = self.lock();
         if !st.requests.iter().any(&mut dead) {
             return Vec::new();
@@ -183,7 +202,7 @@ impl Inbox {
     }
 
     /// Remove everything queued (shutdown).
-    pub(crate) fn take_all(&self) -> (Vec<Admission>, Vec<EmbedJob>) {
+    pub(crate) fn take_all(&self) -> (Vec<Admission<S>>, Vec<EmbedJob>) {
         let mut st = self.lock();
         let reqs = std::mem::take(&mut st.requests).into();
         let embeds = std::mem::take(&mut st.embeds).into();

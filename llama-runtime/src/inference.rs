@@ -3,10 +3,13 @@
 //! implements it over llama-core; a deterministic fake (feature `fake`)
 //! implements it for property tests.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use llama_core::{Pos, SamplingParams, SeqId, Token};
+use llama_core::{ChatTemplate, Pos, SamplingParams, SeqId, Token};
+
+use crate::request::CoreError;
 
 /// One sequence's share of a decode step: `tokens` at positions
 /// `pos, pos + 1, ...` of sequence `seq`.
@@ -24,7 +27,7 @@ pub struct BatchEntry<'a> {
 
 /// Why a decode step failed. After any failure the KV cells the step wrote
 /// are unspecified: the scheduler removes them before going on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The abort flag stopped the step part-way.
@@ -32,7 +35,7 @@ pub enum DecodeError {
     /// No room in the KV cache for the batch.
     NoKvSlot,
     /// Any other failure.
-    Failed(String),
+    Failed(CoreError),
 }
 
 /// A sampled token, with log-probabilities when they were asked for.
@@ -47,7 +50,7 @@ pub struct Sampled {
 }
 
 /// Why [`Inference::sample`] failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SampleError {
     /// The request's grammar (or JSON schema) allows no token of the model
@@ -55,41 +58,110 @@ pub enum SampleError {
     /// request's fault, not the engine's.
     #[error("{0}")]
     Constraint(String),
-    /// Anything else: a bug or a llama.cpp failure.
+    /// llama.cpp failed (or a sampler refused a token).
+    #[error(transparent)]
+    Core(CoreError),
+    /// The scheduler asked for something the backend does not have (a bug).
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<String> for SampleError {
-    fn from(message: String) -> Self {
-        SampleError::Internal(message)
+impl From<llama_core::Error> for SampleError {
+    fn from(e: llama_core::Error) -> Self {
+        match e {
+            // The grammar allows no token here: the request's constraint, not a fault of ours.
+            llama_core::Error::Grammar(reason) => SampleError::Constraint(reason),
+            other => SampleError::Core(other.into()),
+        }
     }
 }
 
-impl From<&str> for SampleError {
-    fn from(message: &str) -> Self {
-        SampleError::Internal(message.to_owned())
-    }
+/// What a model offers besides inference, shared by reference across
+/// threads: tokenization, token text, the chat template and facts about
+/// the model. [`LlamaModel`](crate::LlamaModel) implements it over
+/// llama-core (usable alone, without an engine);
+/// [`Engine::model`](crate::Engine::model) gives the one an engine runs.
+/// Object safe, so that servers can hold `&dyn ModelFacade`.
+///
+/// Errors are llama-core's, wrapped in [`CoreError`].
+pub trait ModelFacade: Send + Sync + 'static {
+    /// Facts about the model.
+    fn info(&self) -> &ModelInfo;
+
+    /// Tokenize `text`. `add_special`: BOS (and EOS) where the model wants
+    /// them; `parse_special`: control-token text becomes those tokens.
+    ///
+    /// # Errors
+    /// [`llama_core::Error::Tokenize`] when the text is too long or
+    /// llama.cpp refuses it.
+    fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>, CoreError>;
+
+    /// The text of `tokens`. `remove_special`: drop BOS/EOS;
+    /// `unparse_special`: render control tokens as their text.
+    ///
+    /// # Errors
+    /// [`llama_core::Error::TokenOutOfVocab`] for a token outside the vocabulary.
+    fn detokenize(&self, tokens: &[Token], remove_special: bool, unparse_special: bool) -> Result<String, CoreError>;
+
+    /// How a token is shown on its own (`/tokenize` pieces, log-probability
+    /// listings): its bytes with control tokens rendered as their text. The
+    /// one rule for every listing; generated text uses
+    /// [`Inference::token_bytes`], where control tokens render as nothing.
+    fn token_piece(&self, token: Token) -> Vec<u8>;
+
+    /// The chat template: `explicit` source if given, else the model's own,
+    /// else ChatML (see [`ChatTemplate::for_model`]).
+    ///
+    /// # Errors
+    /// [`llama_core::Error::Template`] when the template does not compile.
+    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError>;
 }
 
-/// What the caller's thread needs in [`Engine::submit`](crate::Engine::submit):
-/// tokenization and request checks. Shared by reference across threads.
-pub trait Tokenizer: Send + Sync + 'static {
-    /// Tokenize prompt text (with BOS where the model wants it, special
-    /// tokens parsed).
-    fn tokenize(&self, text: &str) -> Result<Vec<Token>, String>;
+/// The caller-side half of an [`Inference`] backend: the [`ModelFacade`]
+/// plus building each request's sampler on the submitting thread.
+pub trait ModelBackend: ModelFacade {
+    /// A sampler built (and validated) for one request; the engine thread
+    /// installs it with [`Inference::start_sequence`].
+    type Sampler: Send + std::fmt::Debug + 'static;
+
+    /// Validate `params` and build the request's sampler (a grammar is
+    /// parsed here, once). Look-backs of `-1` mean the engine's
+    /// per-sequence context.
+    ///
+    /// # Errors
+    /// [`llama_core::Error::InvalidParam`] naming a field out of range,
+    /// [`llama_core::Error::Grammar`] for a grammar that does not parse.
+    fn prepare_sampling(&self, params: &SamplingParams) -> Result<Self::Sampler, CoreError>;
+}
+
+/// The sampler type of a backend.
+pub(crate) type SamplerOf<I> = <<I as Inference>::Model as ModelBackend>::Sampler;
+
+/// Facts about a model, for listings (`/v1/models`, `/props`, `llama info`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// llama.cpp's one-line description (type, size, quantization).
+    pub description: String,
     /// Vocabulary size: valid tokens are `0..n_vocab`.
-    fn n_vocab(&self) -> i32;
-    /// Check sampling parameters (including a grammar) before queuing, so
-    /// that bad ones are refused at submit time.
-    fn check_sampling(&self, params: &SamplingParams) -> Result<(), String>;
+    pub n_vocab: i32,
+    /// Context length it was trained with.
+    pub n_ctx_train: u32,
+    /// Embedding width.
+    pub n_embd: u32,
+    /// Parameter count.
+    pub n_params: u64,
+    /// Size of its tensors in bytes.
+    pub size_bytes: u64,
 }
 
 /// What the engine thread needs from a model context. Exactly one thread
 /// uses an `Inference` at a time.
 pub trait Inference: Send + 'static {
-    /// The caller-side half.
-    type Tokenizer: Tokenizer;
+    /// The caller-side half: tokenization, samplers, model facts.
+    type Model: ModelBackend;
 
     /// KV cells one sequence may use.
     fn n_ctx_seq(&self) -> u32;
@@ -100,20 +172,41 @@ pub trait Inference: Send + 'static {
 
     /// Decode every entry in one step. Entries with `logits` produce one
     /// output each, addressed by the entry's index in `batch`.
+    ///
+    /// # Errors
+    /// [`DecodeError`]; the KV cells the step wrote are then unspecified.
     fn decode(&mut self, batch: &[BatchEntry<'_>]) -> Result<(), DecodeError>;
 
-    /// Install a fresh sampler for `seq` (a new request in that slot). The
-    /// prompt's tokens are its history: repetition, frequency and presence
+    /// Install the sampler of a new request in slot `seq`. The prompt's
+    /// tokens are its history: repetition, frequency and presence
     /// penalties and DRY count them, as llama.cpp's server does.
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, prompt: &[Token]) -> Result<(), String>;
+    ///
+    /// # Errors
+    /// A [`CoreError`] when `seq` is no slot or the sampler refuses a
+    /// prompt token.
+    fn start_sequence(
+        &mut self,
+        seq: SeqId,
+        sampler: <Self::Model as ModelBackend>::Sampler,
+        prompt: &[Token],
+    ) -> Result<(), CoreError>;
 
     /// Sample (and accept) the next token of `seq` from the output of entry
     /// `entry` of the last successful decode, with the `n_probs` most likely
     /// alternatives when `n_probs > 0`.
+    ///
+    /// # Errors
+    /// [`SampleError::Constraint`] when the request's grammar allows no
+    /// token; other variants for failures of the backend.
     fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError>;
 
-    /// The raw bytes of a token's text (may be part of a UTF-8 character).
+    /// The bytes a generated token adds to the output text (may be part of
+    /// a UTF-8 character; control tokens add nothing).
     fn token_bytes(&self, token: Token) -> Vec<u8>;
+
+    /// How a token is listed among log-probabilities: the same rule as
+    /// [`ModelFacade::token_piece`].
+    fn token_piece(&self, token: Token) -> Vec<u8>;
 
     /// Whether `token` ends generation.
     fn is_eog(&self, token: Token) -> bool;
@@ -128,5 +221,8 @@ pub trait Inference: Send + 'static {
 
     /// The pooled, unnormalized embedding of `tokens` (at most `n_ubatch`
     /// tokens). Must leave the KV of the generation slots untouched.
-    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String>;
+    ///
+    /// # Errors
+    /// A [`CoreError`] when embeddings are off or llama.cpp fails.
+    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError>;
 }

@@ -61,6 +61,7 @@
 
 mod config;
 mod default_model;
+mod dyn_engine;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -80,13 +81,14 @@ mod props;
 
 pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_SEQ};
 pub use default_model::{DEFAULT_MODEL, DefaultModelMissing, find_default_model, find_default_model_from};
-pub use engine::Engine;
+pub use dyn_engine::DynEngine;
+pub use engine::{Embeddings, Engine};
 pub use handle::{Canceller, Handle};
-pub use inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
-pub use llama::{LlamaInference, LlamaTokenizer};
+pub use inference::{BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled};
+pub use llama::{LlamaInference, LlamaModel};
 pub use llama_core::{SamplingParams, Token};
 pub use metrics::{Health, Metrics, SlotInfo, SlotState};
 pub use request::{
-    Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES, MAX_STOP_STRINGS, Output, Prompt,
-    Rejected, Request, StartError, Timings, TokenEvent, TopLogprob, Usage,
+    CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES, MAX_STOP_STRINGS,
+    Output, Prompt, Rejected, Request, StartError, Timings, TokenEvent, TopLogprob, Usage,
 };

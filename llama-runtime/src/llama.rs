@@ -6,53 +6,91 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use llama_core::{
-    Batch, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token, log_softmax_of,
-    log_softmax_top,
+    Batch, ChatTemplate, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token,
+    log_softmax_of, log_softmax_top,
 };
 
 use crate::config::EngineConfig;
-use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, Tokenizer};
-use crate::request::StartError;
+use crate::inference::{
+    BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
+};
+use crate::request::{CoreError, StartError};
 
-/// The caller-side half of [`LlamaInference`]: tokenization and checks on
-/// the shared model.
+/// The [`ModelFacade`] over a llama-core [`Model`]: what the server and the
+/// CLI use for tokenization, token text, the chat template and model facts.
+/// Usable alone (for example over a vocabulary-only model); an engine's is
+/// [`Engine::model`](crate::Engine::model).
 #[derive(Debug, Clone)]
-pub struct LlamaTokenizer {
+pub struct LlamaModel {
     model: Arc<Model>,
+    info: ModelInfo,
+    /// What `-1` look-backs mean: the engine's per-sequence context (the
+    /// model's training context when there is no engine).
+    n_ctx_seq: u32,
 }
 
-impl LlamaTokenizer {
-    /// A tokenizer over `model`.
-    ///
-    /// # Errors
-    /// [`StartError`] when llama.cpp cannot create the context(s).
+impl LlamaModel {
+    /// The facade over `model`.
     pub fn new(model: Arc<Model>) -> Self {
-        LlamaTokenizer { model }
+        let info = ModelInfo {
+            path: model.path().to_path_buf(),
+            description: model.description(),
+            n_vocab: model.vocab().n_tokens(),
+            n_ctx_train: model.n_ctx_train(),
+            n_embd: model.n_embd(),
+            n_params: model.n_params(),
+            size_bytes: model.size_bytes(),
+        };
+        let n_ctx_seq = model.n_ctx_train().max(1);
+        LlamaModel { model, info, n_ctx_seq }
     }
 
-    /// The model.
+    /// The llama-core model, for what the facade does not cover (state
+    /// files, metadata listings, benchmarks).
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
 }
 
-impl Tokenizer for LlamaTokenizer {
-    fn tokenize(&self, text: &str) -> Result<Vec<Token>, String> {
-        self.model.vocab().tokenize(text, true, true).map_err(|e| e.to_string())
+/// The one rule for showing a token on its own: control tokens as their text.
+fn token_piece(model: &Model, token: Token) -> Vec<u8> {
+    model.vocab().token_to_piece(token, true).unwrap_or_default()
+}
+
+impl ModelFacade for LlamaModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
-    fn n_vocab(&self) -> i32 {
-        self.model.vocab().n_tokens()
+    fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>, CoreError> {
+        Ok(self.model.vocab().tokenize(text, add_special, parse_special)?)
     }
 
-    fn check_sampling(&self, params: &SamplingParams) -> Result<(), String> {
-        params.validate().map_err(|e| e.to_string())?;
-        if params.grammar.is_some() {
-            // Building the sampler parses the grammar: a bad one is refused
-            // at submit time rather than failing on the engine thread.
-            Sampler::new(&self.model, params).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+    fn detokenize(&self, tokens: &[Token], remove_special: bool, unparse_special: bool) -> Result<String, CoreError> {
+        Ok(self.model.vocab().detokenize(tokens, remove_special, unparse_special)?)
+    }
+
+    fn token_piece(&self, token: Token) -> Vec<u8> {
+        token_piece(&self.model, token)
+    }
+
+    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError> {
+        Ok(ChatTemplate::for_model(&self.model, explicit)?)
+    }
+}
+
+impl ModelBackend for LlamaModel {
+    type Sampler = Sampler;
+
+    fn prepare_sampling(&self, params: &SamplingParams) -> Result<Sampler, CoreError> {
+        // -1 look-backs mean this sequence's context, as in llama.cpp's
+        // server; a longer look-back sees no more tokens than that, but
+        // llama.cpp would allocate a ring buffer of its length up front.
+        let mut params = params.clone().with_context_size(self.n_ctx_seq);
+        let cap = i32::try_from(self.n_ctx_seq).unwrap_or(i32::MAX);
+        params.repeat_last_n = params.repeat_last_n.min(cap);
+        params.dry_penalty_last_n = params.dry_penalty_last_n.min(cap);
+        Ok(Sampler::new(&self.model, &params)?)
     }
 }
 
@@ -77,7 +115,10 @@ impl LlamaInference {
     /// Create the context for `config` (already validated). KV is never
     /// unified: each slot gets its own `n_ctx / n_seq_max` cells, so that one
     /// request's cache layout does not depend on the others'.
-    pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaTokenizer), StartError> {
+    ///
+    /// # Errors
+    /// [`StartError::Context`] when llama.cpp cannot create the context(s).
+    pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaModel), StartError> {
         let per_seq = config.n_ctx_seq();
         let params = ContextParams {
             n_ctx: per_seq * config.n_seq_max,
@@ -122,7 +163,9 @@ impl LlamaInference {
             embed_ctx,
             n_ctx_seq,
         };
-        Ok((inference, LlamaTokenizer::new(model)))
+        let mut facade = LlamaModel::new(model);
+        facade.n_ctx_seq = n_ctx_seq;
+        Ok((inference, facade))
     }
 
     fn fill_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<(), Error> {
@@ -140,12 +183,12 @@ fn decode_error(e: Error) -> DecodeError {
     match e {
         Error::Aborted => DecodeError::Aborted,
         Error::Decode { code: 1, .. } => DecodeError::NoKvSlot,
-        other => DecodeError::Failed(other.to_string()),
+        other => DecodeError::Failed(other.into()),
     }
 }
 
 impl Inference for LlamaInference {
-    type Tokenizer = LlamaTokenizer;
+    type Model = LlamaModel;
 
     fn n_ctx_seq(&self) -> u32 {
         self.n_ctx_seq
@@ -160,32 +203,31 @@ impl Inference for LlamaInference {
         self.ctx.decode(&self.batch).map_err(decode_error)
     }
 
-    fn start_sequence(&mut self, seq: SeqId, params: &SamplingParams, prompt: &[Token]) -> Result<(), String> {
-        let slot = self.samplers.get_mut(seq as usize).ok_or_else(|| format!("no sequence {seq}"))?;
-        // -1 look-backs mean this sequence's context, as in llama.cpp's server.
-        let params = params.clone().with_context_size(self.n_ctx_seq);
-        let mut sampler = Sampler::new(&self.model, &params).map_err(|e| e.to_string())?;
+    fn start_sequence(&mut self, seq: SeqId, mut sampler: Sampler, prompt: &[Token]) -> Result<(), CoreError> {
+        let n_seq_max = self.samplers.len() as u32;
+        let slot = self.samplers.get_mut(seq as usize).ok_or(Error::SeqIdOutOfRange { seq_id: seq, n_seq_max })?;
         for &t in prompt {
-            sampler.accept(t).map_err(|e| e.to_string())?;
+            sampler.accept(t)?;
         }
         *slot = Some(sampler);
         Ok(())
     }
 
     fn sample(&mut self, seq: SeqId, entry: usize, n_probs: u32) -> Result<Sampled, SampleError> {
-        let index = self.outputs.get(entry).copied().flatten().ok_or_else(|| format!("entry {entry} has no output"))?;
+        let index = self
+            .outputs
+            .get(entry)
+            .copied()
+            .flatten()
+            .ok_or_else(|| SampleError::Internal(format!("entry {entry} has no output")))?;
         let sampler = self
             .samplers
             .get_mut(seq as usize)
             .and_then(Option::as_mut)
-            .ok_or_else(|| format!("sequence {seq} has no sampler"))?;
-        let logits = self.ctx.logits(index).map_err(|e| e.to_string())?;
+            .ok_or_else(|| SampleError::Internal(format!("sequence {seq} has no sampler")))?;
+        let logits = self.ctx.logits(index)?;
         let top = if n_probs > 0 { log_softmax_top(logits, n_probs as usize) } else { Vec::new() };
-        let token = sampler.sample_logits(logits).map_err(|e| match e {
-            // The grammar allows no token here: the request's constraint, not a fault of ours.
-            llama_core::Error::Grammar(reason) => SampleError::Constraint(reason),
-            other => SampleError::Internal(other.to_string()),
-        })?;
+        let token = sampler.sample_logits(logits)?;
         let logprob = (n_probs > 0).then(|| log_softmax_of(logits, token));
         Ok(Sampled { token, logprob, top })
     }
@@ -193,6 +235,10 @@ impl Inference for LlamaInference {
     fn token_bytes(&self, token: Token) -> Vec<u8> {
         // Control tokens render as nothing (special = false), like llama-server.
         self.model.vocab().token_to_piece(token, false).unwrap_or_default()
+    }
+
+    fn token_piece(&self, token: Token) -> Vec<u8> {
+        token_piece(&self.model, token)
     }
 
     fn is_eog(&self, token: Token) -> bool {
@@ -207,9 +253,12 @@ impl Inference for LlamaInference {
         self.ctx.kv_cells_used()
     }
 
-    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, String> {
-        let ctx = self.embed_ctx.as_mut().ok_or("embeddings are disabled")?;
-        let mut out = llama_core::embed(ctx, &[tokens.to_vec()], false).map_err(|e| e.to_string())?;
-        out.pop().ok_or_else(|| "no embedding returned".to_string())
+    fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {
+        let ctx = self.embed_ctx.as_mut().ok_or(Error::InvalidParam {
+            name: "embeddings",
+            reason: "the engine was started without embeddings".into(),
+        })?;
+        let mut out = llama_core::embed(ctx, &[tokens.to_vec()], false)?;
+        Ok(out.pop().ok_or(Error::NoOutput(0))?)
     }
 }

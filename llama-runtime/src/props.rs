@@ -16,9 +16,9 @@ use proptest::sample::Index;
 use tokio::sync::oneshot;
 
 use crate::engine::Front;
-use crate::fake::{FAKE_EOG, FakeControl, FakeInference, FakeTokenizer, fake_next_token, fake_piece};
+use crate::fake::{FAKE_EOG, FakeControl, FakeInference, FakeModel, fake_next_token, fake_piece};
 use crate::inbox::{EmbedJob, Inbox};
-use crate::inference::{DecodeError, Tokenizer};
+use crate::inference::{DecodeError, ModelFacade};
 use crate::metrics::MetricsCell;
 use crate::scheduler::{Scheduler, Tick};
 use crate::{Embedding, EngineConfig, EngineError, Event, FinishReason, Rejected, Request};
@@ -105,7 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![
             Just(DecodeError::Aborted),
             Just(DecodeError::NoKvSlot),
-            Just(DecodeError::Failed("injected".into())),
+            Just(DecodeError::Failed(llama_core::Error::InvalidParam { name: "test", reason: "injected".into() }.into())),
         ]
         .prop_map(Op::Fail),
         1 => any::<Index>().prop_map(Op::CancelMidDecode),
@@ -151,7 +151,7 @@ struct Tracked {
 type EmbedReply = oneshot::Receiver<Result<Vec<Embedding>, EngineError>>;
 
 struct Harness {
-    front: Front<FakeTokenizer>,
+    front: Front<FakeModel>,
     sched: Scheduler<FakeInference>,
     ctl: Arc<Mutex<FakeControl>>,
     cfg: EngineConfig,
@@ -178,7 +178,7 @@ impl Harness {
         let n_ctx_seq = cfg.n_ctx_seq();
         let sched = Scheduler::new(fake, cfg.clone(), n_ctx_seq, Arc::clone(&inbox), Arc::clone(&metrics));
         let front = Front {
-            tokenizer: FakeTokenizer,
+            model: FakeModel::default(),
             config: cfg.clone(),
             n_ctx_seq,
             inbox,
@@ -218,7 +218,7 @@ impl Harness {
             text.push_str(&t[..cut.index(t.len() + 1)]);
         }
         text.push_str(&spec.text);
-        let prompt = FakeTokenizer.tokenize(&text).unwrap();
+        let prompt = FakeModel::default().tokenize(&text, true, true).unwrap();
         let mut req = Request::new(text.clone());
         req.sampling = SamplingParams { seed: spec.seed, ..SamplingParams::greedy() };
         req.max_tokens = spec.max_tokens;
@@ -478,7 +478,7 @@ impl Harness {
                     EngineError::Cancelled => r.cancelled,
                     EngineError::DeadlineExceeded => r.spec.deadline_ms.is_some(),
                     EngineError::ShuttingDown => self.shutdown,
-                    EngineError::Decode(_) => self.failures_injected,
+                    EngineError::Decode(_) | EngineError::KvCacheFull => self.failures_injected,
                     EngineError::SlowConsumer { .. } => r.spec.reader != Reader::Eager,
                     _ => false,
                 };

@@ -1,5 +1,6 @@
 //! The public request, event and error types.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llama_core::{SamplingParams, Token};
@@ -227,8 +228,36 @@ pub struct Embedding {
     pub n_tokens: u32,
 }
 
-/// Why [`Engine::submit`](crate::Engine::submit) refused a request. Nothing
-/// was queued; no event will follow.
+/// A [`llama_core::Error`] carried across the runtime boundary, typed and
+/// cheap to clone (events and results are cloneable; the core error is not).
+/// [`CoreError::get`] gives the original error to match on.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CoreError(Arc<llama_core::Error>);
+
+impl CoreError {
+    /// The llama-core error.
+    pub fn get(&self) -> &llama_core::Error {
+        &self.0
+    }
+}
+
+impl From<llama_core::Error> for CoreError {
+    fn from(e: llama_core::Error) -> Self {
+        CoreError(Arc::new(e))
+    }
+}
+
+impl PartialEq for CoreError {
+    /// Two errors are equal when they are the same error or say the same.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// Why [`Engine::submit`](crate::Engine::submit) or
+/// [`Engine::embed`](crate::Engine::embed) refused work. Nothing was
+/// queued; no event will follow.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejected {
@@ -241,6 +270,9 @@ pub enum Rejected {
     /// The engine is shutting down or has stopped.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// [`Engine::embed`](crate::Engine::embed) on an engine started without `embeddings`.
+    #[error("embeddings are disabled on this engine")]
+    EmbeddingsDisabled,
     /// The prompt does not leave room for a single generated token.
     #[error("the prompt has {n_prompt} tokens, but the context window is {n_ctx} tokens")]
     PromptTooLong {
@@ -248,6 +280,14 @@ pub enum Rejected {
         n_prompt: u32,
         /// Context window per sequence.
         n_ctx: u32,
+    },
+    /// An embedding input has more tokens than one micro-batch can pool.
+    #[error("{n_tokens} tokens; at most {limit} can be embedded")]
+    InputTooLong {
+        /// Tokens in the input.
+        n_tokens: u32,
+        /// The most an input may have (`min(n_ubatch, n_ctx_seq)`).
+        limit: u32,
     },
     /// The prompt has no tokens.
     #[error("the prompt is empty")]
@@ -260,16 +300,34 @@ pub enum Rejected {
         /// The vocabulary size.
         n_vocab: i32,
     },
-    /// A request field is out of range (sampling parameters, stop strings,
-    /// `n_probs`, a grammar that does not parse, ...).
+    /// A request field is out of range: sampling parameters
+    /// ([`llama_core::Error::InvalidParam`] naming the field), a grammar that
+    /// does not parse ([`llama_core::Error::Grammar`]), stop strings,
+    /// `n_probs`.
     #[error("invalid request: {0}")]
-    InvalidParams(String),
+    Invalid(CoreError),
     /// The prompt text could not be tokenized.
-    #[error("tokenization failed: {0}")]
-    Tokenize(String),
+    #[error(transparent)]
+    Tokenize(CoreError),
+    /// Input `index` of an embedding call was refused (the reason is one of
+    /// the prompt variants above).
+    #[error("input {index}: {reason}")]
+    Input {
+        /// Which input.
+        index: usize,
+        /// Why.
+        reason: Box<Rejected>,
+    },
 }
 
-/// Why an admitted request (or an embedding call) ended without success.
+impl Rejected {
+    /// A refused request field, as llama-core reports one.
+    pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {
+        Rejected::Invalid(llama_core::Error::InvalidParam { name, reason: reason.into() }.into())
+    }
+}
+
+/// Why an admitted request (or an embedding job) ended without success.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -282,27 +340,18 @@ pub enum EngineError {
     /// The engine shut down before the request finished.
     #[error("the engine shut down")]
     ShuttingDown,
-    /// llama.cpp failed to decode the request's batch (or ran out of KV cache).
+    /// llama.cpp failed to decode the request's batch.
     #[error("decode failed: {0}")]
-    Decode(String),
-    /// [`Engine::embed`](crate::Engine::embed) on an engine started without `embeddings`.
-    #[error("embeddings are disabled on this engine")]
-    EmbeddingsDisabled,
+    Decode(CoreError),
+    /// No room was left in the KV cache for the request's next step.
+    #[error("decode failed: the KV cache is full")]
+    KvCacheFull,
     /// The reader left the event channel full for longer than
     /// [`EngineConfig::slow_consumer_timeout`](crate::EngineConfig::slow_consumer_timeout).
     #[error("the client did not read its events for {timeout:?}")]
     SlowConsumer {
         /// The configured bound.
         timeout: Duration,
-    },
-    /// An embedding input was refused (empty, too long, out-of-vocabulary token, tokenization failed).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The embedding queue is full.
-    #[error("the engine is overloaded: {queue_capacity} jobs are already waiting")]
-    Overloaded {
-        /// The queue's capacity.
-        queue_capacity: usize,
     },
     /// The request's grammar (or JSON schema) allows no token of the model
     /// at this point of the output, so the output can never be completed

@@ -17,7 +17,7 @@ use llama_core::{Pos, SeqId, Token, TokenDecoder};
 use crate::config::EngineConfig;
 use crate::handle::{EventSink, RequestControl, SendError, done_event};
 use crate::inbox::{Admission, EmbedJob, Inbox};
-use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled};
+use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, SamplerOf};
 use crate::metrics::{MetricsCell, SlotInfo, SlotState};
 use crate::request::{Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage};
 use crate::stop::{StopMatcher, StopOutcome};
@@ -117,7 +117,7 @@ pub(crate) struct Scheduler<I: Inference> {
     inf: I,
     cfg: EngineConfig,
     n_ctx_seq: u32,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<SamplerOf<I>>>,
     metrics: Arc<MetricsCell>,
     abort: Arc<AtomicBool>,
     slots: Vec<Slot>,
@@ -134,7 +134,13 @@ pub(crate) struct Scheduler<I: Inference> {
 }
 
 impl<I: Inference> Scheduler<I> {
-    pub(crate) fn new(inf: I, cfg: EngineConfig, n_ctx_seq: u32, inbox: Arc<Inbox>, metrics: Arc<MetricsCell>) -> Self {
+    pub(crate) fn new(
+        inf: I,
+        cfg: EngineConfig,
+        n_ctx_seq: u32,
+        inbox: Arc<Inbox<SamplerOf<I>>>,
+        metrics: Arc<MetricsCell>,
+    ) -> Self {
         let abort = inf.abort_flag();
         let slots = (0..cfg.n_seq_max)
             .map(|i| Slot {
@@ -280,7 +286,7 @@ impl<I: Inference> Scheduler<I> {
     }
 
     /// End a request that never got a slot.
-    fn reject_queued(&self, adm: Admission, err: EngineError) {
+    fn reject_queued(&self, adm: Admission<SamplerOf<I>>, err: EngineError) {
         let end = End::Failed(err.clone());
         self.count_end(&end);
         adm.sink.finish(VecDeque::new(), Event::Error(err));
@@ -409,7 +415,7 @@ impl<I: Inference> Scheduler<I> {
 
     /// The free slot to use: the longest cached common prefix when the
     /// request reuses the cache, else the emptiest, least recently used one.
-    fn pick_slot(&self, adm: &Admission) -> Option<(usize, usize)> {
+    fn pick_slot(&self, adm: &Admission<SamplerOf<I>>) -> Option<(usize, usize)> {
         let reuse = adm.cache_prompt && !adm.deterministic;
         self.slots
             .iter()
@@ -423,7 +429,7 @@ impl<I: Inference> Scheduler<I> {
             .map(|(i, common, _, _)| (i, common))
     }
 
-    fn admit_one(&mut self, adm: Admission) {
+    fn admit_one(&mut self, adm: Admission<SamplerOf<I>>) {
         let Some((idx, common)) = self.pick_slot(&adm) else { return };
         #[cfg(test)]
         self.admission_log.push(adm.id);
@@ -440,7 +446,7 @@ impl<I: Inference> Scheduler<I> {
         self.slots[idx].last_used = self.n_ticks;
         self.metrics.prompt_tokens_total.fetch_add(n_prompt as u64, Relaxed);
         self.metrics.cached_tokens_total.fetch_add(keep as u64, Relaxed);
-        let started = self.inf.start_sequence(seq_id, &adm.sampling, &adm.tokens);
+        let started = self.inf.start_sequence(seq_id, adm.sampler, &adm.tokens);
         let seq = Sequence {
             id: adm.id,
             order: self.n_admitted,
@@ -684,7 +690,7 @@ impl<I: Inference> Scheduler<I> {
                         self.slots[it.slot].cache.clear();
                         // A sequence that lost its prefix cannot go on.
                         if self.slots[it.slot].seq.is_some() {
-                            let e = EngineError::Decode("could not roll back the KV cache".into());
+                            let e = EngineError::Internal("could not roll back the KV cache".into());
                             self.end(it.slot, End::Failed(e));
                         }
                     }
@@ -700,14 +706,13 @@ impl<I: Inference> Scheduler<I> {
                             .filter_map(|it| self.slots[it.slot].seq.as_ref().map(|q| (q.order, it.slot)))
                             .max();
                         if let Some((_, slot)) = newest {
-                            let e = EngineError::Decode("the KV cache is full".into());
-                            self.end(slot, End::Failed(e));
+                            self.end(slot, End::Failed(EngineError::KvCacheFull));
                         }
                     }
-                    DecodeError::Failed(msg) => {
+                    DecodeError::Failed(e) => {
                         for it in &items {
                             if self.slots[it.slot].seq.is_some() {
-                                self.end(it.slot, End::Failed(EngineError::Decode(msg.clone())));
+                                self.end(it.slot, End::Failed(EngineError::Decode(e.clone())));
                             }
                         }
                     }
@@ -756,7 +761,7 @@ impl<I: Inference> Scheduler<I> {
             .iter()
             .map(|&(token, logprob)| TopLogprob {
                 token,
-                text: String::from_utf8_lossy(&self.inf.token_bytes(token)).into_owned(),
+                text: String::from_utf8_lossy(&self.inf.token_piece(token)).into_owned(),
                 logprob,
             })
             .collect();

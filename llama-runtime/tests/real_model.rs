@@ -278,7 +278,7 @@ fn embeddings() {
     let before = run(&engine, greedy(PROMPTS[0], 8));
     let inputs: Vec<Prompt> =
         ["hello world", "hello world", "The stock market fell sharply today."].into_iter().map(Prompt::from).collect();
-    let v = futures::executor::block_on(engine.embed(inputs, true)).unwrap();
+    let v = futures::executor::block_on(engine.embed(inputs, true).unwrap()).unwrap();
     assert_eq!(v.len(), 3);
     assert_eq!(v[0].vector.len(), model().n_embd() as usize);
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -290,7 +290,7 @@ fn embeddings() {
     assert_eq!(after.tokens, before.tokens);
 
     let off = start(config(1, 128));
-    assert_eq!(futures::executor::block_on(off.embed(vec!["x".into()], false)), Err(EngineError::EmbeddingsDisabled));
+    assert_eq!(off.embed(vec!["x".into()], false).unwrap_err(), Rejected::EmbeddingsDisabled);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use llama_core::{FlashAttn, KvCacheType, MAX_THREADS};
+use llama_runtime::EngineConfig;
 
 /// The file `-m` defaults to, looked up by llama-runtime's
 /// [`find_default_model`](llama_runtime::find_default_model): in the current
@@ -568,12 +569,9 @@ impl Args {
         })?;
 
         let model_path = match &self.model {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(ArgsError::ModelMissing(path.clone()));
-                }
-                path.clone()
-            }
+            // Whether the file exists is checked when the server starts
+            // (`serve`), so that settings can be built without a model.
+            Some(path) => path.clone(),
             None => llama_runtime::find_default_model().map_err(|e| ArgsError::DefaultModelMissing {
                 searched: e.searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             })?,
@@ -614,6 +612,39 @@ impl Args {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             sampling: self.default_sampling(seed),
         })
+    }
+}
+
+impl Settings {
+    /// Refuse a model path that names no file (before anything binds or
+    /// loads; [`Args::validate`] does not look at the file system for it).
+    ///
+    /// # Errors
+    /// [`ArgsError::ModelMissing`].
+    pub fn check_model_file(&self) -> Result<(), ArgsError> {
+        if self.model_path.is_file() { Ok(()) } else { Err(ArgsError::ModelMissing(self.model_path.clone())) }
+    }
+
+    /// The engine configuration these settings ask for, for a model trained
+    /// with `n_ctx_train` tokens of context (`-c 0` means that, capped at
+    /// [`MAX_CTX`]).
+    pub fn engine_config(&self, n_ctx_train: u32) -> EngineConfig {
+        let n_ctx = if self.ctx_size == 0 { n_ctx_train.min(MAX_CTX) } else { self.ctx_size };
+        let threads = |t: i32| if t < 0 { llama_core::default_threads() } else { t };
+        EngineConfig {
+            n_ctx,
+            n_seq_max: self.parallel,
+            n_batch: self.batch_size.max(self.parallel),
+            n_ubatch: self.ubatch_size.min(self.batch_size.max(self.parallel)),
+            n_threads: threads(self.threads),
+            n_threads_batch: threads(self.threads_batch),
+            queue_capacity: self.queue_size,
+            embeddings: self.embeddings,
+            flash_attn: self.flash_attn,
+            type_k: self.cache_type_k,
+            type_v: self.cache_type_v,
+            ..EngineConfig::default()
+        }
     }
 }
 
@@ -770,9 +801,9 @@ mod tests {
     }
 
     #[test]
-    fn missing_model_file_is_refused() {
-        let err = Args::try_parse_argv(["llama-server", "-m", "/nonexistent/model.gguf"]).unwrap().validate();
-        assert!(matches!(err, Err(ArgsError::ModelMissing(_))));
+    fn missing_model_file_is_refused_at_start_not_in_the_settings() {
+        let s = Args::try_parse_argv(["llama-server", "-m", "/nonexistent/model.gguf"]).unwrap().validate().unwrap();
+        assert!(matches!(s.check_model_file(), Err(ArgsError::ModelMissing(_))));
     }
 
     #[test]

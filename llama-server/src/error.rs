@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use llama_runtime::{CoreError, EngineError, Rejected};
 use serde_json::{Value, json};
 
 /// Everything a request can fail with. Internal details are logged, never
@@ -179,12 +180,14 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<llama_core::Error> for AppError {
-    fn from(err: llama_core::Error) -> Self {
+impl AppError {
+    /// The HTTP error for a llama-core error (bad parameters, grammar,
+    /// template, tokens are the client's fault; the rest is internal).
+    pub fn from_core(err: &llama_core::Error) -> Self {
         use llama_core::Error as E;
         match err {
             E::InvalidParam { name, reason } => {
-                AppError::invalid(name, format!("invalid value for `{name}`: {reason}"))
+                AppError::invalid(*name, format!("invalid value for `{name}`: {reason}"))
             }
             E::TokenOutOfVocab { token, n_vocab } => {
                 AppError::bad_request(format!("token id {token} is outside the vocabulary (0..{n_vocab})"))
@@ -194,6 +197,78 @@ impl From<llama_core::Error> for AppError {
             E::Template(msg) => AppError::bad_request(format!("chat template error: {msg}")),
             E::NoChatTemplate => {
                 AppError::NotSupported("the model has no chat template; start the server with --chat-template".into())
+            }
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+
+    /// The HTTP error for a refused submit or embedding call; prompt
+    /// problems name `prompt_param` (`prompt`, `messages`, `input`, ...).
+    pub fn from_rejected(r: Rejected, prompt_param: &str) -> Self {
+        match r {
+            Rejected::Overloaded { queue_capacity } => AppError::unavailable(
+                format!("the server is busy: {queue_capacity} requests are already waiting; retry later"),
+                Some(1),
+            ),
+            Rejected::ShuttingDown => AppError::unavailable("the server is shutting down", None),
+            Rejected::EmbeddingsDisabled => {
+                AppError::NotSupported("this server does not serve embeddings; start it with --embeddings".into())
+            }
+            Rejected::PromptTooLong { n_prompt, n_ctx } => {
+                AppError::ContextExceeded { n_prompt_tokens: n_prompt, n_ctx }
+            }
+            Rejected::EmptyPrompt => AppError::invalid(prompt_param, "the prompt is empty"),
+            Rejected::InvalidToken { token, n_vocab } => {
+                AppError::invalid(prompt_param, format!("token id {token} is outside the vocabulary (0..{n_vocab})"))
+            }
+            Rejected::Tokenize(e) => AppError::invalid(prompt_param, e.to_string()),
+            Rejected::Invalid(e) => AppError::from_core(e.get()),
+            Rejected::Input { index, reason } => match AppError::from_rejected(*reason, prompt_param) {
+                AppError::InvalidRequest { message, param } => {
+                    AppError::InvalidRequest { message: format!("input {index}: {message}"), param }
+                }
+                other => other,
+            },
+            other => AppError::bad_request(other.to_string()),
+        }
+    }
+}
+
+impl From<llama_core::Error> for AppError {
+    fn from(err: llama_core::Error) -> Self {
+        AppError::from_core(&err)
+    }
+}
+
+impl From<CoreError> for AppError {
+    fn from(err: CoreError) -> Self {
+        AppError::from_core(err.get())
+    }
+}
+
+impl From<Rejected> for AppError {
+    fn from(r: Rejected) -> Self {
+        AppError::from_rejected(r, "prompt")
+    }
+}
+
+impl From<EngineError> for AppError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Cancelled => AppError::unavailable("the request was cancelled", None),
+            EngineError::DeadlineExceeded => {
+                AppError::Timeout("the request took longer than the server's time limit (--timeout)".into())
+            }
+            EngineError::ShuttingDown => AppError::unavailable("the server is shutting down", None),
+            EngineError::SlowConsumer { timeout } => {
+                AppError::Timeout(format!("the client did not read the response for {} s", timeout.as_secs()))
+            }
+            // The request's grammar (or schema) cannot be completed with this model's tokens.
+            EngineError::Constraint(reason) => AppError::bad_request(format!(
+                "the grammar (or JSON schema) allows no token of this model at this point of the output: {reason}"
+            )),
+            EngineError::KvCacheFull => {
+                AppError::unavailable("the KV cache is full; retry with fewer requests in flight", Some(1))
             }
             other => AppError::Internal(other.to_string()),
         }
@@ -235,6 +310,28 @@ mod tests {
         assert_eq!(body["error"]["message"], "internal server error");
         assert_eq!(body["error"]["type"], "server_error");
         assert_eq!(body["error"]["code"], 500);
+    }
+
+    #[test]
+    fn runtime_errors_convert() {
+        use std::time::Duration;
+        assert_eq!(
+            AppError::from(Rejected::Overloaded { queue_capacity: 2 }).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let e = AppError::from(Rejected::PromptTooLong { n_prompt: 10, n_ctx: 5 });
+        assert_eq!(e.error_type(), "exceed_context_size_error");
+        assert_eq!(AppError::from_rejected(Rejected::EmptyPrompt, "messages").body()["error"]["param"], "messages");
+        let bad_temp: CoreError = llama_core::Error::InvalidParam { name: "temperature", reason: "NaN".into() }.into();
+        let e = AppError::from(Rejected::Invalid(bad_temp));
+        assert_eq!(e.body()["error"]["param"], "temperature");
+        let input = Rejected::Input { index: 2, reason: Box::new(Rejected::EmptyPrompt) };
+        assert_eq!(AppError::from_rejected(input, "input").to_string(), "input 2: the prompt is empty");
+        assert_eq!(AppError::from(EngineError::DeadlineExceeded).status(), StatusCode::REQUEST_TIMEOUT);
+        let slow = EngineError::SlowConsumer { timeout: Duration::from_secs(3) };
+        assert_eq!(AppError::from(slow).status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(AppError::from(EngineError::Internal("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(AppError::from(EngineError::Constraint("x".into())).status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -217,12 +217,6 @@ pub(crate) async fn build_sampling(
         xtc_threshold,
         min_keep
     );
-    // A look-back longer than a slot's context sees no more tokens, but
-    // llama.cpp allocates (and zeroes) a ring buffer of that many tokens up
-    // front: 8 GiB for `repeat_last_n: 2147483647`. -1 stays "the context".
-    let n_ctx = i32::try_from(ready.n_ctx_seq).unwrap_or(i32::MAX);
-    p.repeat_last_n = p.repeat_last_n.min(n_ctx);
-    p.dry_penalty_last_n = p.dry_penalty_last_n.min(n_ctx);
     if let Some(m) = f.mirostat {
         if m > 2 {
             return Err(AppError::invalid("mirostat", "`mirostat` must be 0, 1 or 2"));
@@ -265,7 +259,7 @@ pub(crate) async fn build_sampling(
         ));
     }
     p.grammar = grammars.pop();
-    p.validate()?;
+    // Validated once, by the engine at submit (which builds the sampler).
     Ok(p)
 }
 
@@ -399,8 +393,8 @@ fn collect_bias<'a>(
     ready: &Ready,
 ) -> Result<Vec<(Token, f32)>, AppError> {
     let bad = |msg: String| AppError::invalid("logit_bias", msg);
-    let vocab = ready.model.vocab();
-    let n_vocab = vocab.n_tokens();
+    let model = ready.model();
+    let n_vocab = model.info().n_vocab;
     let mut out = Vec::new();
     for (key, value) in entries {
         let bias = match value {
@@ -418,9 +412,9 @@ fn collect_bias<'a>(
             KeyRef::Num(Some(id)) => vec![check_id(id, n_vocab)?],
             KeyRef::Str(s) => match s.trim().parse::<i64>() {
                 Ok(id) => vec![check_id(id, n_vocab)?],
-                Err(_) => vocab.tokenize(s, false, false).map_err(AppError::from)?,
+                Err(_) => model.tokenize(s, false, false)?,
             },
-            KeyRef::Text(text) => vocab.tokenize(text, false, false).map_err(AppError::from)?,
+            KeyRef::Text(text) => model.tokenize(text, false, false)?,
             KeyRef::Num(None) | KeyRef::Invalid => return Err(bad("a token must be an integer id or a string".into())),
         };
         out.extend(tokens.into_iter().map(|t| (t, bias)));
@@ -449,24 +443,13 @@ pub enum StopField {
     Many(Vec<String>),
 }
 
-/// Validate stop strings: at most [`MAX_STOP`], each at most [`MAX_STOP_BYTES`]; empty ones are dropped.
-pub(crate) fn parse_stop(stop: Option<&StopField>) -> Result<Vec<String>, AppError> {
-    let list: Vec<String> = match stop {
-        None => return Ok(Vec::new()),
+/// The stop strings of a `stop` field (the engine checks them at submit).
+pub(crate) fn stop_strings(stop: Option<&StopField>) -> Vec<String> {
+    match stop {
+        None => Vec::new(),
         Some(StopField::One(s)) => vec![s.clone()],
         Some(StopField::Many(v)) => v.clone(),
-    };
-    let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
-    if list.len() > MAX_STOP {
-        return Err(AppError::invalid("stop", format!("at most {MAX_STOP} stop strings are allowed")));
     }
-    if let Some(long) = list.iter().find(|s| s.len() > MAX_STOP_BYTES) {
-        return Err(AppError::invalid(
-            "stop",
-            format!("stop strings may be at most {MAX_STOP_BYTES} bytes, one has {}", long.len()),
-        ));
-    }
-    Ok(list)
 }
 
 /// The number of tokens to generate: the request's ask, capped by the
@@ -478,53 +461,9 @@ pub(crate) fn effective_max_tokens(requested: Option<u32>, server_cap: Option<u3
     }
 }
 
-/// Map a refused submit to the HTTP error.
-pub(crate) fn rejected(r: Rejected, prompt_param: &str) -> AppError {
-    match r {
-        Rejected::Overloaded { queue_capacity } => AppError::unavailable(
-            format!("the server is busy: {queue_capacity} requests are already waiting; retry later"),
-            Some(1),
-        ),
-        Rejected::ShuttingDown => AppError::unavailable("the server is shutting down", None),
-        Rejected::PromptTooLong { n_prompt, n_ctx } => AppError::ContextExceeded { n_prompt_tokens: n_prompt, n_ctx },
-        Rejected::EmptyPrompt => AppError::invalid(prompt_param, "the prompt is empty"),
-        Rejected::InvalidToken { token, n_vocab } => {
-            AppError::invalid(prompt_param, format!("token id {token} is outside the vocabulary (0..{n_vocab})"))
-        }
-        Rejected::InvalidParams(msg) => AppError::bad_request(msg),
-        Rejected::Tokenize(msg) => AppError::invalid(prompt_param, format!("tokenization failed: {msg}")),
-        other => AppError::bad_request(other.to_string()),
-    }
-}
-
-/// Map an engine failure after admission to the HTTP error.
-pub(crate) fn engine_error(e: EngineError, timeout_secs: u64) -> AppError {
-    match e {
-        EngineError::Cancelled => AppError::unavailable("the request was cancelled", None),
-        EngineError::DeadlineExceeded => AppError::Timeout(format!("the request took longer than {timeout_secs} s")),
-        EngineError::ShuttingDown => AppError::unavailable("the server is shutting down", None),
-        EngineError::EmbeddingsDisabled => {
-            AppError::NotSupported("this server does not serve embeddings; start it with --embeddings".into())
-        }
-        EngineError::SlowConsumer { timeout } => {
-            AppError::Timeout(format!("the client did not read the response for {} s", timeout.as_secs()))
-        }
-        EngineError::InvalidInput(msg) => AppError::bad_request(msg),
-        // The request's grammar (or schema) cannot be completed with this model's tokens.
-        EngineError::Constraint(reason) => AppError::bad_request(format!(
-            "the grammar (or JSON schema) allows no token of this model at this point of the output: {reason}"
-        )),
-        EngineError::Overloaded { queue_capacity } => AppError::unavailable(
-            format!("the server is busy: {queue_capacity} jobs are already waiting; retry later"),
-            Some(1),
-        ),
-        other => AppError::Internal(other.to_string()),
-    }
-}
-
 /// The frame that reports an engine failure in the middle of a stream.
-pub(crate) fn error_frame(e: EngineError, ready: &Ready) -> Frame {
-    Frame::Json(engine_error(e, ready.timeout.as_secs()).sse_payload())
+pub(crate) fn error_frame(e: EngineError) -> Frame {
+    Frame::Json(AppError::from(e).sse_payload())
 }
 
 /// Text longer than this (bytes, all prompts of a request together) is
@@ -562,12 +501,12 @@ pub(crate) async fn submit_all(
             _ => 0,
         })
         .sum();
-    let engine = ready.engine.clone();
+    let engine = Arc::clone(&ready.engine);
     let submitted = maybe_blocking(text_bytes, move || {
         requests.into_iter().map(|r| engine.submit(r)).collect::<Result<Vec<Handle>, Rejected>>()
     })
     .await?;
-    let handles = submitted.map_err(|r| rejected(r, prompt_param))?;
+    let handles = submitted.map_err(|r| AppError::from_rejected(r, prompt_param))?;
     Ok(handles.into_iter().map(|h| Observed::new(h, Arc::clone(&ready.stats), start)).collect())
 }
 
@@ -581,13 +520,13 @@ pub(crate) struct Collected {
 
 /// Drain every request's events (result `i` is `handles[i]`'s). The first
 /// failure is returned and drops the other handles, which cancels them.
-pub(crate) async fn collect_all(handles: Vec<Observed<Handle>>, timeout_secs: u64) -> Result<Vec<Collected>, AppError> {
-    try_join_all(handles.into_iter().map(|h| collect(h, timeout_secs))).await
+pub(crate) async fn collect_all(handles: Vec<Observed<Handle>>) -> Result<Vec<Collected>, AppError> {
+    try_join_all(handles.into_iter().map(collect)).await
 }
 
 /// Drain one request's events. Dropping the returned future (client gone)
 /// drops the handle, which cancels the request.
-async fn collect(mut events: Observed<Handle>, timeout_secs: u64) -> Result<Collected, AppError> {
+async fn collect(mut events: Observed<Handle>) -> Result<Collected, AppError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
     while let Some(ev) = events.next().await {
@@ -597,7 +536,7 @@ async fn collect(mut events: Observed<Handle>, timeout_secs: u64) -> Result<Coll
                 tokens.push(t);
             }
             Event::Done(done) => return Ok(Collected { text, tokens, done }),
-            Event::Error(e) => return Err(engine_error(e, timeout_secs)),
+            Event::Error(e) => return Err(e.into()),
         }
     }
     Err(AppError::Internal("event stream ended without a terminal event".into()))
@@ -685,12 +624,12 @@ impl PromptIn {
             PromptIn::Text(s) => Prompt::Text(s.clone()),
             PromptIn::Tokens(t) => Prompt::Tokens(t.clone()),
             PromptIn::Mixed(pieces) => {
-                let vocab = ready.model.vocab();
+                let model = ready.model();
                 let mut tokens = Vec::new();
                 for (i, piece) in pieces.iter().enumerate() {
                     match piece {
                         Piece::Token(t) => tokens.push(*t),
-                        Piece::Text(s) => tokens.extend(vocab.tokenize(s, i == 0, true).map_err(AppError::from)?),
+                        Piece::Text(s) => tokens.extend(model.tokenize(s, i == 0, true)?),
                     }
                 }
                 Prompt::Tokens(tokens)
@@ -700,8 +639,8 @@ impl PromptIn {
 
     /// The prompt as text (token ids detokenized), for `echo` and `prompt` fields.
     pub(crate) fn text(&self, ready: &Ready) -> String {
-        let vocab = ready.model.vocab();
-        let detok = |t: &[Token]| vocab.detokenize(t, false, true).unwrap_or_default();
+        let model = ready.model();
+        let detok = |t: &[Token]| model.detokenize(t, false, true).unwrap_or_default();
         match self {
             PromptIn::Text(s) => s.clone(),
             PromptIn::Tokens(t) => detok(t),
@@ -742,7 +681,7 @@ pub(crate) fn random_id(prefix: &str) -> String {
 
 /// The text of a token, for log-probability listings (lossy UTF-8).
 pub(crate) fn token_text(ready: &Ready, token: Token) -> (String, Vec<u8>) {
-    let bytes = ready.model.vocab().token_to_piece(token, true).unwrap_or_default();
+    let bytes = ready.model().token_piece(token);
     (String::from_utf8_lossy(&bytes).into_owned(), bytes)
 }
 
@@ -790,13 +729,9 @@ mod tests {
 
     #[test]
     fn stops() {
-        assert!(parse_stop(None).unwrap().is_empty());
-        assert_eq!(parse_stop(Some(&StopField::One("\n".into()))).unwrap(), ["\n"]);
-        assert_eq!(parse_stop(Some(&StopField::Many(vec!["a".into(), "".into()]))).unwrap(), ["a"]);
-        let many = StopField::Many((0..=MAX_STOP).map(|i| i.to_string()).collect());
-        assert!(parse_stop(Some(&many)).is_err());
-        let long = StopField::One("x".repeat(MAX_STOP_BYTES + 1));
-        assert!(parse_stop(Some(&long)).is_err());
+        assert!(stop_strings(None).is_empty());
+        assert_eq!(stop_strings(Some(&StopField::One("\n".into()))), ["\n"]);
+        assert_eq!(stop_strings(Some(&StopField::Many(vec!["a".into(), "".into()]))), ["a", ""]);
     }
 
     #[test]
@@ -814,20 +749,5 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), "chatcmpl-".len() + 24);
         assert!(a["chatcmpl-".len()..].chars().all(|c| c.is_ascii_alphanumeric()));
-    }
-
-    #[test]
-    fn rejections_map_to_statuses() {
-        use axum::http::StatusCode;
-        assert_eq!(
-            rejected(Rejected::Overloaded { queue_capacity: 2 }, "prompt").status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        let e = rejected(Rejected::PromptTooLong { n_prompt: 10, n_ctx: 5 }, "prompt");
-        assert_eq!(e, AppError::ContextExceeded { n_prompt_tokens: 10, n_ctx: 5 });
-        assert_eq!(rejected(Rejected::EmptyPrompt, "messages").status(), StatusCode::BAD_REQUEST);
-        assert_eq!(engine_error(EngineError::DeadlineExceeded, 1).status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(engine_error(EngineError::Decode("x".into()), 1).status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(engine_error(EngineError::Constraint("x".into()), 1).status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -10,7 +10,7 @@
 //! // Flags as llama.cpp's llama-server takes them, multi-letter shorts included.
 //! let args = llama_server::Args::try_parse_argv(["llama-server", "--port", "8080", "-np", "2"])?;
 //! llama_server::run(args)?;
-//! # Ok::<(), anyhow::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,7 +31,6 @@ mod state;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -57,7 +56,7 @@ pub use generate::{
 pub use listen::HEADER_READ_TIMEOUT;
 pub use openai::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
-pub use state::{AppState, Phase, Ready};
+pub use state::{AppState, LoadError, Phase, Ready};
 
 use crate::extract::BodyLimit;
 
@@ -254,12 +253,17 @@ pub fn init_logging(args: &Args) {
 /// Dropping the future stops the server abruptly: open connections are
 /// dropped (cancelling their generations) and the engine is left to stop
 /// when its last handle goes; use a signal for a graceful stop.
-pub async fn serve(args: Args) -> anyhow::Result<()> {
+///
+/// # Errors
+/// [`ServeError`]: bad flags, a missing model, a port that cannot be bound,
+/// a model that fails to load.
+pub async fn serve(args: Args) -> Result<(), ServeError> {
     let settings = args.validate()?;
+    settings.check_model_file()?;
     let signals = ShutdownSignals::register();
     let addr = SocketAddr::new(settings.host, settings.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!("listening on http://{local}");
     if !settings.api_keys.is_empty() {
         tracing::info!("API key authentication is on ({} key(s))", settings.api_keys.len());
@@ -323,9 +327,32 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
             tracing::info!("stopped");
             Ok(())
         }
-        Phase::Failed(message) => Err(anyhow::anyhow!(message)),
+        Phase::Failed(message) => Err(ServeError::Load(message)),
         Phase::Loading => Ok(()),
     }
+}
+
+/// Why [`serve`] or [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A flag is invalid, or the model file is missing.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The tokio runtime could not start.
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The model failed to load (the message names the file and the cause).
+    #[error("{0}")]
+    Load(String),
 }
 
 /// SIGINT and SIGTERM handlers, registered when created (before the server
@@ -388,14 +415,18 @@ pub const RUNTIME_WORKERS: usize = 2;
 
 /// Set up logging, build a small multi-threaded tokio runtime
 /// ([`RUNTIME_WORKERS`] workers) and [`serve`] on it.
-pub fn run(args: Args) -> anyhow::Result<()> {
+///
+/// # Errors
+/// [`ServeError`]: bad flags, a missing model, a port that cannot be bound,
+/// a model that fails to load.
+pub fn run(args: Args) -> Result<(), ServeError> {
     init_logging(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_WORKERS)
         .thread_name("llama-server-http")
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .map_err(ServeError::Runtime)?;
     let result = runtime.block_on(serve(args));
     // A model still loading on a blocking thread must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));

@@ -17,9 +17,8 @@ use serde_json::{Value, json};
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
-    self, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all, effective_max_tokens,
-    error_frame, maybe_blocking, parse_prompts, parse_stop, request_with_sampling, submit_all, timings_json,
-    token_text,
+    MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all, effective_max_tokens, error_frame,
+    maybe_blocking, parse_prompts, request_with_sampling, stop_strings, submit_all, timings_json, token_text,
 };
 use crate::metrics;
 use crate::openai::{InMessage, embedding_inputs, render_chat, to_chat_messages};
@@ -212,7 +211,7 @@ pub async fn completion(
             ));
         }
     };
-    let stop = parse_stop(req.stop.as_ref())?;
+    let stop = stop_strings(req.stop.as_ref());
     let prompt_value =
         req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
     let prompts = parse_prompts(prompt_value, "prompt", true)?;
@@ -250,7 +249,7 @@ pub async fn completion(
         return Ok(sse::response(sse::render_stream(handles, renderer, Vec::new())));
     }
 
-    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
+    let results = collect_all(handles).await?;
     let objects: Vec<Value> = results
         .into_iter()
         .enumerate()
@@ -300,7 +299,7 @@ impl Renderer for NativeRenderer {
                 false
             }
             Event::Error(e) => {
-                out.push_back(error_frame(e, &self.plan.ready));
+                out.push_back(error_frame(e));
                 true
             }
         }
@@ -325,16 +324,16 @@ pub struct TokenizeRequest {
 /// `POST /tokenize`
 pub async fn tokenize(State(state): State<AppState>, Json(req): Json<TokenizeRequest>) -> Result<Response, AppError> {
     let ready = state.ready()?;
-    let model = Arc::clone(&ready.model);
     let (add, parse) = (req.add_special.unwrap_or(false), req.parse_special.unwrap_or(true));
     let content = req.content;
-    let tokens = maybe_blocking(content.len(), move || model.vocab().tokenize(&content, add, parse)).await??;
-    let vocab = ready.model.vocab();
+    let engine = Arc::clone(&ready.engine);
+    let tokens = maybe_blocking(content.len(), move || engine.model().tokenize(&content, add, parse)).await??;
+    let model = ready.model();
     let body = if req.with_pieces.unwrap_or(false) {
         let items: Vec<Value> = tokens
             .iter()
             .map(|&t| {
-                let bytes = vocab.token_to_piece(t, true).unwrap_or_default();
+                let bytes = model.token_piece(t);
                 let piece = match String::from_utf8(bytes) {
                     Ok(s) => json!(s),
                     Err(e) => json!(e.into_bytes()),
@@ -362,8 +361,7 @@ pub async fn detokenize(
     Json(req): Json<DetokenizeRequest>,
 ) -> Result<Response, AppError> {
     let ready = state.ready()?;
-    let vocab = ready.model.vocab();
-    let n_vocab = vocab.n_tokens();
+    let n_vocab = ready.model().info().n_vocab;
     let tokens: Vec<Token> = req
         .tokens
         .iter()
@@ -379,8 +377,8 @@ pub async fn detokenize(
             }
         })
         .collect::<Result<_, _>>()?;
-    let model = Arc::clone(&ready.model);
-    let content = maybe_blocking(tokens.len() * 4, move || model.vocab().detokenize(&tokens, false, true)).await??;
+    let engine = Arc::clone(&ready.engine);
+    let content = maybe_blocking(tokens.len() * 4, move || engine.model().detokenize(&tokens, false, true)).await??;
     Ok(JsonResponse(json!({"content": content})).into_response())
 }
 
@@ -434,8 +432,7 @@ pub async fn embedding(State(state): State<AppState>, Json(req): Json<EmbeddingR
         (None, i) => (i.as_ref(), "content"),
     };
     let inputs = embedding_inputs(value, param, &ready)?;
-    let result =
-        ready.engine.embed(inputs, normalize).await.map_err(|e| generate::engine_error(e, ready.timeout.as_secs()))?;
+    let result = ready.engine.embed(inputs, normalize).map_err(|r| AppError::from_rejected(r, param))?.await?;
     let body: Vec<Value> =
         result.iter().enumerate().map(|(i, e)| json!({"index": i, "embedding": [e.vector]})).collect();
     Ok(JsonResponse(Value::Array(body)).into_response())

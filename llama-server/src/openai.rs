@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::generate::{
-    self, Collected, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all,
-    effective_max_tokens, error_frame, maybe_blocking, parse_prompts, parse_stop, random_id, request_with_sampling,
-    submit_all, timings_json, token_text, unix_now,
+    Collected, MAX_CHOICES, MAX_TOP_LOGPROBS, PromptIn, StopField, build_sampling, collect_all, effective_max_tokens,
+    error_frame, maybe_blocking, parse_prompts, random_id, request_with_sampling, stop_strings, submit_all,
+    timings_json, token_text, unix_now,
 };
 use crate::sse::{self, Frame, Renderer};
 use crate::state::{AppState, Ready};
@@ -207,14 +207,17 @@ fn parse_top(field: &str, v: Option<i64>) -> Result<u32, AppError> {
 /// `GET /v1/models`
 pub async fn models(State(state): State<AppState>) -> Response {
     let meta = match state.phase() {
-        crate::state::Phase::Ready(r) => json!({
-            "vocab_type": 2,
-            "n_vocab": r.model.vocab().n_tokens(),
-            "n_ctx_train": r.model.n_ctx_train(),
-            "n_embd": r.model.n_embd(),
-            "n_params": r.model.n_params(),
-            "size": r.model.size_bytes(),
-        }),
+        crate::state::Phase::Ready(r) => {
+            let info = r.model().info();
+            json!({
+                "vocab_type": 2,
+                "n_vocab": info.n_vocab,
+                "n_ctx_train": info.n_ctx_train,
+                "n_embd": info.n_embd,
+                "n_params": info.n_params,
+                "size": info.size_bytes,
+            })
+        }
         _ => Value::Null,
     };
     JsonResponse(json!({
@@ -375,7 +378,7 @@ pub async fn chat_completions(
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(AppError::invalid("tools", "tool calling is not supported by this server"));
     }
-    let stop = parse_stop(req.stop.as_ref())?;
+    let stop = stop_strings(req.stop.as_ref());
     let messages = to_chat_messages(&req.messages)?;
     let rf_grammar = response_format_grammar(req.response_format.as_ref())?;
     let ready = state.ready()?;
@@ -397,7 +400,7 @@ pub async fn chat_completions(
         return Ok(sse::response(sse::render_stream(handles, renderer, head)));
     }
 
-    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
+    let results = collect_all(handles).await?;
     let choices: Vec<Value> = results
         .iter()
         .enumerate()
@@ -497,7 +500,7 @@ impl Renderer for ChatRenderer {
                 false
             }
             Event::Error(e) => {
-                out.push_back(error_frame(e, &self.plan.ready));
+                out.push_back(error_frame(e));
                 true
             }
         }
@@ -559,7 +562,7 @@ pub async fn completions(
     if echo && logprobs.is_some() {
         return Err(AppError::invalid("echo", "`echo` together with `logprobs` is not supported"));
     }
-    let stop = parse_stop(req.stop.as_ref())?;
+    let stop = stop_strings(req.stop.as_ref());
     let prompt_value =
         req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
     let prompts = parse_prompts(prompt_value, "prompt", false)?;
@@ -604,7 +607,7 @@ pub async fn completions(
         return Ok(sse::response(sse::render_stream(handles, renderer, head)));
     }
 
-    let results = collect_all(handles, plan.ready.timeout.as_secs()).await?;
+    let results = collect_all(handles).await?;
     let choices: Vec<Value> = results
         .iter()
         .enumerate()
@@ -682,7 +685,7 @@ impl Renderer for TextRenderer {
                 false
             }
             Event::Error(e) => {
-                out.push_back(error_frame(e, &self.plan.ready));
+                out.push_back(error_frame(e));
                 true
             }
         }
@@ -738,16 +741,15 @@ pub async fn embeddings(
     };
     let ready = state.ready()?;
     if let Some(d) = req.dimensions
-        && d != ready.model.n_embd()
+        && d != ready.model().info().n_embd
     {
         return Err(AppError::invalid(
             "dimensions",
-            format!("this model's embeddings have {} dimensions", ready.model.n_embd()),
+            format!("this model's embeddings have {} dimensions", ready.model().info().n_embd),
         ));
     }
     let inputs = embedding_inputs(req.input.as_ref(), "input", &ready)?;
-    let result =
-        ready.engine.embed(inputs, true).await.map_err(|e| generate::engine_error(e, ready.timeout.as_secs()))?;
+    let result = ready.engine.embed(inputs, true).map_err(|r| AppError::from_rejected(r, "input"))?.await?;
     let mut n_tokens = 0u64;
     let data: Vec<Value> = result
         .iter()

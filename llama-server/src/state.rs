@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use llama_core::{ChatMessage, ChatTemplate, Model, ModelParams, SamplingParams};
-use llama_runtime::{Engine, EngineConfig, Health};
+use llama_runtime::{CoreError, DynEngine, Engine, Health, ModelFacade, StartError};
 
 use crate::args::{Settings, TemplateChoice};
 use crate::auth::{ApiKeys, HostPolicy};
@@ -24,12 +24,11 @@ pub enum Phase {
     Failed(String),
 }
 
-/// The loaded model and the engine running it.
+/// The engine (with its model) and what the handlers derive from it.
 pub struct Ready {
-    /// The engine.
-    pub engine: Engine,
-    /// The model.
-    pub model: Arc<Model>,
+    /// The engine; its [`DynEngine::model`] is the model facade (tokenize,
+    /// detokenize, token text, facts).
+    pub engine: Arc<dyn DynEngine>,
     /// The chat template in use.
     pub template: ChatTemplate,
     /// Its source (for `/props`).
@@ -52,71 +51,85 @@ pub struct Ready {
 
 impl std::fmt::Debug for Ready {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ready").field("model", &self.model.path()).field("n_ctx_seq", &self.n_ctx_seq).finish()
+        f.debug_struct("Ready")
+            .field("model", &self.engine.model().info().path)
+            .field("n_ctx_seq", &self.n_ctx_seq)
+            .finish_non_exhaustive()
     }
+}
+
+/// Why the model could not be loaded or served.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The model file is missing or llama.cpp refused it.
+    #[error(transparent)]
+    Model(#[from] llama_core::Error),
+    /// The chat template (from the flags or the model) does not compile.
+    #[error("chat template: {0}")]
+    Template(#[source] CoreError),
+    /// The engine could not start (context creation failed).
+    #[error(transparent)]
+    Engine(#[from] StartError),
 }
 
 impl Ready {
     /// Load the model and start the engine (blocking: call it on a blocking thread).
-    pub fn load(settings: &Settings, stats: Arc<ServerStats>) -> anyhow::Result<Ready> {
+    ///
+    /// # Errors
+    /// [`LoadError`] when the file is missing or invalid, the template does
+    /// not compile, or the context cannot be created.
+    pub fn load(settings: &Settings, stats: Arc<ServerStats>) -> Result<Ready, LoadError> {
         let params = ModelParams { n_gpu_layers: settings.n_gpu_layers.unwrap_or(0), ..ModelParams::default() };
         let model = Arc::new(Model::load(&settings.model_path, &params)?);
-        Self::with_model(model, settings, stats)
+        let config = settings.engine_config(model.n_ctx_train());
+        let engine = Engine::start(model, config)?;
+        Self::with_engine(Arc::new(engine), settings, stats)
     }
 
-    /// Start the engine on an already loaded model.
-    pub fn with_model(model: Arc<Model>, settings: &Settings, stats: Arc<ServerStats>) -> anyhow::Result<Ready> {
+    /// Serve a running engine (of any backend: the router tests use the
+    /// fake one). Settings that shape the engine itself were applied when
+    /// it was started (see [`Settings::engine_config`]).
+    ///
+    /// # Errors
+    /// [`LoadError::Template`] when the chat template does not compile.
+    pub fn with_engine(
+        engine: Arc<dyn DynEngine>,
+        settings: &Settings,
+        stats: Arc<ServerStats>,
+    ) -> Result<Ready, LoadError> {
         // The template from the flags, else the model's, else ChatML.
-        let template = match &settings.chat_template {
-            TemplateChoice::Source(src) => {
-                ChatTemplate::for_model(&model, Some(src)).map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?
-            }
-            TemplateChoice::Model => ChatTemplate::for_model(&model, None)?,
+        let explicit = match &settings.chat_template {
+            TemplateChoice::Source(src) => Some(src.as_str()),
+            TemplateChoice::Model => None,
         };
+        let template = engine.model().chat_template(explicit).map_err(LoadError::Template)?;
         if let Some(why) = template.fallback() {
             tracing::warn!("{why}; using ChatML");
         }
-        let template_source = template.source().to_owned();
-        let bos_text = template.bos_token().to_owned();
-        let eos_text = template.eos_token().to_owned();
-
-        let n_ctx =
-            if settings.ctx_size == 0 { model.n_ctx_train().min(crate::args::MAX_CTX) } else { settings.ctx_size };
-        let threads = |t: i32| if t < 0 { llama_core::default_threads() } else { t };
-        let config = EngineConfig {
-            n_ctx,
-            n_seq_max: settings.parallel,
-            n_batch: settings.batch_size.max(settings.parallel),
-            n_ubatch: settings.ubatch_size.min(settings.batch_size.max(settings.parallel)),
-            n_threads: threads(settings.threads),
-            n_threads_batch: threads(settings.threads_batch),
-            queue_capacity: settings.queue_size,
-            embeddings: settings.embeddings,
-            flash_attn: settings.flash_attn,
-            type_k: settings.cache_type_k,
-            type_v: settings.cache_type_v,
-            ..EngineConfig::default()
-        };
-        let engine = Engine::start(Arc::clone(&model), config)?;
-        let n_ctx_seq = engine.n_ctx_seq();
-
-        let defaults = settings.sampling.clone();
         Ok(Ready {
-            engine,
-            model,
+            template_source: template.source().to_owned(),
+            bos_text: template.bos_token().to_owned(),
+            eos_text: template.eos_token().to_owned(),
             template,
-            template_source,
             stats,
             timeout: settings.timeout,
-            defaults,
+            defaults: settings.sampling.clone(),
             n_predict: settings.n_predict,
-            n_ctx_seq,
-            bos_text,
-            eos_text,
+            n_ctx_seq: engine.n_ctx_seq(),
+            engine,
         })
     }
 
+    /// The model facade: tokenization, token text, facts.
+    pub fn model(&self) -> &dyn ModelFacade {
+        self.engine.model()
+    }
+
     /// Render chat messages with the template (generation prompt added).
+    ///
+    /// # Errors
+    /// A 400 when the template fails on these messages.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, AppError> {
         self.template.render(messages, true).map_err(AppError::from)
     }

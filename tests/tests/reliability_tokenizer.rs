@@ -158,7 +158,7 @@ fn cjk_and_emoji_stream_token_by_token_through_the_engine() {
             match ev {
                 Event::Token(t) => {
                     assert!(!t.text.contains('\u{FFFD}'), "a split character leaked as U+FFFD: {:?}", t.text);
-                    let piece = engine.model().vocab().token_to_piece(t.token, false).unwrap();
+                    let piece = engine.llama_model().vocab().token_to_piece(t.token, false).unwrap();
                     if std::str::from_utf8(&piece).is_err() {
                         n_split_pieces += 1;
                     }
