@@ -11,9 +11,9 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
 
-use llama_core::{Context, ContextParams, Model, Token};
+use llama_core::Model;
+use llama_core::bench::PpTg;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -32,10 +32,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let threads = args.threads.unwrap_or_else(llama_core::default_threads);
     let model = load::load(&args.model)?;
     let path = model.path().to_path_buf();
-    let n_vocab = model.vocab().n_tokens();
-    let prompt: Vec<Token> =
-        (0..args.n_prompt as i64).map(|i| ((i * 7919 + 13) % i64::from(n_vocab)) as Token).collect();
-    let mut ours_bench = OursBench::new(Arc::clone(&model), &prompt, &args, threads)?;
+    let mut ours_bench = OursBench::new(Arc::clone(&model), &args, threads)?;
 
     let mut baseline = Speeds::default();
     let mut ours = Speeds::default();
@@ -59,68 +56,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// Our side: llama-core driven directly, in this process.
-struct OursBench<'p> {
-    ctx: Context,
-    prompt: &'p [Token],
-    n_gen: u32,
-    n_vocab: i32,
+/// Our side: llama-core driven directly, in this process, with the
+/// protocol of [`llama_core::bench`] (the same as the C baseline's).
+struct OursBench {
+    bench: PpTg,
 }
 
-impl<'p> OursBench<'p> {
-    fn new(model: Arc<Model>, prompt: &'p [Token], args: &BenchArgs, threads: i32) -> anyhow::Result<Self> {
-        let n_vocab = model.vocab().n_tokens();
-        let params = ContextParams {
-            n_ctx: args.n_prompt + args.n_gen + 16,
-            n_batch: args.batch_size,
-            n_ubatch: args.batch_size,
-            n_seq_max: 1,
-            n_threads: threads,
-            n_threads_batch: threads,
-            ..ContextParams::default()
-        };
-        let mut ctx = Context::new(model, &params)?;
-        // Warm-up, as the baseline does: the first decode allocates lazily.
-        prefill(&mut ctx, &prompt[..prompt.len().min(8)])?;
-        Ok(OursBench { ctx, prompt, n_gen: args.n_gen, n_vocab })
+impl OursBench {
+    fn new(model: Arc<Model>, args: &BenchArgs, threads: i32) -> anyhow::Result<Self> {
+        Ok(OursBench { bench: PpTg::new(model, args.n_prompt, args.n_gen, args.batch_size, threads)? })
     }
 
     /// One repetition: (pp tokens/s, tg tokens/s).
     fn round(&mut self) -> anyhow::Result<(f64, f64)> {
-        self.ctx.kv_clear();
-        let t0 = Instant::now();
-        prefill(&mut self.ctx, self.prompt)?;
-        let pp = self.prompt.len() as f64 / t0.elapsed().as_secs_f64();
-
-        self.ctx.kv_clear();
-        let mut batch = self.ctx.new_batch();
-        let mut token = self.prompt[0];
-        let t0 = Instant::now();
-        for pos in 0..self.n_gen as i32 {
-            batch.clear();
-            batch.add(token, pos, &[0], true)?;
-            self.ctx.decode(&batch)?;
-            token = (token + 1) % self.n_vocab;
-        }
-        let tg = f64::from(self.n_gen) / t0.elapsed().as_secs_f64();
-        Ok((pp, tg))
+        Ok((self.bench.pp()?, self.bench.tg()?))
     }
-}
-
-/// Decode `tokens` from position 0 in chunks of `n_batch`, logits for the
-/// last token only.
-fn prefill(ctx: &mut Context, tokens: &[Token]) -> anyhow::Result<()> {
-    let mut batch = ctx.new_batch();
-    let n_batch = ctx.n_batch() as usize;
-    for (c, chunk) in tokens.chunks(n_batch).enumerate() {
-        batch.clear();
-        for (j, &t) in chunk.iter().enumerate() {
-            let i = c * n_batch + j;
-            batch.add(t, i as i32, &[0], i + 1 == tokens.len())?;
-        }
-        ctx.decode(&batch)?;
-    }
-    Ok(())
 }
 
 /// The C side: one process, one repetition.

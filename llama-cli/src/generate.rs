@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use llama_core::{ChatMessage, Model};
-use llama_runtime::{Done, FinishReason, Prompt, Request};
+use llama_runtime::{Collector, Done, FinishReason, Prompt, Request};
 use serde_json::json;
 
 use crate::cli::GenerateArgs;
@@ -64,31 +64,29 @@ pub fn run(args: GenerateArgs, verbose: u8) -> anyhow::Result<Outcome> {
 
 /// `--json`: gather the whole answer, print one object.
 async fn collect_json(handle: llama_runtime::Handle, seed: u32) -> anyhow::Result<Outcome> {
-    let mut text = String::new();
-    let mut tokens = Vec::new();
+    let mut collector = Collector::default();
     let end = session::drive(handle, |t| {
-        text.push_str(&t.text);
-        tokens.push(t.token);
+        collector.push_token(t.clone());
         Ok(Flow::Open)
     })
     .await?;
-    let done = match end {
-        End::Finished(done) => done,
+    let out = match end {
+        End::Finished(done) => collector.finish(done),
         // An interrupted run prints nothing: half a JSON document helps no one.
         End::Interrupted => return Ok(Outcome::Interrupted),
         End::Closed => return Ok(Outcome::Done),
     };
-    let (finish_reason, stop_word) = match &done.finish_reason {
+    let (finish_reason, stop_word) = match &out.finish_reason {
         FinishReason::Eos => ("eos", None),
         FinishReason::Stop { word } => ("stop", Some(word.clone())),
         FinishReason::MaxTokens => ("length", None),
         FinishReason::ContextFull => ("context_full", None),
     };
-    let t = &done.timings;
-    let u = &done.usage;
+    let t = &out.timings;
+    let u = &out.usage;
     let value = json!({
-        "text": text,
-        "tokens": tokens,
+        "text": out.text,
+        "tokens": out.tokens(),
         "finish_reason": finish_reason,
         "stop_word": stop_word,
         "seed": seed,
@@ -179,7 +177,7 @@ fn read_stdin(what: &str) -> anyhow::Result<String> {
 
 /// Wrap one user message (and an optional system message) in the model's
 /// chat template, ready for the assistant's answer.
-fn render_chat(model: &Model, system: Option<&str>, user: &str) -> anyhow::Result<String> {
+fn render_chat(model: &std::sync::Arc<Model>, system: Option<&str>, user: &str) -> anyhow::Result<String> {
     let template = crate::session::chat_template(model)?;
     let mut messages = Vec::new();
     if let Some(system) = system {

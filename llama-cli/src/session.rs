@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use llama_core::{ChatTemplate, Model};
-use llama_runtime::{Done, Engine, EngineConfig, Event, Handle, Rejected, TokenEvent};
+use llama_runtime::{Done, Engine, EngineConfig, Event, Handle, LlamaModel, ModelFacade, Rejected, TokenEvent};
 
 use crate::cli::RunArgs;
 use crate::output::Flow;
@@ -18,10 +18,10 @@ use crate::output::Flow;
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
 /// The model's chat template, or ChatML when it has none (or its own does
-/// not compile): llama-core's [`ChatTemplate::for_model`], shared with the
-/// server; the fallback is logged as a warning.
-pub fn chat_template(model: &Model) -> anyhow::Result<ChatTemplate> {
-    let template = ChatTemplate::for_model(model, None)?;
+/// not compile): the runtime's model facade, as the server uses it; the
+/// fallback is logged as a warning.
+pub fn chat_template(model: &Arc<Model>) -> anyhow::Result<ChatTemplate> {
+    let template = LlamaModel::new(Arc::clone(model)).chat_template(None)?;
     if let Some(why) = template.fallback() {
         tracing::warn!("{why}; using ChatML");
     }

@@ -1,5 +1,6 @@
 //! `llama tokenize` and `llama detokenize`. Both load only the vocabulary.
 
+use llama_runtime::{LlamaModel, ModelFacade};
 use serde_json::json;
 
 use crate::cli::{DetokenizeArgs, TokenizeArgs};
@@ -11,14 +12,11 @@ use crate::{Outcome, load, output};
 /// text like `<|im_start|>` parsed), so the counts match `--json`'s usage.
 pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<Outcome> {
     let text = read_text("text", args.text.as_deref(), None)?;
-    let model = load::load_vocab_only(&args.model)?;
-    let vocab = model.vocab();
-    let ids = vocab.tokenize(&text, !args.no_add_special, true)?;
+    let model = LlamaModel::new(load::load_vocab_only(&args.model)?);
+    let ids = model.tokenize(&text, !args.no_add_special, true)?;
     if args.pieces {
-        let pieces = ids
-            .iter()
-            .map(|&id| Ok((id, String::from_utf8_lossy(&vocab.token_to_piece(id, true)?).into_owned())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pieces: Vec<(i32, String)> =
+            ids.iter().map(|&id| (id, String::from_utf8_lossy(&model.token_piece(id)).into_owned())).collect();
         if args.json {
             let list: Vec<_> = pieces.iter().map(|(id, piece)| json!({ "id": id, "piece": piece })).collect();
             output::print_json(&serde_json::Value::Array(list))?;
@@ -41,12 +39,9 @@ pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<Outcome> {
 /// Run `llama detokenize`: ids to text, printed as is (plus a newline on a
 /// terminal, like `generate`).
 pub fn detokenize(args: DetokenizeArgs) -> anyhow::Result<Outcome> {
-    let model = load::load_vocab_only(&args.model)?;
-    let vocab = model.vocab();
-    for &id in &args.ids {
-        vocab.check_token(id)?;
-    }
-    let text = vocab.detokenize(&args.ids, args.remove_special, true)?;
+    let model = LlamaModel::new(load::load_vocab_only(&args.model)?);
+    // Every id is checked against the vocabulary first.
+    let text = model.detokenize(&args.ids, args.remove_special, true)?;
     let mut out = output::TextOut::stdout();
     out.write(&text).map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))?;
     out.finish().map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))?;

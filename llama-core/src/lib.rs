@@ -51,6 +51,7 @@
 
 mod backend;
 mod batch;
+pub mod bench;
 mod chat;
 mod context;
 mod context_params;

@@ -55,7 +55,7 @@ async fn generates_and_reports() {
     let (engine, _) = engine(config());
     let out = engine.submit(greedy("hello", 12)).unwrap().collect().await.unwrap();
     assert_eq!(out.finish_reason, FinishReason::MaxTokens);
-    assert_eq!(out.tokens.len(), 12);
+    assert_eq!(out.events.len(), 12);
     assert_eq!(out.usage.prompt_tokens, 6);
     assert_eq!(out.usage.completion_tokens, 12);
     assert!(out.timings.first_token.is_some());
@@ -66,7 +66,7 @@ async fn generates_and_reports() {
     // The finished request's prefix stays cached for reuse.
     assert!(m.kv_cells_used > 0);
     let again = engine.submit(greedy("hello", 12)).unwrap().collect().await.unwrap();
-    assert_eq!(again.tokens, out.tokens);
+    assert_eq!(again.tokens(), out.tokens());
     assert_eq!(again.usage.cached_tokens, 5, "all but the last prompt token are reused");
     engine.shutdown(Duration::from_secs(1)).await;
     assert_eq!(engine.health(), Health::Stopped);
@@ -107,7 +107,7 @@ fn rejects_bad_requests_with_typed_errors() {
     let fits = "a".repeat(n_ctx as usize - 2);
     let out = futures::executor::block_on(engine.submit(greedy(fits, 3)).unwrap().collect()).unwrap();
     assert_eq!(out.finish_reason, FinishReason::ContextFull);
-    assert_eq!(out.tokens.len(), 2);
+    assert_eq!(out.events.len(), 2);
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn overload_is_immediate() {
     assert_eq!((m.queue_depth, m.rejected_total), (1, 1));
     drop(a);
     let out = futures::executor::block_on(b.collect()).unwrap();
-    assert_eq!(out.tokens.len(), 5);
+    assert_eq!(out.events.len(), 5);
     assert_eq!(engine.metrics().requests_cancelled, 1);
 }
 
@@ -156,7 +156,7 @@ fn cancel_aborts_a_long_prefill_within_a_microbatch() {
     // The slot is free at once: a new request starts and finishes quickly.
     let t = Instant::now();
     let out = futures::executor::block_on(engine.submit(greedy("short", 3)).unwrap().collect()).unwrap();
-    assert_eq!(out.tokens.len(), 3);
+    assert_eq!(out.events.len(), 3);
     assert!(t.elapsed() < Duration::from_millis(500), "follow-up took {:?}", t.elapsed());
     assert_eq!(engine.metrics().requests_cancelled, 1);
 }
@@ -178,7 +178,7 @@ fn abort_spares_the_other_sequences() {
     std::thread::sleep(Duration::from_millis(20));
     drop(long);
     let out = futures::executor::block_on(streaming.collect()).unwrap();
-    assert_eq!(out.tokens, solo.tokens, "the survivor's output must not change");
+    assert_eq!(out.tokens(), solo.tokens(), "the survivor's output must not change");
 }
 
 #[tokio::test]
@@ -190,7 +190,7 @@ async fn slow_reader_does_not_block_a_fast_one() {
     let fast = engine.submit(greedy("fast reader", 40)).unwrap();
     let t = Instant::now();
     let fast_out = fast.collect().await.unwrap();
-    assert_eq!(fast_out.tokens.len(), 40);
+    assert_eq!(fast_out.events.len(), 40);
     assert!(t.elapsed() < Duration::from_secs(2));
     // The slow one is paused, not lost: it holds its slot with a full channel.
     let slot = engine.slots().into_iter().find(|s| s.request_id == Some(slow.id())).unwrap();
@@ -198,7 +198,7 @@ async fn slow_reader_does_not_block_a_fast_one() {
     let slow_out = slow.collect().await.unwrap();
     let (solo_engine, _) = self::engine(cfg);
     let solo = solo_engine.submit(greedy("slow reader", 40)).unwrap().collect().await.unwrap();
-    assert_eq!(slow_out.tokens, solo.tokens);
+    assert_eq!(slow_out.tokens(), solo.tokens());
     assert_eq!(slow_out.text, solo.text);
 }
 
@@ -243,10 +243,10 @@ async fn shutdown_drains_then_cancels() {
     engine.shutdown(Duration::from_millis(200)).await;
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(matches!(engine.submit(greedy("late", 1)), Err(Rejected::ShuttingDown)));
-    assert_eq!(short.collect().await.unwrap().tokens.len(), 5);
+    assert_eq!(short.collect().await.unwrap().events.len(), 5);
     assert_eq!(endless.collect().await, Err(EngineError::ShuttingDown));
     // Accepted before the shutdown: served during the drain.
-    assert_eq!(queued.collect().await.unwrap().tokens.len(), 5);
+    assert_eq!(queued.collect().await.unwrap().events.len(), 5);
     assert_eq!(engine.health(), Health::Stopped);
     assert_eq!(engine.metrics().kv_cells_used, 0);
 }

@@ -198,29 +198,11 @@ impl Handle {
     /// Not cancel safe in the sense that matters: dropping the future drops
     /// the handle, which cancels the request, and the tokens generated so far
     /// are lost.
-    pub async fn collect(mut self) -> Result<Output, EngineError> {
-        let mut text = String::new();
-        let mut tokens = Vec::new();
-        while let Some(ev) = self.next().await {
-            match ev {
-                Event::Token(t) => {
-                    text.push_str(&t.text);
-                    tokens.push(t.token);
-                }
-                Event::Done(d) => {
-                    return Ok(Output {
-                        text,
-                        tokens,
-                        finish_reason: d.finish_reason,
-                        usage: d.usage,
-                        timings: d.timings,
-                    });
-                }
-                Event::Error(e) => return Err(e),
-            }
-        }
-        // Unreachable in practice: the stream always ends with a terminal event.
-        Err(EngineError::Internal("the event stream ended without a terminal event".into()))
+    ///
+    /// # Errors
+    /// The request's terminal [`EngineError`].
+    pub async fn collect(self) -> Result<Output, EngineError> {
+        Output::collect(self).await
     }
 }
 

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt};
+
 use llama_core::{SamplingParams, Token};
 
 /// Most stop strings per request.
@@ -204,19 +206,83 @@ pub struct Timings {
     pub first_token: Option<Duration>,
 }
 
-/// The whole result of a request, from [`Handle::collect`](crate::Handle::collect).
+/// The whole result of a request, from [`Handle::collect`](crate::Handle::collect)
+/// (or [`Output::collect`] over any stream of a request's events).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     /// The generated text (stop strings removed).
     pub text: String,
-    /// The generated tokens.
-    pub tokens: Vec<Token>,
+    /// Every token event, in order (ids, text pieces, log-probabilities).
+    pub events: Vec<TokenEvent>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
     /// Timings.
     pub timings: Timings,
+}
+
+impl Output {
+    /// The generated token ids.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.events.iter().map(|e| e.token).collect()
+    }
+
+    /// Drain a request's events (a [`Handle`](crate::Handle), or a stream
+    /// wrapping one) into its whole output.
+    ///
+    /// # Errors
+    /// The request's terminal [`EngineError`]; [`EngineError::Internal`] if
+    /// the stream ends without a terminal event.
+    pub async fn collect<S: Stream<Item = Event> + Unpin>(mut events: S) -> Result<Output, EngineError> {
+        let mut collector = Collector::default();
+        while let Some(ev) = events.next().await {
+            if let Some(result) = collector.push(ev) {
+                return result;
+            }
+        }
+        Err(EngineError::Internal("the event stream ended without a terminal event".into()))
+    }
+}
+
+/// Folds a request's events into its [`Output`], for loops that must see
+/// each event as it comes (printing, cancelling) and still want the whole
+/// result at the end.
+#[derive(Clone, Debug, Default)]
+pub struct Collector {
+    text: String,
+    events: Vec<TokenEvent>,
+}
+
+impl Collector {
+    /// Add one token event.
+    pub fn push_token(&mut self, event: TokenEvent) {
+        self.text.push_str(&event.text);
+        self.events.push(event);
+    }
+
+    /// The output, once the request is done.
+    pub fn finish(self, done: Done) -> Output {
+        Output {
+            text: self.text,
+            events: self.events,
+            finish_reason: done.finish_reason,
+            usage: done.usage,
+            timings: done.timings,
+        }
+    }
+
+    /// Add any event; the terminal one gives the request's result.
+    pub fn push(&mut self, event: Event) -> Option<Result<Output, EngineError>> {
+        match event {
+            Event::Token(t) => {
+                self.push_token(t);
+                None
+            }
+            Event::Done(done) => Some(Ok(std::mem::take(self).finish(done))),
+            Event::Error(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// One embedding from [`Engine::embed`](crate::Engine::embed).

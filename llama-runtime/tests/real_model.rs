@@ -72,7 +72,7 @@ fn concurrent_requests_match_solo_runs() {
     let solo: Vec<Output> =
         PROMPTS.iter().map(|p| run(&engine, Request { cache_prompt: false, ..greedy(p, 24) })).collect();
     for out in &solo {
-        assert!(!out.tokens.is_empty());
+        assert!(!out.tokens().is_empty());
     }
     let handles: Vec<_> =
         PROMPTS.iter().map(|p| engine.submit(Request { cache_prompt: false, ..greedy(p, 24) }).unwrap()).collect();
@@ -82,7 +82,7 @@ fn concurrent_requests_match_solo_runs() {
             .map(Result::unwrap)
             .collect();
     for (i, (a, b)) in solo.iter().zip(&together).enumerate() {
-        assert_eq!(a.tokens, b.tokens, "prompt {i}: batched output differs from the solo run");
+        assert_eq!(a.tokens(), b.tokens(), "prompt {i}: batched output differs from the solo run");
         assert_eq!(a.text, b.text);
     }
     let m = engine.metrics();
@@ -98,7 +98,7 @@ fn deterministic_requests_match_solo_runs_under_load() {
     let solo = run(&engine, det.clone());
     let others: Vec<_> = [0, 2, 3].iter().map(|&i| engine.submit(greedy(PROMPTS[i], 20)).unwrap()).collect();
     let loaded = run(&engine, det);
-    assert_eq!(loaded.tokens, solo.tokens);
+    assert_eq!(loaded.tokens(), solo.tokens());
     assert_eq!(loaded.usage.cached_tokens, 0, "deterministic requests do not reuse cached prefixes");
     for h in others {
         futures::executor::block_on(h.collect()).unwrap();
@@ -111,7 +111,7 @@ fn stop_strings_and_max_tokens() {
     let engine = start(config(2, 256));
     let full = run(&engine, greedy(PROMPTS[1], 32));
     assert_eq!(full.finish_reason, FinishReason::MaxTokens);
-    assert_eq!(full.tokens.len(), 32);
+    assert_eq!(full.events.len(), 32);
     assert_eq!(full.usage.completion_tokens, 32);
     // A stop string taken from the middle of the output (on char boundaries).
     let chars: Vec<(usize, char)> = full.text.char_indices().collect();
@@ -124,12 +124,12 @@ fn stop_strings_and_max_tokens() {
     let stopped = run(&engine, req);
     assert_eq!(stopped.finish_reason, FinishReason::Stop { word });
     assert_eq!(stopped.text, full.text[..first]);
-    assert!(stopped.tokens.len() <= full.tokens.len());
-    assert_eq!(stopped.tokens[..], full.tokens[..stopped.tokens.len()]);
+    assert!(stopped.events.len() <= full.events.len());
+    assert_eq!(stopped.tokens()[..], full.tokens()[..stopped.events.len()]);
 
     let five = run(&engine, greedy(PROMPTS[1], 5));
     assert_eq!(five.finish_reason, FinishReason::MaxTokens);
-    assert_eq!(five.tokens, full.tokens[..5]);
+    assert_eq!(five.tokens(), full.tokens()[..5]);
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn limits_and_overload() {
     assert!(matches!(rejected, Err(Rejected::Overloaded { queue_capacity: 1 })), "{rejected:?}");
     drop(running);
     let out = futures::executor::block_on(queued.collect()).unwrap();
-    assert_eq!(out.usage.completion_tokens, out.tokens.len() as u32);
+    assert_eq!(out.usage.completion_tokens, out.events.len() as u32);
     assert_eq!(engine.metrics().rejected_total, 2);
 }
 
@@ -181,7 +181,7 @@ fn a_grammar_that_allows_no_token_is_a_constraint_error() {
         let events: Vec<Event> = engine.submit(req).expect("accepted").blocking_iter().collect();
         assert!(matches!(events.last(), Some(Event::Error(EngineError::Constraint(_)))), "{grammar}: {events:?}");
     }
-    assert!(!run(&engine, greedy("Hello", 2)).tokens.is_empty());
+    assert!(!run(&engine, greedy("Hello", 2)).events.is_empty());
 }
 
 #[test]
@@ -242,11 +242,11 @@ fn slow_reader_does_not_block_a_fast_one() {
     let slow = engine.submit(slow_req).unwrap();
     let fast = engine.submit(Request { ignore_eos: true, ..greedy(PROMPTS[2], 24) }).unwrap();
     let fast_out = futures::executor::block_on(fast.collect()).unwrap();
-    assert_eq!(fast_out.tokens.len(), 24);
+    assert_eq!(fast_out.events.len(), 24);
     let info = engine.slots().into_iter().find(|s| s.request_id == Some(slow.id())).expect("slow still holds its slot");
     assert!(info.n_decoded <= 3, "the slow request is paused: {info:?}");
     let slow_out = futures::executor::block_on(slow.collect()).unwrap();
-    assert_eq!(slow_out.tokens, solo_slow.tokens, "pausing lost or changed tokens");
+    assert_eq!(slow_out.tokens(), solo_slow.tokens(), "pausing lost or changed tokens");
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn prefix_reuse_reports_cached_tokens_and_keeps_output() {
     assert_eq!(first.usage.cached_tokens, 0);
     let second = run(&engine, greedy(prompt, 16));
     assert_eq!(second.usage.cached_tokens, second.usage.prompt_tokens - 1);
-    assert_eq!(second.tokens, first.tokens, "reusing the cache changed the output");
+    assert_eq!(second.tokens(), first.tokens(), "reusing the cache changed the output");
     // A longer prompt sharing the prefix reuses it too.
     let longer = format!("{prompt} And of ethanol?");
     let third = run(&engine, greedy(&longer, 8));
@@ -287,7 +287,7 @@ fn embeddings() {
     assert!(dot(&v[0].vector, &v[2].vector) < 0.99, "different text, different vector");
     // Generation is unaffected by the embedding work.
     let after = run(&engine, greedy(PROMPTS[0], 8));
-    assert_eq!(after.tokens, before.tokens);
+    assert_eq!(after.tokens(), before.tokens());
 
     let off = start(config(1, 128));
     assert_eq!(off.embed(vec!["x".into()], false).unwrap_err(), Rejected::EmbeddingsDisabled);
@@ -305,7 +305,7 @@ fn shutdown_drains_in_flight_requests() {
         assert!(matches!(engine.submit(greedy("late", 1)), Err(Rejected::ShuttingDown)));
         for h in [a, b] {
             let out = h.collect().await.unwrap();
-            assert!(!out.tokens.is_empty());
+            assert!(!out.tokens().is_empty());
         }
     });
     assert_eq!(engine.health(), Health::Stopped);
@@ -368,5 +368,5 @@ fn penalties_count_the_prompt_tokens() {
     let penalized = run(&engine, penalized);
     engine.shutdown_blocking(Duration::from_secs(5));
     assert_eq!(plain.text, " three", "the pattern's next word");
-    assert_ne!(penalized.tokens, plain.tokens, "a presence penalty on the prompt's tokens changed nothing");
+    assert_ne!(penalized.tokens(), plain.tokens(), "a presence penalty on the prompt's tokens changed nothing");
 }

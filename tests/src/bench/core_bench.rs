@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use llama_core::{Context, ContextParams, Model, ModelParams, Sampler, SamplingParams, Token};
+use llama_core::bench::{PpTg, prefill};
+use llama_core::{Context, ContextParams, Model, ModelParams, Sampler, SamplingParams};
 use serde::{Deserialize, Serialize};
 
 use super::proc::{run_measured, self_vm_hwm};
@@ -73,64 +74,17 @@ pub struct CoreChildOutput {
 /// Run the child's measurements (in this process) and return them.
 pub fn child(model_path: &Path, threads: i32, cfg: &CoreConfig) -> anyhow::Result<CoreChildOutput> {
     let model = Arc::new(Model::load(model_path, &ModelParams::default())?);
-    let n_vocab = model.vocab().n_tokens();
-    let prompt: Vec<Token> =
-        (0..i64::from(cfg.n_prompt)).map(|i| ((i * 7919 + 13) % i64::from(n_vocab)) as Token).collect();
-    let params = ContextParams {
-        n_ctx: cfg.n_prompt + cfg.n_gen + 16,
-        n_batch: cfg.n_batch,
-        n_ubatch: cfg.n_batch,
-        n_seq_max: 1,
-        n_threads: threads,
-        n_threads_batch: threads,
-        ..ContextParams::default()
-    };
     let (pp, tg) = {
-        let mut ctx = Context::new(Arc::clone(&model), &params)?;
-        // Warm-up, as the baseline does: lazy initialisation is not timed.
-        prefill(&mut ctx, &prompt[..prompt.len().min(8)])?;
-        let mut pp = Vec::new();
-        for _ in 0..cfg.reps {
-            ctx.kv_clear();
-            let t0 = Instant::now();
-            prefill(&mut ctx, &prompt)?;
-            pp.push(f64::from(cfg.n_prompt) / t0.elapsed().as_secs_f64());
-        }
-        let mut tg = Vec::new();
-        let mut batch = ctx.new_batch();
-        for _ in 0..cfg.reps {
-            ctx.kv_clear();
-            let mut t = prompt[0];
-            let t0 = Instant::now();
-            for pos in 0..cfg.n_gen as i32 {
-                batch.clear();
-                batch.add(t, pos, &[0], true)?;
-                ctx.decode(&batch)?;
-                t = (t + 1) % n_vocab;
-            }
-            tg.push(f64::from(cfg.n_gen) / t0.elapsed().as_secs_f64());
-        }
+        // The protocol of the C baseline's bench mode (llama_core::bench).
+        let mut bench = PpTg::new(Arc::clone(&model), cfg.n_prompt, cfg.n_gen, cfg.n_batch, threads)?;
+        let pp = (0..cfg.reps).map(|_| bench.pp()).collect::<Result<Vec<f64>, _>>()?;
+        let tg = (0..cfg.reps).map(|_| bench.tg()).collect::<Result<Vec<f64>, _>>()?;
         (pp, tg)
     };
     let vm_hwm_kib = self_vm_hwm();
     let greedy = sampling_run(&model, threads, cfg, &SamplingParams::greedy())?;
     let default_chain = sampling_run(&model, threads, cfg, &SamplingParams { seed: 42, ..SamplingParams::default() })?;
     Ok(CoreChildOutput { pp, tg, vm_hwm_kib, greedy, default_chain })
-}
-
-/// Prefill `tokens` at position 0 of sequence 0 in chunks of `n_batch`,
-/// logits for the last token only (what the baseline's `prefill` does).
-fn prefill(ctx: &mut Context, tokens: &[Token]) -> anyhow::Result<usize> {
-    let mut batch = ctx.new_batch();
-    let n_batch = ctx.n_batch() as usize;
-    let mut last = 0;
-    for (k, chunk) in tokens.chunks(n_batch).enumerate() {
-        batch.clear();
-        let start = k * n_batch;
-        last = batch.add_sequence(chunk, start as i32, 0, start + chunk.len() == tokens.len())?;
-        ctx.decode(&batch)?;
-    }
-    Ok(last)
 }
 
 fn sampling_run(
