@@ -184,6 +184,16 @@ impl Pooling {
 }
 
 /// Parameters of a [`Context`](crate::Context).
+///
+/// # Construction and stability
+///
+/// Build it from [`Default`] and set what you need, with struct-update
+/// syntax (`{ field: value, ..Default::default() }`) or by assigning
+/// fields. New fields may be added in minor releases, always with a default
+/// that keeps the old behaviour, so code written this way keeps compiling;
+/// an exhaustive struct literal does not. The struct is not
+/// `#[non_exhaustive]` on purpose: that would forbid the update syntax
+/// outside this crate, and these are plain bags of settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextParams {
     /// KV cache size in tokens, shared by all sequences (0 = the model's training context).

@@ -10,6 +10,16 @@ use crate::ffi::{fill_string, path_to_cstring};
 use crate::{Backend, Error, Result, Vocab};
 
 /// How to load a model.
+///
+/// # Construction and stability
+///
+/// Build it from [`Default`] and set what you need, with struct-update
+/// syntax (`{ field: value, ..Default::default() }`) or by assigning
+/// fields. New fields may be added in minor releases, always with a default
+/// that keeps the old behaviour, so code written this way keeps compiling;
+/// an exhaustive struct literal does not. The struct is not
+/// `#[non_exhaustive]` on purpose: that would forbid the update syntax
+/// outside this crate, and these are plain bags of settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelParams {
     /// Layers to offload to the GPU (0 = CPU only, negative = all).

@@ -14,6 +14,16 @@ pub const MAX_GRAMMAR_DEPTH: usize = crate::gbnf::MAX_NESTING;
 
 /// Every sampling knob llama.cpp offers, with llama.cpp's defaults.
 /// `temperature <= 0` means greedy.
+///
+/// # Construction and stability
+///
+/// Build it from [`Default`] and set what you need, with struct-update
+/// syntax (`{ field: value, ..Default::default() }`) or by assigning
+/// fields. New fields may be added in minor releases, always with a default
+/// that keeps the old behaviour, so code written this way keeps compiling;
+/// an exhaustive struct literal does not. The struct is not
+/// `#[non_exhaustive]` on purpose: that would forbid the update syntax
+/// outside this crate, and these are plain bags of settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SamplingParams {

@@ -15,6 +15,16 @@ pub const MAX_SEQ: u32 = 255;
 /// How an [`Engine`](crate::Engine) is sized. Every field is checked by
 /// [`Engine::start`](crate::Engine::start); a bad value is a
 /// [`StartError::InvalidConfig`], never an assertion inside llama.cpp.
+///
+/// # Construction and stability
+///
+/// Build it from [`Default`] and set what you need, with struct-update
+/// syntax (`{ field: value, ..Default::default() }`) or by assigning
+/// fields. New fields may be added in minor releases, always with a default
+/// that keeps the old behaviour, so code written this way keeps compiling;
+/// an exhaustive struct literal does not. The struct is not
+/// `#[non_exhaustive]` on purpose: that would forbid the update syntax
+/// outside this crate, and these are plain bags of settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
     /// Total KV cells, split evenly across the slots: each sequence may hold
