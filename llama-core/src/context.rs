@@ -481,6 +481,13 @@ impl Context {
         Ok(())
     }
 
+    /// Whether this context's memory can move positions
+    /// ([`kv_seq_add`](Self::kv_seq_add)); recurrent models' cannot.
+    pub fn can_shift(&self) -> bool {
+        // SAFETY: a pure query on the live memory (`&self`: no decode runs).
+        unsafe { sys::llama_memory_can_shift(self.memory()) }
+    }
+
     /// Shift positions `[p0, p1)` of `seq` by `delta` (context shifting).
     /// Cells shifted below position 0 are removed, as in llama.cpp.
     ///
@@ -492,8 +499,7 @@ impl Context {
     /// undefined behaviour in C++).
     pub fn kv_seq_add(&mut self, seq: SeqId, p0: Option<Pos>, p1: Option<Pos>, delta: Pos) -> Result<()> {
         self.check_seq(seq)?;
-        // SAFETY: a pure query on the live memory.
-        if !unsafe { sys::llama_memory_can_shift(self.memory()) } {
+        if !self.can_shift() {
             return Err(Error::InvalidParam { name: "delta", reason: "this model's memory cannot shift".into() });
         }
         if let (Some(lo), Some(hi)) = (self.kv_seq_pos_min(seq), self.kv_seq_pos_max(seq)) {

@@ -379,6 +379,7 @@ impl<M: ModelBackend> Front<M> {
             n_probs: req.n_probs,
             cache_prompt: req.cache_prompt,
             deterministic: req.deterministic,
+            context_shift: req.context_shift,
             submitted: Instant::now(),
             control,
             sink,

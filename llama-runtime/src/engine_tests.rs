@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use llama_core::SamplingParams;
 
 use crate::fake::{FakeControl, FakeInference, FakeModel};
-use crate::{Engine, EngineConfig, EngineError, Event, FinishReason, Health, Prompt, Rejected, Request, SlotState};
+use crate::{
+    ContextShift, Engine, EngineConfig, EngineError, Event, FinishReason, Health, ModelFacade, Prompt, Rejected,
+    Request, SlotState,
+};
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -382,4 +385,44 @@ fn engine_thread_panic_still_ends_every_request() {
     wait_until("stop", Duration::from_secs(5), || engine.health() == Health::Stopped);
     assert!(matches!(engine.submit(greedy("late", 1)), Err(Rejected::ShuttingDown)));
     engine.shutdown_blocking(Duration::ZERO);
+}
+
+/// What the fake generates with context shifts, simulated independently:
+/// sample from the whole KV, and when the window is full keep `keep`
+/// cells, drop half of the rest, and go on.
+fn shifted_reference(prompt: &str, n_ctx_seq: usize, keep: usize, n: usize) -> Vec<crate::Token> {
+    let mut kv = FakeModel::default().tokenize(prompt, true, true).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = crate::fake::fake_next_token(7, &kv);
+        out.push(t);
+        if kv.len() >= n_ctx_seq {
+            let discard = ((kv.len() - keep) / 2).max(1);
+            kv.drain(keep..keep + discard);
+        }
+        kv.push(t);
+    }
+    out
+}
+
+#[tokio::test]
+async fn context_shift_keeps_generating_past_the_window() {
+    // Four slots of 64 cells.
+    let (engine, _) = engine(EngineConfig { n_ctx: 256, ..config() });
+    assert_eq!(engine.n_ctx_seq(), 64);
+
+    let full = engine.submit(greedy("hello", 200)).unwrap().collect().await.unwrap();
+    assert_eq!(full.finish_reason, FinishReason::ContextFull);
+    assert_eq!(full.events.len(), 64 - 6 + 1);
+
+    for (n_keep, keep) in [(3, 3), (0, 0), (-1, 6)] {
+        let mut req = greedy("hello", 200);
+        req.context_shift = Some(ContextShift { n_keep });
+        let out = engine.submit(req).unwrap().collect().await.unwrap();
+        assert_eq!(out.finish_reason, FinishReason::MaxTokens, "n_keep {n_keep}");
+        assert_eq!(out.tokens(), shifted_reference("hello", 64, keep, 200), "n_keep {n_keep}");
+    }
+    // A later request does not reuse cells a shift moved: only the kept prefix.
+    let again = engine.submit(greedy("hello", 3)).unwrap().collect().await.unwrap();
+    assert!(again.usage.cached_tokens <= 6, "{:?}", again.usage);
 }

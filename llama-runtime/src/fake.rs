@@ -347,6 +347,16 @@ impl Inference for FakeInference {
         true
     }
 
+    fn kv_shift(&mut self, seq: SeqId, keep: Pos, discard: Pos, end: Pos) -> bool {
+        let Some(kv) = self.kv.get_mut(seq as usize) else { return false };
+        let (keep, discard, end) = (keep as usize, discard as usize, end as usize);
+        if keep + discard > end || end != kv.len() {
+            return false;
+        }
+        kv.drain(keep..keep + discard);
+        true
+    }
+
     fn kv_cells_used(&self) -> u64 {
         self.kv.iter().map(|k| k.len() as u64).sum()
     }

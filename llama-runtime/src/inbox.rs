@@ -28,6 +28,7 @@ pub(crate) struct Admission<S> {
     pub(crate) n_probs: u32,
     pub(crate) cache_prompt: bool,
     pub(crate) deterministic: bool,
+    pub(crate) context_shift: Option<crate::request::ContextShift>,
     pub(crate) submitted: Instant,
     pub(crate) control: Arc<RequestControl>,
     pub(crate) sink: EventSink,

@@ -216,6 +216,11 @@ pub trait Inference: Send + 'static {
     /// sequence with `from = 0`, which always succeeds).
     fn kv_seq_rm(&mut self, seq: SeqId, from: Pos) -> bool;
 
+    /// Context shift: drop positions `keep..keep + discard` of `seq` and
+    /// move positions `keep + discard..end` down by `discard`. `false` if
+    /// the model's memory cannot shift (the sequence is then unchanged).
+    fn kv_shift(&mut self, seq: SeqId, keep: Pos, discard: Pos, end: Pos) -> bool;
+
     /// KV cells in use, all sequences together.
     fn kv_cells_used(&self) -> u64;
 

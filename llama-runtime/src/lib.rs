@@ -89,6 +89,6 @@ pub use llama::{LlamaInference, LlamaModel};
 pub use llama_core::{SamplingParams, Token};
 pub use metrics::{Health, Metrics, SlotInfo, SlotState};
 pub use request::{
-    Collector, CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES,
+    Collector, ContextShift, CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES,
     MAX_STOP_STRINGS, Output, Prompt, Rejected, Request, StartError, Timings, TokenEvent, TopLogprob, Usage,
 };

@@ -249,6 +249,16 @@ impl Inference for LlamaInference {
         self.ctx.kv_seq_rm(seq, Some(from), None).unwrap_or(false)
     }
 
+    fn kv_shift(&mut self, seq: SeqId, keep: Pos, discard: Pos, end: Pos) -> bool {
+        if !self.ctx.can_shift() {
+            return false;
+        }
+        // Removing a range and shifting the rest down stays inside the
+        // sequence's window; a failure leaves it for the caller to clear.
+        self.ctx.kv_seq_rm(seq, Some(keep), Some(keep + discard)).unwrap_or(false)
+            && self.ctx.kv_seq_add(seq, Some(keep + discard), Some(end), -discard).is_ok()
+    }
+
     fn kv_cells_used(&self) -> u64 {
         self.ctx.kv_cells_used()
     }

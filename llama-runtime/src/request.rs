@@ -78,6 +78,23 @@ pub struct Request {
     /// Decode this request alone, in a fixed batch shape, so that its output
     /// equals a solo run (see the crate docs for the exact guarantee).
     pub deterministic: bool,
+    /// What to do when generation fills the sequence's context window:
+    /// `None` ends the request ([`FinishReason::ContextFull`]); `Some`
+    /// shifts the context and goes on, as llama.cpp's `--context-shift`.
+    pub context_shift: Option<ContextShift>,
+}
+
+/// Context shift (llama.cpp's `--context-shift`): when a generating
+/// sequence fills its window, the first `n_keep` tokens stay, half of the
+/// rest is dropped, and what follows moves down; generation continues.
+/// Models whose memory cannot shift (recurrent ones) end with
+/// [`FinishReason::ContextFull`] instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextShift {
+    /// Prompt tokens always kept, counted from the first (BOS included);
+    /// `-1` keeps the whole prompt. At most the window minus 2 is kept, so
+    /// that every shift frees room.
+    pub n_keep: i32,
 }
 
 impl Request {
@@ -94,6 +111,7 @@ impl Request {
             n_probs: 0,
             cache_prompt: true,
             deterministic: false,
+            context_shift: None,
         }
     }
 }

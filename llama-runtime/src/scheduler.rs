@@ -19,7 +19,9 @@ use crate::handle::{EventSink, RequestControl, SendError, done_event};
 use crate::inbox::{Admission, EmbedJob, Inbox};
 use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, SamplerOf};
 use crate::metrics::{MetricsCell, SlotInfo, SlotState};
-use crate::request::{Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage};
+use crate::request::{
+    ContextShift, Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage,
+};
 use crate::stop::{StopMatcher, StopOutcome};
 
 /// What one tick did.
@@ -52,6 +54,9 @@ struct Sequence {
     n_probs: u32,
     cache_prompt: bool,
     deterministic: bool,
+    context_shift: Option<ContextShift>,
+    /// Tokens dropped from the KV by context shifts (after the kept ones).
+    n_discarded: usize,
     deadline: Option<Instant>,
     decoder: TokenDecoder,
     stop: StopMatcher,
@@ -68,7 +73,7 @@ struct Sequence {
 
 impl Sequence {
     fn is_prefilling(&self, n_in_kv: usize) -> bool {
-        n_in_kv < self.prompt.len()
+        n_in_kv + self.n_discarded < self.prompt.len()
     }
 }
 
@@ -306,6 +311,15 @@ impl<I: Inference> Scheduler<I> {
         slot.last_used = self.n_ticks;
         if !(matches!(end, End::Finished(_)) && seq.cache_prompt) {
             self.clear_slot_kv(slot_idx);
+        } else if seq.n_discarded > 0 {
+            // After a context shift the cells past the kept prefix were
+            // computed at other positions: not a prefix to offer later requests.
+            let keep = shift_keep(&seq, slot.cache.len());
+            if self.inf.kv_seq_rm(slot.id, keep as Pos) {
+                slot.cache.truncate(keep);
+            } else {
+                self.clear_slot_kv(slot_idx);
+            }
         }
         // Counters first, so that whoever reads the terminal event sees the
         // slot free and its KV released.
@@ -459,6 +473,8 @@ impl<I: Inference> Scheduler<I> {
             n_probs: adm.n_probs,
             cache_prompt: adm.cache_prompt,
             deterministic: adm.deterministic,
+            context_shift: adm.context_shift,
+            n_discarded: 0,
             deadline: adm.deadline,
             decoder: TokenDecoder::new(),
             stop: StopMatcher::new(adm.stop),
@@ -768,7 +784,10 @@ impl<I: Inference> Scheduler<I> {
         let token = sampled.token;
         let eog = self.inf.is_eog(token) && !self.slots[slot_idx].seq.as_ref().is_some_and(|q| q.ignore_eos);
         let bytes = if eog { Vec::new() } else { self.inf.token_bytes(token) };
-        let n_in_kv = self.slots[slot_idx].cache.len();
+        let mut n_in_kv = self.slots[slot_idx].cache.len();
+        if n_in_kv >= n_ctx_seq && !eog && self.shift_context(slot_idx) {
+            n_in_kv = self.slots[slot_idx].cache.len();
+        }
         let Some(q) = self.slots[slot_idx].seq.as_mut() else { return };
         q.n_generated += 1;
         q.first_token.get_or_insert_with(Instant::now);
@@ -814,6 +833,38 @@ impl<I: Inference> Scheduler<I> {
             self.end(slot_idx, End::Failed(EngineError::Cancelled));
         }
     }
+}
+
+impl<I: Inference> Scheduler<I> {
+    /// Context shift for the sequence in `slot_idx`, when it asked for one:
+    /// keep its first `n_keep` cells, drop half of the rest, move the
+    /// remainder down. `false` when it did not ask or the model cannot shift.
+    fn shift_context(&mut self, slot_idx: usize) -> bool {
+        let slot = &mut self.slots[slot_idx];
+        let Some(q) = slot.seq.as_mut() else { return false };
+        if q.context_shift.is_none() {
+            return false;
+        }
+        let n_past = slot.cache.len();
+        let keep = shift_keep(q, n_past);
+        let discard = ((n_past - keep) / 2).max(1);
+        if !self.inf.kv_shift(slot.id, keep as Pos, discard as Pos, n_past as Pos) {
+            return false;
+        }
+        slot.cache.drain(keep..keep + discard);
+        q.n_discarded += discard;
+        true
+    }
+}
+
+/// The cells a context shift keeps: `n_keep` of the prompt (`-1`: all of
+/// it), leaving at least two cells to work with.
+fn shift_keep(q: &Sequence, n_past: usize) -> usize {
+    let n_keep = match q.context_shift.map_or(0, |c| c.n_keep) {
+        n if n < 0 => q.prompt.len(),
+        n => n as usize,
+    };
+    n_keep.min(q.prompt.len()).min(n_past.saturating_sub(2))
 }
 
 enum Flush {

@@ -370,3 +370,34 @@ fn penalties_count_the_prompt_tokens() {
     assert_eq!(plain.text, " three", "the pattern's next word");
     assert_ne!(penalized.tokens(), plain.tokens(), "a presence penalty on the prompt's tokens changed nothing");
 }
+
+/// `--context-shift` on llama.cpp: a generation that fills its 64-cell
+/// window keeps the prompt's first tokens, drops half of the rest and goes
+/// on, so it runs to `max_tokens`; without it the request ends at the
+/// window. The shifted KV must stay consistent: the slot is reusable and a
+/// later request's output is unaffected.
+#[test]
+fn context_shift_generates_past_the_window() {
+    let _s = serial();
+    let engine = start(config(1, 64));
+    let mut plain = greedy("Once upon a time", 150);
+    plain.ignore_eos = true;
+    let full = run(&engine, plain.clone());
+    assert_eq!(full.finish_reason, FinishReason::ContextFull);
+    assert!(full.events.len() < 64, "{}", full.events.len());
+
+    let mut shifted = plain.clone();
+    shifted.context_shift = Some(llama_runtime::ContextShift { n_keep: 4 });
+    let out = run(&engine, shifted);
+    assert_eq!(out.finish_reason, FinishReason::MaxTokens);
+    assert_eq!(out.events.len(), 150);
+    // Up to the first shift the output is the plain run's.
+    let n_before = full.events.len() - 1;
+    assert_eq!(out.tokens()[..n_before], full.tokens()[..n_before]);
+    assert!(!out.text.is_empty());
+
+    // The slot still serves a request exactly as a fresh engine would.
+    let after = run(&engine, greedy("The capital of France is", 8));
+    let fresh = run(&start(config(1, 64)), greedy("The capital of France is", 8));
+    assert_eq!(after.tokens(), fresh.tokens());
+}
