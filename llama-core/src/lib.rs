@@ -83,7 +83,7 @@ pub use model::{Model, ModelParams};
 pub use sampler::Sampler;
 pub use sampling_params::{MAX_GRAMMAR_BYTES, MAX_GRAMMAR_DEPTH, RANDOM_SEED, SamplingParams};
 pub use state::StateKey;
-pub use vocab::{MAX_TOKENIZE_BYTES, Vocab};
+pub use vocab::{FimTokens, MAX_TOKENIZE_BYTES, Vocab};
 
 /// A token id in the model's vocabulary.
 pub type Token = i32;

@@ -360,6 +360,24 @@ impl Vocab {
         unsafe { sys::llama_vocab_get_add_bos(self.raw()) }
     }
 
+    /// The fill-in-the-middle tokens the model has (code models: prefix,
+    /// suffix, middle, padding, repository and file separators).
+    pub fn fim(&self) -> FimTokens {
+        let query = |f: unsafe extern "C-unwind" fn(*const sys::llama_vocab) -> sys::llama_token| {
+            // SAFETY: `f` is one of llama.cpp's read-only special-token
+            // queries, called on a live vocab; they do not throw.
+            self.special(unsafe { f(self.raw()) })
+        };
+        FimTokens {
+            pre: query(sys::llama_vocab_fim_pre),
+            suf: query(sys::llama_vocab_fim_suf),
+            mid: query(sys::llama_vocab_fim_mid),
+            pad: query(sys::llama_vocab_fim_pad),
+            rep: query(sys::llama_vocab_fim_rep),
+            sep: query(sys::llama_vocab_fim_sep),
+        }
+    }
+
     /// Whether `token` ends generation (EOS, EOT, …). Out-of-range ids are not.
     pub fn is_eog(&self, token: Token) -> bool {
         // SAFETY: the id is range-checked first; the query only reads.
@@ -430,4 +448,22 @@ impl FirstBytes {
         }
         FirstBytes { first, single }
     }
+}
+
+/// A model's fill-in-the-middle tokens ([`Vocab::fim`]); `None` where the
+/// model has no such token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FimTokens {
+    /// Starts the code before the gap.
+    pub pre: Option<Token>,
+    /// Starts the code after the gap.
+    pub suf: Option<Token>,
+    /// Where the model writes the gap's content.
+    pub mid: Option<Token>,
+    /// Padding.
+    pub pad: Option<Token>,
+    /// Starts the repository name (repository-level prompts).
+    pub rep: Option<Token>,
+    /// Separates files (repository-level prompts).
+    pub sep: Option<Token>,
 }

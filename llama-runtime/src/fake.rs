@@ -101,8 +101,18 @@ impl Default for FakeModel {
             n_embd: FAKE_EMBD as u32,
             n_params: 0,
             size_bytes: 0,
+            fim: Default::default(),
         };
         FakeModel { info }
+    }
+}
+
+impl FakeModel {
+    /// The fake with its facts changed (for example FIM tokens, to test
+    /// `/infill` layouts).
+    pub fn with_info(mut self, change: impl FnOnce(&mut ModelInfo)) -> Self {
+        change(&mut self.info);
+        self
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use llama_core::{ChatTemplate, Pos, SamplingParams, SeqId, Token};
+use llama_core::{ChatTemplate, FimTokens, Pos, SamplingParams, SeqId, Token};
 
 use crate::request::CoreError;
 
@@ -155,6 +155,8 @@ pub struct ModelInfo {
     pub n_params: u64,
     /// Size of its tensors in bytes.
     pub size_bytes: u64,
+    /// Its fill-in-the-middle tokens (code models).
+    pub fim: FimTokens,
 }
 
 /// What the engine thread needs from a model context. Exactly one thread

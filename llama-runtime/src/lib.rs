@@ -65,6 +65,7 @@ mod dyn_engine;
 mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod fim;
 mod handle;
 mod inbox;
 mod inference;
@@ -83,6 +84,7 @@ pub use config::{EngineConfig, MAX_SEQ, MIN_CTX_SEQ};
 pub use default_model::{DEFAULT_MODEL, DefaultModelMissing, find_default_model, find_default_model_from};
 pub use dyn_engine::DynEngine;
 pub use engine::{Embeddings, Engine};
+pub use fim::{Infill, InfillError};
 pub use handle::{Canceller, Handle};
 pub use inference::{BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled};
 pub use llama::{LlamaInference, LlamaModel};

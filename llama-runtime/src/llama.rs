@@ -40,6 +40,7 @@ impl LlamaModel {
             n_embd: model.n_embd(),
             n_params: model.n_params(),
             size_bytes: model.size_bytes(),
+            fim: model.vocab().fim(),
         };
         let n_ctx_seq = model.n_ctx_train().max(1);
         LlamaModel { model, info, n_ctx_seq }

@@ -401,3 +401,16 @@ fn context_shift_generates_past_the_window() {
     let fresh = run(&start(config(1, 64)), greedy("The capital of France is", 8));
     assert_eq!(after.tokens(), fresh.tokens());
 }
+
+/// The default model (SmolLM2) declares no FIM prefix/suffix/middle tokens
+/// (only a repository token): an infill prompt is
+/// refused with a clear error rather than laid out around nothing.
+#[test]
+fn infill_needs_fim_tokens() {
+    use llama_runtime::{Infill, InfillError, LlamaModel, ModelFacade};
+    let facade = LlamaModel::new(model());
+    let fim = facade.info().fim;
+    assert_eq!((fim.pre, fim.suf, fim.mid), (None, None, None), "{fim:?}");
+    let infill = Infill { prefix: "def add(a, b):".into(), ..Infill::default() };
+    assert_eq!(infill.tokens(&facade, 512, 1000), Err(InfillError::NoFimTokens));
+}
