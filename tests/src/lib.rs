@@ -17,6 +17,7 @@
 //!   framing, and an incremental decoder for streamed bytes).
 //! - [`stats`]: medians and percentiles, for the suites and the benchmarks.
 //! - [`bench`]: the benchmark suite run by the `bench-suite` binary.
+//! - [`gguf_edit`]: derived test models (a GGUF copy with metadata set).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +40,7 @@ pub fn wait_or_kill(child: &mut std::process::Child, timeout: std::time::Duratio
 
 pub mod bench;
 pub mod figures;
+pub mod gguf_edit;
 pub mod http;
 pub mod load;
 pub mod paths;
