@@ -358,6 +358,12 @@ impl<M: ModelBackend> Front<M> {
         if req.n_probs > MAX_N_PROBS {
             return Err(Rejected::param("n_probs", format!("must be at most {MAX_N_PROBS}, got {}", req.n_probs)));
         }
+        if let Some(slot) = req.slot.filter(|&s| s >= self.config.n_seq_max) {
+            return Err(Rejected::param(
+                "id_slot",
+                format!("slot {slot} does not exist; there are {} slots", self.config.n_seq_max),
+            ));
+        }
         let sampler = self.model.prepare_sampling(&req.sampling).map_err(Rejected::Invalid)?;
         let tokens = self.prompt_tokens(req.prompt)?;
         let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
@@ -380,6 +386,7 @@ impl<M: ModelBackend> Front<M> {
             cache_prompt: req.cache_prompt,
             deterministic: req.deterministic,
             context_shift: req.context_shift,
+            slot: req.slot,
             submitted: Instant::now(),
             control,
             sink,

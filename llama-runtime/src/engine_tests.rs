@@ -426,3 +426,23 @@ async fn context_shift_keeps_generating_past_the_window() {
     let again = engine.submit(greedy("hello", 3)).unwrap().collect().await.unwrap();
     assert!(again.usage.cached_tokens <= 6, "{:?}", again.usage);
 }
+
+#[tokio::test]
+async fn requests_pinned_to_a_slot_wait_for_it_and_others_go_ahead() {
+    let (engine, ctl) = engine(EngineConfig { n_seq_max: 2, n_ctx: 512, ..config() });
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(2);
+    let pinned = |prompt: &str, n: u32| Request { slot: Some(1), ..greedy(prompt, n) };
+    let a = engine.submit(pinned("first", 40)).unwrap();
+    let b = engine.submit(pinned("second", 2)).unwrap();
+    let c = engine.submit(greedy("third", 2)).unwrap();
+    let c = c.collect().await.unwrap();
+    let (a, b) = (a.collect().await.unwrap(), b.collect().await.unwrap());
+    assert_eq!((a.slot, b.slot, c.slot), (1, 1, 0));
+    // The unpinned request did not wait behind the one waiting for slot 1.
+    assert!(c.timings.queued < a.timings.decode, "{:?} vs {:?}", c.timings, a.timings);
+
+    let err = engine.submit(Request { slot: Some(2), ..greedy("x", 1) }).unwrap_err();
+    assert!(
+        matches!(&err, Rejected::Invalid(e) if matches!(e.get(), llama_core::Error::InvalidParam { name: "id_slot", .. }))
+    );
+}

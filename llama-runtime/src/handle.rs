@@ -271,6 +271,6 @@ impl Canceller {
 }
 
 /// A terminal event for a finished request (helper for the scheduler).
-pub(crate) fn done_event(finish_reason: FinishReason, usage: Usage, timings: Timings) -> Event {
-    Event::Done(crate::request::Done { finish_reason, usage, timings })
+pub(crate) fn done_event(finish_reason: FinishReason, slot: u32, usage: Usage, timings: Timings) -> Event {
+    Event::Done(crate::request::Done { finish_reason, slot, usage, timings })
 }

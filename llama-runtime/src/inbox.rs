@@ -29,6 +29,8 @@ pub(crate) struct Admission<S> {
     pub(crate) cache_prompt: bool,
     pub(crate) deterministic: bool,
     pub(crate) context_shift: Option<crate::request::ContextShift>,
+    /// The slot the request must run in, if any.
+    pub(crate) slot: Option<u32>,
     pub(crate) submitted: Instant,
     pub(crate) control: Arc<RequestControl>,
     pub(crate) sink: EventSink,
@@ -182,10 +184,17 @@ impl<S> Inbox<S> {
         self.lock().drain_until
     }
 
-    /// Take the oldest request, if any.
-    pub(crate) fn pop(&self) -> Option<Admission<S>> {
+    /// Take the oldest request that can start now: one without a slot of
+    /// its own when any slot is free, or one whose slot is free (`free[i]`:
+    /// slot `i` is free). Requests waiting for a busy slot stay queued.
+    pub(crate) fn pop(&self, free: &[bool]) -> Option<Admission<S>> {
         let mut st = self.lock();
-        let adm = st.requests.pop_front();
+        let any_free = free.contains(&true);
+        let at = st.requests.iter().position(|a| match a.slot {
+            None => any_free,
+            Some(s) => free.get(s as usize).copied().unwrap_or(false),
+        })?;
+        let adm = st.requests.remove(at);
         self.metrics.queue_depth.store(st.requests.len(), Relaxed);
         adm
     }

@@ -82,6 +82,10 @@ pub struct Request {
     /// `None` ends the request ([`FinishReason::ContextFull`]); `Some`
     /// shifts the context and goes on, as llama.cpp's `--context-shift`.
     pub context_shift: Option<ContextShift>,
+    /// Run in this slot (`0..n_seq_max`, llama.cpp's `id_slot`), waiting
+    /// for it if it is busy; other requests may go ahead meanwhile. `None`:
+    /// whichever free slot caches the longest prefix.
+    pub slot: Option<u32>,
 }
 
 /// Context shift (llama.cpp's `--context-shift`): when a generating
@@ -112,6 +116,7 @@ impl Request {
             cache_prompt: true,
             deterministic: false,
             context_shift: None,
+            slot: None,
         }
     }
 }
@@ -168,6 +173,8 @@ pub struct TopLogprob {
 pub struct Done {
     /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// The slot that ran the request.
+    pub slot: u32,
     /// Token counts.
     pub usage: Usage,
     /// Where the time went.
@@ -234,6 +241,8 @@ pub struct Output {
     pub events: Vec<TokenEvent>,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
+    /// The slot that ran the request.
+    pub slot: u32,
     /// Token counts.
     pub usage: Usage,
     /// Timings.
@@ -285,6 +294,7 @@ impl Collector {
             text: self.text,
             events: self.events,
             finish_reason: done.finish_reason,
+            slot: done.slot,
             usage: done.usage,
             timings: done.timings,
         }

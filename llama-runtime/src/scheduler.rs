@@ -342,7 +342,7 @@ impl<I: Inference> Scheduler<I> {
                     cached_tokens: seq.n_cached,
                     completion_tokens: seq.n_generated,
                 };
-                done_event(finish_reason, usage, timings)
+                done_event(finish_reason, slot_idx as u32, usage, timings)
             }
             End::Failed(e) => Event::Error(e),
         };
@@ -413,8 +413,9 @@ impl<I: Inference> Scheduler<I> {
 
     /// Move queued requests into free slots, oldest first.
     fn admit(&mut self, now: Instant) {
-        while self.slots.iter().any(|s| s.seq.is_none()) {
-            let Some(adm) = self.inbox.pop() else { break };
+        loop {
+            let free: Vec<bool> = self.slots.iter().map(|s| s.seq.is_none()).collect();
+            let Some(adm) = self.inbox.pop(&free) else { break };
             if adm.control.is_cancelled() || adm.sink.is_closed() {
                 self.reject_queued(adm, EngineError::Cancelled);
                 continue;
@@ -434,7 +435,7 @@ impl<I: Inference> Scheduler<I> {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.seq.is_none())
+            .filter(|(i, s)| s.seq.is_none() && adm.slot.is_none_or(|p| p as usize == *i))
             .map(|(i, s)| {
                 let common = if reuse { common_prefix(&s.cache, &adm.tokens) } else { 0 };
                 (i, common, s.cache.len(), s.last_used)
