@@ -17,16 +17,37 @@
 
 mod args;
 mod auth;
+mod blocking;
 mod error;
 mod extract;
-mod generate;
+mod flags;
+mod ids;
 mod listen;
+mod logit_bias;
+mod logprobs;
 mod metrics;
 mod native;
 mod openai;
 mod openapi;
+mod prompt;
+mod request;
+mod sampling;
 mod sse;
 mod state;
+mod submit;
+mod timings;
+
+// Response bodies are `Serialize` structs whose fields are declared in
+// alphabetical order, and whose f32 values are widened to f64: the bytes
+// the server wrote when its bodies were `serde_json::json!` trees (sorted
+// maps, every float an f64), which clients and the wire golden
+// (tests/wire/golden.txt) rely on.
+
+/// `state.rs` takes `unix_now` from here, where it used to live.
+// TODO: import it from `crate::ids` in state.rs and remove this module.
+mod generate {
+    pub(crate) use crate::ids::unix_now;
+}
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,17 +66,19 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 pub use args::{
-    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, MIN_SERVER_CTX_SEQ, Settings, TemplateChoice, normalize_argv,
+    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, GpuLayers, LoadMode, MIN_SERVER_CTX_SEQ, OnOffAuto, Settings,
+    TemplateChoice,
 };
 pub use auth::PUBLIC_PATHS;
 pub use error::AppError;
-pub use generate::{
-    MAX_CHOICES, MAX_GRAMMAR_BYTES, MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES, MAX_STOP, MAX_STOP_BYTES,
-    MAX_TOP_LOGPROBS,
-};
+pub use flags::{ExitAction, FLAGS, Flag, FlagClass, FlagParser, markdown_table};
 pub use listen::HEADER_READ_TIMEOUT;
-pub use openai::MAX_EMBED_INPUTS;
+pub use logit_bias::{MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES};
+pub use logprobs::MAX_TOP_LOGPROBS;
+pub use openai::embeddings::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
+pub use request::{MAX_CHOICES, MAX_STOP, MAX_STOP_BYTES};
+pub use sampling::MAX_GRAMMAR_BYTES;
 pub use state::{AppState, LoadError, Phase, Ready};
 
 use crate::extract::BodyLimit;
@@ -223,20 +246,11 @@ async fn json_errors(State(max_body): State<usize>, req: Request, next: Next) ->
     replaced
 }
 
-/// Install a log subscriber on stderr (`-v`: debug, `--log-disable`: none;
-/// `RUST_LOG` overrides). Does nothing if one is installed already.
+/// Install the log subscriber the `--log-*` flags ask for (stderr, and
+/// `--log-file`; `-v`: debug, `--log-disable`: none; `RUST_LOG` overrides).
+/// Does nothing if one is installed already.
 pub fn init_logging(args: &Args) {
-    if args.log_disable {
-        return;
-    }
-    let default = if args.verbose { "debug" } else { "info,llama_cpp=warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    args.init_logging();
 }
 
 /// Run the server until SIGINT/SIGTERM (or a failed model load).
@@ -259,6 +273,7 @@ pub fn init_logging(args: &Args) {
 /// a model that fails to load.
 pub async fn serve(args: Args) -> Result<(), ServeError> {
     let settings = args.validate()?;
+    settings.log_ignored_flags();
     settings.check_model_file()?;
     let signals = ShutdownSignals::register();
     let addr = SocketAddr::new(settings.host, settings.port);
@@ -414,7 +429,7 @@ impl ShutdownSignals {
 pub const RUNTIME_WORKERS: usize = 2;
 
 /// Set up logging, build a small multi-threaded tokio runtime
-/// ([`RUNTIME_WORKERS`] workers) and [`serve`] on it.
+/// ([`RUNTIME_WORKERS`] workers, or `--threads-http`) and [`serve`] on it.
 ///
 /// # Errors
 /// [`ServeError`]: bad flags, a missing model, a port that cannot be bound,
@@ -422,7 +437,7 @@ pub const RUNTIME_WORKERS: usize = 2;
 pub fn run(args: Args) -> Result<(), ServeError> {
     init_logging(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(RUNTIME_WORKERS)
+        .worker_threads(args.http_workers(RUNTIME_WORKERS))
         .thread_name("llama-server-http")
         .enable_all()
         .build()
@@ -460,5 +475,21 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["type"], "server_error");
         assert_eq!(v["error"]["message"], "internal server error");
+    }
+}
+
+/// Helpers for the unit tests of the response types.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde::Serialize;
+
+    /// `value` serializes to the bytes a `json!` tree of it would: keys in
+    /// alphabetical order at every level, floats as f64. (Going through
+    /// `serde_json::Value` sorts the keys and widens f32 to f64.)
+    #[track_caller]
+    pub(crate) fn assert_wire_order<T: Serialize>(value: &T) {
+        let direct = serde_json::to_string(value).expect("serializes");
+        let via_value = serde_json::to_value(value).expect("serializes").to_string();
+        assert_eq!(direct, via_value, "declare the fields in alphabetical order, f32 values as f64");
     }
 }

@@ -1,7 +1,7 @@
 //! Server-sent events: `data: <json>\n\n` frames, the OpenAI `[DONE]`
 //! terminator and keep-alive comments.
 //!
-//! The stream handed to [`response`] owns the request [`Handle`](llama_runtime::Handle)s:
+//! The stream handed to [`response`] owns the request [`Handle`]s:
 //! when the client goes away hyper drops the body, which drops the stream,
 //! which drops the handles, which cancels the generation.
 
@@ -15,9 +15,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::SelectAll;
 use futures::{Stream, StreamExt};
-use llama_runtime::{Event, Handle};
+use llama_runtime::{EngineError, Event, Handle};
 use serde::Serialize;
 
+use crate::error::AppError;
 use crate::metrics::Observed;
 
 /// How often a comment line is sent while nothing else is, so that proxies
@@ -40,6 +41,12 @@ impl Frame {
         // with non-string keys and no non-finite floats that serde_json rejects
         // (non-finite floats serialize as null).
         Frame::Json(serde_json::to_string(value).unwrap_or_else(|_| "{}".into()))
+    }
+
+    /// The frame that reports an engine failure in the middle of a stream
+    /// (the status line has gone out already), in the JSON error shape.
+    pub(crate) fn error(e: EngineError) -> Frame {
+        Frame::Json(AppError::from(e).sse_payload())
     }
 
     fn into_event(self) -> SseEvent {
