@@ -57,7 +57,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{get, post};
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -83,51 +83,46 @@ pub use state::{AppState, LoadError, Phase, Ready};
 
 use crate::extract::BodyLimit;
 
-/// Every route: (method, path). The router is built from this table, and
-/// a test checks it against the OpenAPI document.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("GET", "/health"),
-    ("GET", "/v1/health"),
-    ("GET", "/v1/models"),
-    ("GET", "/models"),
-    ("POST", "/v1/chat/completions"),
-    ("POST", "/chat/completions"),
-    ("POST", "/v1/completions"),
-    ("POST", "/completion"),
-    ("POST", "/completions"),
-    ("POST", "/v1/embeddings"),
-    ("POST", "/embedding"),
-    ("POST", "/embeddings"),
-    ("POST", "/tokenize"),
-    ("POST", "/detokenize"),
-    ("POST", "/apply-template"),
-    ("GET", "/props"),
-    ("GET", "/slots"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-];
+/// Mounts every route and lists it in [`ROUTES`], from one table: a route
+/// cannot be listed without being mounted, and a misspelt handler does not
+/// compile.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path,)*) => {
+        /// Every route: (method, path), in the order they are mounted. A
+        /// test checks the table against the OpenAPI document.
+        pub const ROUTES: &[(&str, &str)] = &[$((routes!(@name $method), $path),)*];
 
-fn route(method: &str, path: &str) -> MethodRouter<AppState> {
-    match (method, path) {
-        ("GET", "/") => get(native::index),
-        ("GET", "/health" | "/v1/health") => get(native::health),
-        ("GET", "/v1/models" | "/models") => get(openai::models),
-        ("POST", "/v1/chat/completions" | "/chat/completions") => post(openai::chat_completions),
-        ("POST", "/v1/completions") => post(openai::completions),
-        ("POST", "/completion" | "/completions") => post(native::completion),
-        ("POST", "/v1/embeddings") => post(openai::embeddings),
-        ("POST", "/embedding" | "/embeddings") => post(native::embedding),
-        ("POST", "/tokenize") => post(native::tokenize),
-        ("POST", "/detokenize") => post(native::detokenize),
-        ("POST", "/apply-template") => post(native::apply_template),
-        ("GET", "/props") => get(native::props),
-        ("GET", "/slots") => get(native::slots),
-        ("GET", "/metrics") => get(native::metrics),
-        ("GET", "/openapi.json") => get(openapi::document),
-        // A table entry without a handler: answer like an unknown route, which the route test catches.
-        _ => get(not_found).post(not_found),
-    }
+        /// The router with every route of [`ROUTES`], before the fallback
+        /// and the middleware.
+        fn routes() -> Router<AppState> {
+            Router::new()$(.route($path, $method($handler)))*
+        }
+    };
+    (@name get) => { "GET" };
+    (@name post) => { "POST" };
+}
+
+routes! {
+    get "/" => native::index,
+    get "/health" => native::health,
+    get "/v1/health" => native::health,
+    get "/v1/models" => openai::models,
+    get "/models" => openai::models,
+    post "/v1/chat/completions" => openai::chat_completions,
+    post "/chat/completions" => openai::chat_completions,
+    post "/v1/completions" => openai::completions,
+    post "/completion" => native::completion,
+    post "/completions" => native::completion,
+    post "/v1/embeddings" => openai::embeddings,
+    post "/embedding" => native::embedding,
+    post "/embeddings" => native::embedding,
+    post "/tokenize" => native::tokenize,
+    post "/detokenize" => native::detokenize,
+    post "/apply-template" => native::apply_template,
+    get "/props" => native::props,
+    get "/slots" => native::slots,
+    get "/metrics" => native::metrics,
+    get "/openapi.json" => openapi::document,
 }
 
 async fn not_found() -> AppError {
@@ -137,11 +132,7 @@ async fn not_found() -> AppError {
 /// The router with every route and middleware (auth, Host check, CORS, body
 /// limit, timeout, panic catching, JSON error shapes).
 pub fn app(state: AppState) -> Router {
-    let mut router: Router<AppState> = Router::new();
-    for (method, path) in ROUTES {
-        router = router.route(path, route(method, path));
-    }
-    with_middleware(router.fallback(not_found), state)
+    with_middleware(routes().fallback(not_found), state)
 }
 
 /// Wrap `router` in the middleware stack, outermost last: panics → 500,
