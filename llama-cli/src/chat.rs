@@ -38,7 +38,15 @@ pub fn run(args: ChatArgs, verbose: u8) -> anyhow::Result<Outcome> {
             model.description()
         );
     }
-    let mut chat = Chat { engine: &engine, template, system: args.system, history: Vec::new(), verbose, interactive };
+    let mut chat = Chat {
+        engine: &engine,
+        template,
+        system: args.system,
+        history: Vec::new(),
+        verbose,
+        interactive,
+        context_shift: args.run.context_shift(),
+    };
     let rt = session::runtime()?;
     let result = rt.block_on(chat.run_loop(&sampling, args.max_tokens));
     engine.shutdown_blocking(session::SHUTDOWN_DRAIN);
@@ -52,6 +60,7 @@ struct Chat<'a> {
     history: Vec<ChatMessage>,
     verbose: u8,
     interactive: bool,
+    context_shift: Option<llama_runtime::ContextShift>,
 }
 
 impl Chat<'_> {
@@ -126,6 +135,7 @@ impl Chat<'_> {
             request.sampling = sampling.clone();
             request.max_tokens = max_tokens;
             request.cache_prompt = true;
+            request.context_shift = self.context_shift;
             match self.engine.submit(request) {
                 Ok(handle) => break handle,
                 // Forget the oldest exchange and try again, while there is

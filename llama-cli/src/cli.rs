@@ -190,6 +190,20 @@ pub struct RunArgs {
     /// KV cache type for V (a quantized type needs flash attention)
     #[arg(long = "cache-type-v", value_name = "TYPE", default_value = "f16")]
     pub cache_type_v: KvCacheType,
+    /// When the output fills the context, drop half of it (after --keep) and go on, as llama.cpp
+    #[arg(long = "context-shift")]
+    pub context_shift: bool,
+    /// Prompt tokens a context shift always keeps (-1 = the whole prompt)
+    #[arg(long, default_value_t = 0, value_name = "N", allow_negative_numbers = true, requires = "context_shift",
+          value_parser = clap::value_parser!(i32).range(-1..))]
+    pub keep: i32,
+}
+
+impl RunArgs {
+    /// The context-shift setting of each request.
+    pub fn context_shift(&self) -> Option<llama_runtime::ContextShift> {
+        self.context_shift.then_some(llama_runtime::ContextShift { n_keep: self.keep })
+    }
 }
 
 /// llama-core's [`FlashAttn`] names (`on`, `off`, `auto`); the server parses them the same way.

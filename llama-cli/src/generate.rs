@@ -31,6 +31,7 @@ pub fn run(args: GenerateArgs, verbose: u8) -> anyhow::Result<Outcome> {
     request.max_tokens = args.max_tokens;
     request.stop = args.stop;
     request.ignore_eos = args.ignore_eos;
+    request.context_shift = args.run.context_shift();
     // One request alone in a fixed batch shape: with --seed, the output is
     // the same byte for byte on every run.
     request.deterministic = true;

@@ -678,3 +678,20 @@ fn serve_starts_answers_and_stops() {
     assert_eq!(code, Some(0), "server log:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn context_shift_generates_past_a_full_context() {
+    let args = |extra: &[&str]| {
+        let mut a = vec!["-c", "64", "-n", "100", "--temp", "0", "--ignore-eos", "--json"];
+        a.extend_from_slice(extra);
+        a.push("Once upon a time");
+        gen_args(&a)
+    };
+    let full = json(&ok(run(&args(&[]), None)));
+    assert_eq!(full["finish_reason"], "context_full");
+    let shifted = json(&ok(run(&args(&["--context-shift", "--keep", "4"]), None)));
+    assert_eq!(shifted["finish_reason"], "length");
+    assert_eq!(shifted["usage"]["completion_tokens"], 100);
+    // --keep without --context-shift is a usage error.
+    fails(run(&args(&["--keep", "4"]), None), 2, "--context-shift");
+}
