@@ -6,9 +6,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use llama_core::{FlashAttn, KvCacheType, MAX_THREADS};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, ModelParams, Pooling};
 use llama_runtime::EngineConfig;
+
+use crate::flags::{self, FLAGS, FlagClass, FlagParser, Notice, Notices};
 
 /// The file `-m` defaults to, looked up by llama-runtime's
 /// [`find_default_model`](llama_runtime::find_default_model): in the current
@@ -23,39 +26,115 @@ pub const MAX_CTX: u32 = 1 << 20;
 /// Most slots (llama.cpp's `LLAMA_MAX_SEQ`).
 pub const MAX_PARALLEL: u32 = 256;
 
-/// llama.cpp spells some flags with a multi-letter single dash (`-np 4`),
-/// which clap cannot express; these are rewritten to their long form first.
-const MULTI_LETTER_SHORTS: &[(&str, &str)] = &[
-    ("-np", "--parallel"),
-    ("-tb", "--threads-batch"),
-    ("-ub", "--ubatch-size"),
-    ("-cb", "--cont-batching"),
-    ("-nocb", "--no-cont-batching"),
-    ("-fa", "--flash-attn"),
-    ("-ctk", "--cache-type-k"),
-    ("-ctv", "--cache-type-v"),
-    ("-to", "--timeout"),
-    ("-ngl", "--n-gpu-layers"),
-];
+/// llama.cpp's `on|off|auto` words (also true/false, 1/0, enabled/disabled, -1 for auto).
+fn on_off_auto(s: &str) -> Result<Option<bool>, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "enabled" | "yes" => Ok(Some(true)),
+        "off" | "false" | "0" | "disabled" | "no" => Ok(Some(false)),
+        "auto" | "-1" => Ok(None),
+        other => Err(format!("{other:?}: expected on, off or auto")),
+    }
+}
 
-/// `--flash-attn` values: llama-core's [`FlashAttn`] names (`on`, `off`,
-/// `auto`), as the CLI parses them.
+/// `--flash-attn` values: on, off, auto (and llama.cpp's other truthy/falsy words).
 fn flash_attn(s: &str) -> Result<FlashAttn, String> {
-    s.parse().map_err(|_| format!("expected one of {}", FlashAttn::ALL.map(FlashAttn::name).join(", ")))
+    Ok(match on_off_auto(s)? {
+        Some(true) => FlashAttn::On,
+        Some(false) => FlashAttn::Off,
+        None => FlashAttn::Auto,
+    })
+}
+
+/// `--log-colors` and other `on|off|auto` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOffAuto {
+    /// On.
+    On,
+    /// Off.
+    Off,
+    /// Decided at run time (for colors: when the output is a terminal).
+    Auto,
+}
+
+fn on_off_auto_value(s: &str) -> Result<OnOffAuto, String> {
+    Ok(match on_off_auto(s)? {
+        Some(true) => OnOffAuto::On,
+        Some(false) => OnOffAuto::Off,
+        None => OnOffAuto::Auto,
+    })
+}
+
+/// `--load-mode`: how the model file is read (llama.cpp's `LLAMA_LOAD_MODE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// mmap (what llama.cpp's auto picks when the device can map).
+    Auto,
+    /// Read the file, no mmap, no mlock.
+    None,
+    /// Memory-map the file.
+    Mmap,
+    /// Read the file and lock the weights in RAM.
+    Mlock,
+    /// Memory-map the file and lock it in RAM.
+    MmapMlock,
+    /// Direct I/O if available: read without mmap here (llama-core cannot ask for O_DIRECT).
+    DirectIo,
+}
+
+fn load_mode(s: &str) -> Result<LoadMode, String> {
+    Ok(match s {
+        "auto" => LoadMode::Auto,
+        "none" => LoadMode::None,
+        "mmap" => LoadMode::Mmap,
+        "mlock" => LoadMode::Mlock,
+        "mmap+mlock" => LoadMode::MmapMlock,
+        "dio" => LoadMode::DirectIo,
+        other => return Err(format!("{other:?}: expected auto, none, mmap, mlock, mmap+mlock or dio")),
+    })
+}
+
+/// `-ngl` values: a number, `all` (every layer: -1) or `auto` (the default).
+fn gpu_layers(s: &str) -> Result<GpuLayers, String> {
+    match s {
+        "auto" => Ok(GpuLayers::Auto),
+        "all" => Ok(GpuLayers::Count(-1)),
+        n => n.parse().map(GpuLayers::Count).map_err(|_| format!("{n:?}: expected a number, auto or all")),
+    }
+}
+
+/// `-ngl`: how many layers to offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuLayers {
+    /// llama.cpp fits as many as the GPU holds; here: none (nothing is fitted).
+    Auto,
+    /// This many (negative: all).
+    Count(i32),
+}
+
+/// `--pooling` values.
+fn pooling(s: &str) -> Result<Pooling, String> {
+    Ok(match s {
+        "none" => Pooling::None,
+        "mean" => Pooling::Mean,
+        "cls" => Pooling::Cls,
+        "last" => Pooling::Last,
+        "rank" => Pooling::Rank,
+        other => return Err(format!("{other:?}: expected none, mean, cls, last or rank")),
+    })
 }
 
 /// `llama-server` flags. Names, short forms, defaults and `LLAMA_ARG_*`
 /// environment variables follow llama.cpp's server where the meaning is the
-/// same; flags marked "ours" are llama.rs additions.
+/// same; flags marked "ours" are llama.rs additions. Every llama.cpp flag is
+/// in the table of [`FLAGS`](crate::FLAGS): those without a field here are
+/// taken out before clap parses (see [`Args::try_parse_argv`]).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "llama-server",
     version,
     // As in llama.cpp, a flag given twice takes its last value.
     args_override_self = true,
-    about = "OpenAI- and llama.cpp-compatible HTTP server (llama.rs)",
-    after_help = "Multi-letter short flags of llama.cpp are accepted too: -np, -tb, -ub, -cb, -nocb, -fa, -ctk, -ctv, -to, -ngl.\n\
-                  Batching is always continuous; --cont-batching/--no-cont-batching and --no-webui are accepted and ignored."
+    about = "OpenAI- and llama.cpp-compatible HTTP server (llama.rs)"
 )]
 pub struct Args {
     /// Model file (GGUF). Default: models/SmolLM2-135M-Instruct.Q4_1.gguf, found in the current directory or
@@ -91,6 +170,16 @@ pub struct Args {
     #[arg(long = "threads-batch", env = "LLAMA_ARG_THREADS_BATCH", allow_negative_numbers = true, value_name = "N")]
     pub threads_batch: Option<i32>,
 
+    /// Worker threads of the HTTP runtime (-1 = 2).
+    #[arg(
+        long = "threads-http",
+        env = "LLAMA_ARG_THREADS_HTTP",
+        default_value_t = -1,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub threads_http: i32,
+
     /// Logical batch size: most tokens per decode step (llama.cpp's default is 2048; 512 suits CPUs).
     #[arg(short = 'b', long = "batch-size", env = "LLAMA_ARG_BATCH", default_value_t = 512, value_name = "N")]
     pub batch_size: u32,
@@ -111,6 +200,46 @@ pub struct Args {
     )]
     pub n_predict: i32,
 
+    /// Tokens of the prompt kept by context shift (-1 = all). Recorded only: context shift is not built yet.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_name = "N")]
+    pub keep: i32,
+
+    /// Shift the context when a slot fills up. Recorded only: context shift is not built yet.
+    #[arg(
+        long = "context-shift",
+        env = "LLAMA_ARG_CONTEXT_SHIFT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_context_shift"
+    )]
+    pub context_shift: Option<bool>,
+
+    /// No context shift: a full slot ends with `length` (the default).
+    #[arg(long = "no-context-shift", overrides_with = "context_shift")]
+    pub no_context_shift: bool,
+
+    /// Smallest chunk reused from the cache by KV shifting. Recorded only: not built yet.
+    #[arg(long = "cache-reuse", env = "LLAMA_ARG_CACHE_REUSE", default_value_t = 0, value_name = "N")]
+    pub cache_reuse: u32,
+
+    /// Reuse the cached prompt prefix by default. Recorded only: requests choose with `cache_prompt`.
+    #[arg(
+        long = "cache-prompt",
+        env = "LLAMA_ARG_CACHE_PROMPT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_cache_prompt"
+    )]
+    pub cache_prompt: Option<bool>,
+
+    /// Do not reuse the cached prompt by default. Recorded only.
+    #[arg(long = "no-cache-prompt", overrides_with = "cache_prompt")]
+    pub no_cache_prompt: bool,
+
     /// API key(s) clients must send (repeatable or comma-separated).
     #[arg(long = "api-key", env = "LLAMA_API_KEY", value_delimiter = ',', value_name = "KEY", hide_env_values = true)]
     pub api_key: Vec<String>,
@@ -123,17 +252,45 @@ pub struct Args {
     #[arg(long = "embeddings", visible_alias = "embedding", env = "LLAMA_ARG_EMBEDDINGS", value_parser = parse_bool_env)]
     pub embeddings: bool,
 
+    /// Embedding pooling: none, mean, cls, last, rank. Recorded only: the model's own pooling is used.
+    #[arg(long, env = "LLAMA_ARG_POOLING", value_parser = pooling, value_name = "{none,mean,cls,last,rank}")]
+    pub pooling: Option<Pooling>,
+
+    /// Default embedding normalization (2 = Euclidean). Recorded only: requests choose `embd_normalize`.
+    #[arg(long = "embd-normalize", default_value_t = 2, allow_negative_numbers = true, value_name = "N")]
+    pub embd_normalize: i32,
+
     /// Enable the Prometheus /metrics endpoint.
     #[arg(long, env = "LLAMA_ARG_ENDPOINT_METRICS", value_parser = parse_bool_env)]
     pub metrics: bool,
 
+    /// Allow changing properties with POST /props. Recorded only: POST /props is not built yet.
+    #[arg(long, env = "LLAMA_ARG_ENDPOINT_PROPS", value_parser = parse_bool_env)]
+    pub props: bool,
+
     /// Expose GET /slots (default: on).
-    #[arg(long, overrides_with = "no_slots")]
-    pub slots: bool,
+    #[arg(
+        long,
+        env = "LLAMA_ARG_ENDPOINT_SLOTS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_slots"
+    )]
+    pub slots: Option<bool>,
 
     /// Hide GET /slots (answers 501).
     #[arg(long = "no-slots", env = "LLAMA_ARG_NO_ENDPOINT_SLOTS", overrides_with = "slots", value_parser = parse_bool_env)]
     pub no_slots: bool,
+
+    /// Directory for slot save/restore. Recorded only: not built yet.
+    #[arg(long = "slot-save-path", value_name = "PATH")]
+    pub slot_save_path: Option<PathBuf>,
+
+    /// Model tags, comma-separated (informational).
+    #[arg(long, env = "LLAMA_ARG_TAGS", value_delimiter = ',', value_name = "STRING")]
+    pub tags: Vec<String>,
 
     /// Default RNG seed (-1 = random).
     #[arg(short = 's', long, default_value_t = -1, allow_negative_numbers = true)]
@@ -161,6 +318,10 @@ pub struct Args {
     #[arg(long = "min-p", env = "LLAMA_ARG_MIN_P", value_name = "N", allow_negative_numbers = true)]
     pub min_p: Option<f32>,
 
+    /// Default locally typical p (1.0 = off).
+    #[arg(long = "typical", visible_alias = "typical-p", value_name = "N", allow_negative_numbers = true)]
+    pub typical: Option<f32>,
+
     /// Default repeat penalty (1.0 = off).
     #[arg(long = "repeat-penalty", env = "LLAMA_ARG_REPEAT_PENALTY", value_name = "N", allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
@@ -169,21 +330,103 @@ pub struct Args {
     #[arg(long = "repeat-last-n", allow_negative_numbers = true, value_name = "N")]
     pub repeat_last_n: Option<i32>,
 
-    /// Accepted for compatibility: batching is always continuous. Alias: -cb.
-    #[arg(long = "cont-batching", env = "LLAMA_ARG_CONT_BATCHING", value_parser = parse_bool_env)]
-    pub cont_batching: bool,
+    /// Default presence penalty (0.0 = off).
+    #[arg(
+        long = "presence-penalty",
+        env = "LLAMA_ARG_PRESENCE_PENALTY",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub presence_penalty: Option<f32>,
 
-    /// Accepted for compatibility and ignored: batching is always continuous. Alias: -nocb.
-    #[arg(long = "no-cont-batching")]
-    pub no_cont_batching: bool,
+    /// Default frequency penalty (0.0 = off).
+    #[arg(
+        long = "frequency-penalty",
+        env = "LLAMA_ARG_FREQUENCY_PENALTY",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub frequency_penalty: Option<f32>,
 
-    /// Accepted for compatibility: there is no web UI.
-    #[arg(long = "no-webui", visible_alias = "no-ui")]
-    pub no_webui: bool,
+    /// Default DRY multiplier (0.0 = off).
+    #[arg(long = "dry-multiplier", value_name = "N", allow_negative_numbers = true)]
+    pub dry_multiplier: Option<f32>,
 
-    /// Accepted for compatibility: chat templates are always rendered with Jinja.
-    #[arg(long)]
-    pub jinja: bool,
+    /// Default DRY base (1.75).
+    #[arg(long = "dry-base", value_name = "N", allow_negative_numbers = true)]
+    pub dry_base: Option<f32>,
+
+    /// Default DRY allowed length (2).
+    #[arg(long = "dry-allowed-length", value_name = "N", allow_negative_numbers = true)]
+    pub dry_allowed_length: Option<i32>,
+
+    /// Default DRY look-back (-1 = context, 0 = off).
+    #[arg(long = "dry-penalty-last-n", value_name = "N", allow_negative_numbers = true)]
+    pub dry_penalty_last_n: Option<i32>,
+
+    /// DRY sequence breaker; repeatable; replaces the defaults ("none" = no breakers).
+    #[arg(long = "dry-sequence-breaker", value_name = "STRING", allow_hyphen_values = true)]
+    pub dry_sequence_breaker: Vec<String>,
+
+    /// Default XTC probability (0.0 = off).
+    #[arg(long = "xtc-probability", value_name = "N", allow_negative_numbers = true)]
+    pub xtc_probability: Option<f32>,
+
+    /// Default XTC threshold (0.1).
+    #[arg(long = "xtc-threshold", value_name = "N", allow_negative_numbers = true)]
+    pub xtc_threshold: Option<f32>,
+
+    /// Default Mirostat version (0 = off, 1, 2).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub mirostat: Option<i32>,
+
+    /// Default Mirostat learning rate (eta, 0.1).
+    #[arg(long = "mirostat-lr", value_name = "N", allow_negative_numbers = true)]
+    pub mirostat_lr: Option<f32>,
+
+    /// Default Mirostat target entropy (tau, 5.0).
+    #[arg(long = "mirostat-ent", value_name = "N", allow_negative_numbers = true)]
+    pub mirostat_ent: Option<f32>,
+
+    /// Default logit bias, TOKEN_ID(+/-)BIAS (e.g. 15043+1, 2-inf); repeatable.
+    #[arg(short = 'l', long = "logit-bias", value_name = "TOKEN_ID(+/-)BIAS")]
+    pub logit_bias: Vec<String>,
+
+    /// Default GBNF grammar. Checked and recorded; not applied to requests yet.
+    #[arg(long, value_name = "GRAMMAR", conflicts_with_all = ["grammar_file", "json_schema", "json_schema_file"])]
+    pub grammar: Option<String>,
+
+    /// File holding the default GBNF grammar. Checked and recorded; not applied to requests yet.
+    #[arg(long = "grammar-file", value_name = "FNAME", conflicts_with_all = ["json_schema", "json_schema_file"])]
+    pub grammar_file: Option<PathBuf>,
+
+    /// Default JSON schema (converted to a grammar). Recorded; not applied to requests yet.
+    #[arg(short = 'j', long = "json-schema", value_name = "SCHEMA", conflicts_with = "json_schema_file")]
+    pub json_schema: Option<String>,
+
+    /// File holding the default JSON schema. Recorded; not applied to requests yet.
+    #[arg(long = "json-schema-file", value_name = "FILE")]
+    pub json_schema_file: Option<PathBuf>,
+
+    /// Keep generating after end-of-generation tokens by default. Recorded only.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+
+    /// Render chat templates with Jinja (the default and the only engine here). Recorded.
+    #[arg(
+        long,
+        env = "LLAMA_ARG_JINJA",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_jinja"
+    )]
+    pub jinja: Option<bool>,
+
+    /// llama.cpp's built-in template engine instead of Jinja. Recorded only: not wired yet.
+    #[arg(long = "no-jinja", overrides_with = "jinja")]
+    pub no_jinja: bool,
 
     /// Chat template: a Jinja source or a built-in name (chatml). Default: the model's own.
     #[arg(
@@ -197,6 +440,10 @@ pub struct Args {
     /// File holding a Jinja chat template.
     #[arg(long = "chat-template-file", env = "LLAMA_ARG_CHAT_TEMPLATE_FILE", value_name = "FNAME")]
     pub chat_template_file: Option<PathBuf>,
+
+    /// Extra template variables, a JSON object. Checked and recorded; not passed to the template yet.
+    #[arg(long = "chat-template-kwargs", env = "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", value_name = "STRING")]
+    pub chat_template_kwargs: Option<String>,
 
     /// Read/write timeout of a request, in seconds. Alias: -to.
     #[arg(long, env = "LLAMA_ARG_TIMEOUT", default_value_t = 600, value_name = "N")]
@@ -221,16 +468,33 @@ pub struct Args {
     #[arg(long = "cache-type-v", env = "LLAMA_ARG_CACHE_TYPE_V", default_value = "f16", value_name = "TYPE")]
     pub cache_type_v: KvCacheType,
 
-    /// Layers to offload to a GPU (needs a GPU build). Alias: -ngl.
-    #[arg(long = "n-gpu-layers", visible_alias = "gpu-layers", env = "LLAMA_ARG_N_GPU_LAYERS", value_name = "N")]
-    pub n_gpu_layers: Option<i32>,
+    /// Layers to offload to a GPU: a number, all, or auto (= 0 here); needs a GPU build. Alias: -ngl.
+    #[arg(
+        long = "n-gpu-layers",
+        visible_alias = "gpu-layers",
+        env = "LLAMA_ARG_N_GPU_LAYERS",
+        value_parser = gpu_layers,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub n_gpu_layers: Option<GpuLayers>,
+
+    /// How the model file is read: auto (mmap), none, mmap, mlock, mmap+mlock, dio. Alias: -lm.
+    #[arg(
+        long = "load-mode",
+        env = "LLAMA_ARG_LOAD_MODE",
+        value_parser = load_mode,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    pub load_mode: LoadMode,
 
     /// Requests that may wait for a free slot; beyond this they get 503 at once (ours).
     #[arg(long = "queue-size", env = "LLAMARS_QUEUE_SIZE", default_value_t = 64, value_name = "N")]
     pub queue_size: usize,
 
-    /// Origins allowed by CORS, comma-separated ("*" = any). Default: CORS off (ours).
-    #[arg(long = "cors-origins", env = "LLAMARS_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
+    /// Origins allowed by CORS, comma-separated ("*" = any). Default: CORS off (llama.cpp: "*").
+    #[arg(long = "cors-origins", env = "LLAMA_ARG_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
     pub cors_origins: Vec<String>,
 
     /// Extra Host names accepted besides localhost when bound to loopback ("*" = any) (ours).
@@ -249,9 +513,77 @@ pub struct Args {
     #[arg(short = 'v', long = "verbose", visible_alias = "log-verbose")]
     pub verbose: bool,
 
+    /// Log threshold: 0-1 errors, 2 warnings, 3 info (default), 4 debug, 5 and more trace. Alias: -lv.
+    #[arg(
+        long = "log-verbosity",
+        visible_alias = "verbosity",
+        env = "LLAMA_ARG_LOG_VERBOSITY",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub log_verbosity: Option<i32>,
+
     /// Turn logging off.
     #[arg(long = "log-disable")]
     pub log_disable: bool,
+
+    /// Also write the log to this file (truncated first).
+    #[arg(long = "log-file", env = "LLAMA_ARG_LOG_FILE", value_name = "FNAME")]
+    pub log_file: Option<PathBuf>,
+
+    /// Colored log on stderr: on, off or auto (when stderr is a terminal).
+    #[arg(
+        long = "log-colors",
+        env = "LLAMA_ARG_LOG_COLORS",
+        value_parser = on_off_auto_value,
+        default_value = "auto",
+        value_name = "on|off|auto"
+    )]
+    pub log_colors: OnOffAuto,
+
+    /// Level and target before each log line (default: on).
+    #[arg(
+        long = "log-prefix",
+        env = "LLAMA_ARG_LOG_PREFIX",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_log_prefix"
+    )]
+    pub log_prefix: Option<bool>,
+
+    /// No level and target before log lines.
+    #[arg(long = "no-log-prefix", overrides_with = "log_prefix")]
+    pub no_log_prefix: bool,
+
+    /// A timestamp before each log line (default: on).
+    #[arg(
+        long = "log-timestamps",
+        env = "LLAMA_ARG_LOG_TIMESTAMPS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_log_timestamps"
+    )]
+    pub log_timestamps: Option<bool>,
+
+    /// No timestamps in log lines.
+    #[arg(long = "no-log-timestamps", overrides_with = "log_timestamps")]
+    pub no_log_timestamps: bool,
+
+    /// The table's flags that were given and are ignored or refused (filled
+    /// by [`Args::try_parse_argv`], not by clap).
+    #[arg(skip)]
+    notices: Notices,
+}
+
+/// A `--flag`/`--no-flag` pair: the negation wins (clap keeps only the last
+/// of the two given), else the flag's value (command line or variable), else
+/// the default.
+fn pair(flag: Option<bool>, negated: bool, default: bool) -> bool {
+    if negated { false } else { flag.unwrap_or(default) }
 }
 
 /// A flag value that cannot work; the message says which flag and why.
@@ -293,6 +625,15 @@ pub enum ArgsError {
     /// `--host` is not an address.
     #[error("--host {0}: not an IP address (use e.g. 127.0.0.1, 0.0.0.0 or ::1)")]
     BadHost(String),
+    /// A llama.cpp flag (or its variable) for a feature this server does not
+    /// have yet; see the flag table.
+    #[error("{flag}: {reason}")]
+    Refused {
+        /// The flag as given, or `VARIABLE (--flag)`.
+        flag: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
 }
 
 /// Where the chat template comes from.
@@ -361,6 +702,43 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Default sampling parameters (llama.cpp's, with the flags' overrides).
     pub sampling: llama_core::SamplingParams,
+    /// Worker threads of the HTTP runtime (`--threads-http`; -1 = the default).
+    pub threads_http: i32,
+    /// How the model file is read (`--load-mode`); see [`Settings::model_params`].
+    pub load_mode: LoadMode,
+    /// `--keep`: prompt tokens context shift keeps (-1 = all). Not used yet.
+    pub n_keep: i32,
+    /// `--context-shift`: not built yet; a full slot ends with `length`.
+    pub context_shift: bool,
+    /// `--cache-reuse`: smallest chunk reused by KV shifting. Not used yet.
+    pub cache_reuse: u32,
+    /// `--cache-prompt` / `--no-cache-prompt`: the default of a request's
+    /// `cache_prompt`. Not read by the request path yet (its default is on).
+    pub cache_prompt: bool,
+    /// `--props`: POST /props allowed. Not built yet.
+    pub props: bool,
+    /// `--slot-save-path`: directory for slot save/restore. Not built yet.
+    pub slot_save_path: Option<PathBuf>,
+    /// `--tags`: informational model tags.
+    pub tags: Vec<String>,
+    /// `--pooling`: the embedding pooling asked for (`None`: the model's).
+    /// Not applied yet: the engine's config has no pooling field.
+    pub pooling: Option<Pooling>,
+    /// `--embd-normalize`: the default of a request's `embd_normalize`. Not
+    /// read by the request path yet (its default is 2).
+    pub embd_normalize: i32,
+    /// `--ignore-eos`: the default of a request's `ignore_eos`. Not read by
+    /// the request path yet (its default is false).
+    pub ignore_eos: bool,
+    /// `--jinja` (true, the default) / `--no-jinja`. Templates are always
+    /// rendered with Jinja; llama.cpp's built-in engine is not wired.
+    pub jinja: bool,
+    /// `--chat-template-kwargs`: extra template variables. Not passed to
+    /// the template yet.
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// One line per flag given that has no effect here: `--flag: reason`.
+    /// [`Settings::log_ignored_flags`] logs them at startup.
+    pub ignored_flags: Vec<String>,
 }
 
 /// The built-in chat templates `--chat-template NAME` accepts.
@@ -376,65 +754,59 @@ fn parse_bool_env(value: &str) -> Result<bool, String> {
     }
 }
 
-/// Rewrite llama.cpp's multi-letter short flags (`-np 4`, `-np=4`) to their
-/// long forms so clap can parse them. Stops at `--`.
-pub fn normalize_argv<I, T>(argv: I) -> Vec<OsString>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString>,
-{
-    let mut out = Vec::new();
-    let mut passthrough = false;
-    for arg in argv {
-        let arg: OsString = arg.into();
-        if passthrough {
-            out.push(arg);
-            continue;
-        }
-        let Some(s) = arg.to_str() else {
-            out.push(arg);
-            continue;
-        };
-        if s == "--" {
-            passthrough = true;
-            out.push(arg);
-            continue;
-        }
-        let (flag, value) = match s.split_once('=') {
-            Some((f, v)) => (f, Some(v)),
-            None => (s, None),
-        };
-        match MULTI_LETTER_SHORTS.iter().find(|(short, _)| *short == flag) {
-            Some((_, long)) => match value {
-                Some(v) => out.push(format!("{long}={v}").into()),
-                None => out.push((*long).into()),
-            },
-            None => out.push(arg),
-        }
-    }
-    out
-}
-
 impl Args {
-    /// Parse the process arguments (after [`normalize_argv`]); exits with
-    /// clap's message on a parse error, like any clap program.
+    /// Parse the process arguments and environment like
+    /// [`try_parse_argv`](Args::try_parse_argv); exits with clap's message on
+    /// a parse error (code 2), or after `--help`, `--version`,
+    /// `--completion-bash`, `--cache-list`, `--list-devices` (code 0).
     pub fn parse_env() -> Args {
-        Args::parse_from(normalize_argv(std::env::args_os()))
+        Args::try_parse_argv(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
 
-    /// Parse a given argv (first element = program name).
+    /// Parse a given argv (first element = program name), reading the
+    /// `LLAMA_ARG_*` variables of the process environment.
+    ///
+    /// Every flag of llama.cpp's server table is known ([`FLAGS`]): those
+    /// accepted without effect are noted in the settings (and logged at
+    /// startup), those refused make [`Args::validate`] fail; llama.cpp's
+    /// multi-letter shorts (`-np 4`) and `--flag=value` work. An unknown flag
+    /// is an error.
+    ///
+    /// # Errors
+    /// clap's error: an unknown flag or a bad value (exit code 2), or a
+    /// `--help`-like flag whose text is in the error (exit code 0).
     pub fn try_parse_argv<I, T>(argv: I) -> Result<Args, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        Args::try_parse_from(normalize_argv(argv))
+        let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        let (argv, mut notices) = flags::preparse(argv.into_iter().map(Into::into), &env)?;
+        let matches = Args::command_with_table().try_get_matches_from(argv)?;
+        let mut args = Args::from_arg_matches(&matches)?;
+        notices.ignored.extend(kept_flags_given(&matches));
+        args.notices = notices;
+        Ok(args)
     }
 
-    /// Check every value and resolve files; the model file must exist.
+    /// clap's command with the table's section at the end of `--help`.
+    fn command_with_table() -> clap::Command {
+        Args::command().after_help(flags::help_section())
+    }
+
+    /// Check every value and resolve files (the model file's existence is
+    /// checked by [`Settings::check_model_file`]).
+    ///
+    /// # Errors
+    /// [`ArgsError`]: the first refused flag ([`ArgsError::Refused`]), then
+    /// the first value that cannot work.
     pub fn validate(&self) -> Result<Settings, ArgsError> {
         fn range(flag: &'static str, value: impl ToString, reason: impl Into<String>) -> ArgsError {
             ArgsError::OutOfRange { flag, value: value.to_string(), reason: reason.into() }
+        }
+
+        if let Some(Notice { flag, reason }) = self.notices.refused.first() {
+            return Err(ArgsError::Refused { flag: flag.clone(), reason });
         }
 
         if self.cache_type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
@@ -553,20 +925,47 @@ impl Args {
                 )
             })?;
         }
-        self.default_sampling(seed).validate().map_err(|e| match e {
-            llama_core::Error::InvalidParam { name, reason } => {
-                let (flag, value) = match name {
-                    "temperature" => ("--temp", format!("{:?}", self.temp)),
-                    "top_p" => ("--top-p", format!("{:?}", self.top_p)),
-                    "min_p" => ("--min-p", format!("{:?}", self.min_p)),
-                    "repeat_penalty" => ("--repeat-penalty", format!("{:?}", self.repeat_penalty)),
-                    "repeat_last_n" => ("--repeat-last-n", format!("{:?}", self.repeat_last_n)),
-                    _ => ("--top-k", format!("{:?}", self.top_k)),
-                };
-                range(flag, value.trim_start_matches("Some(").trim_end_matches(')'), reason)
+        let mut sampling = self.default_sampling(seed);
+        if !self.dry_sequence_breaker.is_empty() {
+            // As llama.cpp: the first one given clears the defaults; "none" clears all.
+            sampling.dry_sequence_breakers =
+                self.dry_sequence_breaker.iter().filter(|b| *b != "none").cloned().collect();
+            if self.dry_sequence_breaker.last().is_some_and(|b| b == "none") {
+                sampling.dry_sequence_breakers.clear();
             }
+        }
+        for bias in &self.logit_bias {
+            sampling.logit_bias.push(parse_logit_bias(bias).ok_or_else(|| {
+                range("--logit-bias", bias, "expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1 or 2-inf")
+            })?);
+        }
+        sampling.grammar = self.default_grammar()?;
+        sampling.validate().map_err(|e| match e {
+            llama_core::Error::InvalidParam { name, reason } => {
+                let (flag, value) = self.sampling_flag(name);
+                range(flag, value, reason)
+            }
+            llama_core::Error::Grammar(reason) => range(self.grammar_flag(), "(grammar)", reason),
             other => range("--temp", "", other.to_string()),
         })?;
+        let threads_http = match self.threads_http {
+            n if n <= 0 => -1,
+            n if n <= 1024 => n,
+            n => return Err(range("--threads-http", n, "must be between 1 and 1024, or -1 for the default (2)")),
+        };
+        let chat_template_kwargs = match &self.chat_template_kwargs {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => return Err(range("--chat-template-kwargs", text, "must be a JSON object")),
+                Err(e) => return Err(range("--chat-template-kwargs", text, format!("not valid JSON: {e}"))),
+            },
+        };
+        let mut ignored_flags: Vec<String> =
+            self.notices.ignored.iter().map(|n| format!("{}: no effect here: {}", n.flag, n.reason)).collect();
+        if self.load_mode == LoadMode::DirectIo {
+            ignored_flags.push("--load-mode dio: the file is read without mmap (direct I/O is not available)".into());
+        }
 
         let model_path = match &self.model {
             // Whether the file exists is checked when the server starts
@@ -593,13 +992,16 @@ impl Args {
             api_keys,
             embeddings: self.embeddings,
             metrics: self.metrics,
-            slots: !self.no_slots,
+            slots: pair(self.slots, self.no_slots, true),
             chat_template,
             timeout: Duration::from_secs(self.timeout),
             flash_attn: self.flash_attn,
             cache_type_k: self.cache_type_k,
             cache_type_v: self.cache_type_v,
-            n_gpu_layers: self.n_gpu_layers,
+            n_gpu_layers: match self.n_gpu_layers {
+                None | Some(GpuLayers::Auto) => None,
+                Some(GpuLayers::Count(n)) => Some(n),
+            },
             queue_size: self.queue_size,
             cors_origins: self.cors_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
             allowed_hosts: self
@@ -610,8 +1012,209 @@ impl Args {
                 .collect(),
             max_body: self.max_body,
             drain_timeout: Duration::from_secs(self.drain_timeout),
-            sampling: self.default_sampling(seed),
+            sampling,
+            threads_http,
+            load_mode: self.load_mode,
+            n_keep: self.keep,
+            context_shift: pair(self.context_shift, self.no_context_shift, false),
+            cache_reuse: self.cache_reuse,
+            cache_prompt: pair(self.cache_prompt, self.no_cache_prompt, true),
+            props: self.props,
+            slot_save_path: self.slot_save_path.clone(),
+            tags: self.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            pooling: self.pooling,
+            embd_normalize: self.embd_normalize,
+            ignore_eos: self.ignore_eos,
+            jinja: pair(self.jinja, self.no_jinja, true),
+            chat_template_kwargs,
+            ignored_flags,
         })
+    }
+
+    /// The flag (and value as given) behind a sampling parameter `name` of
+    /// [`llama_core::SamplingParams::validate`]'s errors.
+    fn sampling_flag(&self, name: &str) -> (&'static str, String) {
+        fn show<T: std::fmt::Display>(v: Option<T>) -> String {
+            v.map(|v| v.to_string()).unwrap_or_default()
+        }
+        match name {
+            "temperature" => ("--temp", show(self.temp)),
+            "top_p" => ("--top-p", show(self.top_p)),
+            "min_p" => ("--min-p", show(self.min_p)),
+            "typical_p" => ("--typical", show(self.typical)),
+            "repeat_penalty" => ("--repeat-penalty", show(self.repeat_penalty)),
+            "repeat_last_n" => ("--repeat-last-n", show(self.repeat_last_n)),
+            "frequency_penalty" => ("--frequency-penalty", show(self.frequency_penalty)),
+            "presence_penalty" => ("--presence-penalty", show(self.presence_penalty)),
+            "dry_multiplier" => ("--dry-multiplier", show(self.dry_multiplier)),
+            "dry_base" => ("--dry-base", show(self.dry_base)),
+            "dry_allowed_length" => ("--dry-allowed-length", show(self.dry_allowed_length)),
+            "dry_penalty_last_n" => ("--dry-penalty-last-n", show(self.dry_penalty_last_n)),
+            "dry_sequence_breakers" => ("--dry-sequence-breaker", self.dry_sequence_breaker.join(",")),
+            "xtc_probability" => ("--xtc-probability", show(self.xtc_probability)),
+            "xtc_threshold" => ("--xtc-threshold", show(self.xtc_threshold)),
+            "mirostat" => ("--mirostat", show(self.mirostat)),
+            "mirostat_tau" => ("--mirostat-ent", show(self.mirostat_ent)),
+            "mirostat_eta" => ("--mirostat-lr", show(self.mirostat_lr)),
+            "logit_bias" => ("--logit-bias", self.logit_bias.join(",")),
+            _ => ("--top-k", show(self.top_k)),
+        }
+    }
+
+    /// The flag that gave the default grammar.
+    fn grammar_flag(&self) -> &'static str {
+        if self.grammar_file.is_some() {
+            "--grammar-file"
+        } else if self.json_schema.is_some() {
+            "--json-schema"
+        } else if self.json_schema_file.is_some() {
+            "--json-schema-file"
+        } else {
+            "--grammar"
+        }
+    }
+
+    /// The default grammar from `--grammar`, `--grammar-file`,
+    /// `--json-schema` or `--json-schema-file` (a schema is converted).
+    fn default_grammar(&self) -> Result<Option<String>, ArgsError> {
+        let read = |flag: &'static str, path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| ArgsError::Unreadable {
+                flag,
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (flag, schema) = match (&self.json_schema, &self.json_schema_file) {
+            (Some(text), _) => ("--json-schema", text.clone()),
+            (None, Some(path)) => ("--json-schema-file", read("--json-schema-file", path)?),
+            (None, None) => {
+                return Ok(match (&self.grammar, &self.grammar_file) {
+                    (Some(g), _) => Some(g.clone()),
+                    (None, Some(path)) => Some(read("--grammar-file", path)?),
+                    (None, None) => None,
+                });
+            }
+        };
+        let bad = |reason: String| ArgsError::OutOfRange { flag, value: "(schema)".into(), reason };
+        let schema: llama_core::json_schema::OrderedJson =
+            serde_json::from_str(&schema).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        llama_core::json_schema::json_schema_to_gbnf(&schema).map(Some).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Worker threads for the HTTP runtime: `--threads-http` when positive
+    /// (at most 1024), else `default`.
+    pub fn http_workers(&self, default: usize) -> usize {
+        if self.threads_http > 0 { (self.threads_http as usize).min(1024) } else { default }
+    }
+
+    /// Install the log subscriber the `--log-*` flags ask for: stderr, plus
+    /// `--log-file` (truncated, no colors); `-v` = debug, `-lv N` = the level
+    /// of N, `RUST_LOG` overrides both; `--log-disable`: nothing. Does
+    /// nothing if a subscriber is installed already.
+    pub fn init_logging(&self) {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+
+        if self.log_disable {
+            return;
+        }
+        let default = match self.log_verbosity {
+            _ if self.verbose => "debug",
+            Some(..=1) => "error",
+            Some(2) => "warn",
+            Some(3) => "info,llama_cpp=warn",
+            Some(4) => "debug",
+            Some(_) => "trace",
+            None => "info,llama_cpp=warn",
+        };
+        let filter = || {
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        };
+        let prefix = pair(self.log_prefix, self.no_log_prefix, true);
+        let timestamps = pair(self.log_timestamps, self.no_log_timestamps, true);
+        let colors = match self.log_colors {
+            OnOffAuto::On => true,
+            OnOffAuto::Off => false,
+            OnOffAuto::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        // One fmt layer per output; the timer is a type parameter, hence the boxes.
+        fn layer<S, W>(writer: W, ansi: bool, prefix: bool, timestamps: bool) -> Box<dyn Layer<S> + Send + Sync>
+        where
+            S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+            W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+        {
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(ansi)
+                .with_level(prefix)
+                .with_target(prefix);
+            if timestamps { fmt.boxed() } else { fmt.without_time().boxed() }
+        }
+        let file = self.log_file.as_ref().and_then(|path| match std::fs::File::create(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("llama-server: warning: cannot open --log-file {}: {e}", path.display());
+                None
+            }
+        });
+        let stderr = layer(std::io::stderr, colors, prefix, timestamps).with_filter(filter());
+        let file = file.map(|f| layer(std::sync::Mutex::new(f), false, prefix, timestamps).with_filter(filter()));
+        let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
+    }
+}
+
+/// `TOKEN_ID+BIAS` / `TOKEN_ID-BIAS` (llama.cpp's `--logit-bias` syntax;
+/// `-inf` bans the token).
+fn parse_logit_bias(s: &str) -> Option<(llama_core::Token, f32)> {
+    let at = s.char_indices().skip(1).find(|(_, c)| *c == '+' || *c == '-').map(|(i, _)| i)?;
+    let token: llama_core::Token = s[..at].trim().parse().ok()?;
+    let bias: f32 = s[at + 1..].trim().parse().ok()?;
+    Some((token, if s.as_bytes()[at] == b'-' { -bias } else { bias }))
+}
+
+/// Accepted flags that clap parses (to keep their value in the settings),
+/// given on the command line or in the environment: one notice each.
+fn kept_flags_given(matches: &ArgMatches) -> Vec<Notice> {
+    let mut out = Vec::new();
+    for f in FLAGS.iter().filter(|f| f.class == FlagClass::Accepted) {
+        let FlagParser::Clap(id) = f.parser else { continue };
+        for (id, spelling) in
+            [(id.to_string(), f.primary()), (format!("no_{id}"), f.negations.first().copied().unwrap_or(""))]
+        {
+            if matches.try_get_raw(&id).is_err() {
+                continue; // no negation field
+            }
+            let flag = match matches.value_source(&id) {
+                Some(ValueSource::CommandLine) => spelling.to_string(),
+                Some(ValueSource::EnvVariable) => format!("{} ({spelling})", f.env.unwrap_or("environment")),
+                _ => continue,
+            };
+            out.push(Notice { flag, reason: f.note });
+        }
+    }
+    out
+}
+
+impl Settings {
+    /// Log one warning per flag that has no effect here (see
+    /// [`Settings::ignored_flags`]); called once at startup.
+    pub fn log_ignored_flags(&self) {
+        for line in &self.ignored_flags {
+            tracing::warn!("{line}");
+        }
+    }
+
+    /// The model parameters these settings ask for: `-ngl` and `--load-mode`.
+    pub fn model_params(&self) -> ModelParams {
+        let (use_mmap, use_mlock) = match self.load_mode {
+            LoadMode::Auto | LoadMode::Mmap => (true, false),
+            LoadMode::None | LoadMode::DirectIo => (false, false),
+            LoadMode::Mlock => (false, true),
+            LoadMode::MmapMlock => (true, true),
+        };
+        ModelParams { n_gpu_layers: self.n_gpu_layers.unwrap_or(0), use_mmap, use_mlock, ..ModelParams::default() }
     }
 }
 
@@ -671,6 +1274,26 @@ impl Args {
         if let Some(v) = self.repeat_last_n {
             p.repeat_last_n = v;
         }
+        macro_rules! set {
+            ($($flag:ident => $field:ident),*) => { $(if let Some(v) = self.$flag { p.$field = v; })* };
+        }
+        set!(
+            typical => typical_p,
+            presence_penalty => presence_penalty,
+            frequency_penalty => frequency_penalty,
+            dry_multiplier => dry_multiplier,
+            dry_base => dry_base,
+            dry_allowed_length => dry_allowed_length,
+            dry_penalty_last_n => dry_penalty_last_n,
+            xtc_probability => xtc_probability,
+            xtc_threshold => xtc_threshold,
+            mirostat_lr => mirostat_eta,
+            mirostat_ent => mirostat_tau
+        );
+        if let Some(m) = self.mirostat {
+            // Out of range stays out of range, for validate to name it.
+            p.mirostat = u8::try_from(m).unwrap_or(u8::MAX);
+        }
         p
     }
 }
@@ -723,13 +1346,14 @@ mod tests {
         assert_eq!(a.parallel, 2);
         assert_eq!(a.threads_batch, Some(3));
         assert_eq!(a.ubatch_size, 128);
-        assert!(a.cont_batching);
         assert_eq!(a.flash_attn, FlashAttn::Off);
         assert_eq!(a.timeout, 30);
-        assert_eq!(a.n_gpu_layers, Some(0));
+        assert_eq!(a.n_gpu_layers, Some(GpuLayers::Count(0)));
         let a = parse(&["-fa", "-nocb"]).unwrap();
         assert_eq!(a.flash_attn, FlashAttn::On);
-        assert!(a.no_cont_batching);
+        let s = a.validate().unwrap();
+        assert_eq!(s.ignored_flags.len(), 1);
+        assert!(s.ignored_flags[0].starts_with("-nocb: no effect here: batching is always continuous"));
         let a = parse(&["-ctk", "q8_0", "-ctv", "Q4_0"]).unwrap();
         assert_eq!((a.cache_type_k, a.cache_type_v), (KvCacheType::Q8_0, KvCacheType::Q4_0));
         let err = parse(&["-ctk", "q3"]).unwrap_err().to_string();
@@ -836,8 +1460,151 @@ mod tests {
     }
 
     #[test]
+    fn cheap_flags_reach_the_settings() {
+        let s = settings(&[
+            "-ngl=all",
+            "-lm",
+            "mmap+mlock",
+            "--threads-http",
+            "3",
+            "--keep",
+            "-1",
+            "--context-shift",
+            "--cache-reuse",
+            "256",
+            "--no-cache-prompt",
+            "--props",
+            "--tags",
+            "a, b,",
+            "--pooling",
+            "rank",
+            "--embd-normalize",
+            "-1",
+            "--ignore-eos",
+            "--no-jinja",
+            "--slot-save-path",
+            "/tmp/slots",
+            "--chat-template-kwargs",
+            r#"{"enable_thinking": false}"#,
+        ])
+        .unwrap();
+        assert_eq!(s.n_gpu_layers, Some(-1));
+        let mp = s.model_params();
+        assert!(mp.use_mmap && mp.use_mlock && mp.n_gpu_layers == -1);
+        assert_eq!(s.threads_http, 3);
+        assert_eq!((s.n_keep, s.context_shift, s.cache_reuse, s.cache_prompt), (-1, true, 256, false));
+        assert!(s.props && s.ignore_eos && !s.jinja);
+        assert_eq!(s.tags, ["a", "b"]);
+        assert_eq!(s.pooling, Some(Pooling::Rank));
+        assert_eq!(s.embd_normalize, -1);
+        assert_eq!(s.slot_save_path.as_deref(), Some(std::path::Path::new("/tmp/slots")));
+        assert_eq!(s.chat_template_kwargs["enable_thinking"], serde_json::json!(false));
+        // Every accepted flag that was given is one startup line.
+        for flag in ["--keep", "--context-shift", "--no-cache-prompt", "--props", "--tags", "--pooling", "--no-jinja"] {
+            assert!(
+                s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))),
+                "{flag}: {:?}",
+                s.ignored_flags
+            );
+        }
+        let d = settings(&[]).unwrap();
+        assert_eq!((d.n_keep, d.context_shift, d.cache_prompt, d.jinja, d.slots), (0, false, true, true, true));
+        assert!(d.ignored_flags.is_empty(), "{:?}", d.ignored_flags);
+        assert_eq!((d.model_params().use_mmap, d.model_params().use_mlock), (true, false));
+        assert_eq!(d.n_gpu_layers, None);
+    }
+
+    #[test]
+    fn pairs_take_the_last_spelling() {
+        assert!(!settings(&["--slots", "--no-slots"]).unwrap().slots);
+        assert!(settings(&["--no-slots", "--slots"]).unwrap().slots);
+        assert!(settings(&["--no-context-shift", "--context-shift"]).unwrap().context_shift);
+        assert!(!settings(&["--context-shift", "--no-context-shift"]).unwrap().context_shift);
+        assert!(settings(&["--jinja"]).unwrap().jinja);
+        assert!(!settings(&["--log-prefix=false", "--slots=0"]).unwrap().slots);
+    }
+
+    #[test]
+    fn sampling_defaults_from_flags() {
+        let s = settings(&[
+            "--typical-p",
+            "0.5",
+            "--presence-penalty",
+            "0.25",
+            "--frequency-penalty",
+            "0.5",
+            "--dry-multiplier",
+            "0.8",
+            "--dry-sequence-breaker",
+            "\\n",
+            "--dry-sequence-breaker",
+            "::",
+            "--xtc-probability",
+            "0.5",
+            "--mirostat",
+            "2",
+            "--mirostat-lr",
+            "0.2",
+            "--mirostat-ent",
+            "4",
+            "-l",
+            "15043+1",
+            "--logit-bias",
+            "2-inf",
+            "--grammar",
+            "root ::= \"a\"",
+        ])
+        .unwrap()
+        .sampling;
+        assert_eq!((s.typical_p, s.presence_penalty, s.frequency_penalty), (0.5, 0.25, 0.5));
+        assert_eq!(
+            (s.dry_multiplier, s.xtc_probability, s.mirostat, s.mirostat_eta, s.mirostat_tau),
+            (0.8, 0.5, 2, 0.2, 4.0)
+        );
+        assert_eq!(s.dry_sequence_breakers, ["\\n", "::"]);
+        assert_eq!(s.logit_bias, [(15043, 1.0), (2, f32::NEG_INFINITY)]);
+        assert_eq!(s.grammar.as_deref(), Some("root ::= \"a\""));
+        assert!(settings(&["--dry-sequence-breaker", "none"]).unwrap().sampling.dry_sequence_breakers.is_empty());
+        let g = settings(&["-j", r#"{"type": "boolean"}"#]).unwrap().sampling.grammar.unwrap();
+        assert!(g.contains("root"), "{g}");
+        for (args, flag) in [
+            (&["-l", "15043"][..], "--logit-bias"),
+            (&["--mirostat", "3"], "--mirostat"),
+            (&["--typical", "0"], "--typical"),
+            (&["--grammar", "root ::= ("], "--grammar"),
+            (&["-j", "{"], "--json-schema"),
+            (&["--grammar-file", "/nonexistent.gbnf"], "--grammar-file"),
+            (&["--chat-template-kwargs", "[1]"], "--chat-template-kwargs"),
+            (&["--threads-http", "5000"], "--threads-http"),
+        ] {
+            let err = settings(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn refused_flags_fail_validation_with_one_line() {
+        let err = settings(&["--cpu-mask", "ff", "--mmproj", "p.gguf", "--lora", "a.gguf"]).unwrap_err();
+        assert!(matches!(err, ArgsError::Refused { ref flag, .. } if flag == "--mmproj"), "{err}");
+        let line = err.to_string();
+        assert!(!line.contains('\n') && line.contains("multimodal"), "{line}");
+    }
+
+    #[test]
+    fn help_lists_the_table_flags() {
+        let help = Args::command_with_table().render_help().to_string();
+        for flag in ["--cpu-mask M", "--mmproj FILE", "-kvu, --kv-unified, -no-kvu, --no-kv-unified", "--offline"] {
+            assert!(help.contains(flag), "--help lacks {flag}");
+        }
+    }
+
+    #[test]
     fn argv_normalization_leaves_values_alone() {
-        let out = normalize_argv(["x", "-np", "4", "--alias", "a", "--", "-np"]);
+        let (out, _) =
+            flags::preparse(["x", "-np", "4", "--alias", "a", "--", "-np"].map(OsString::from), &|_: &str| {
+                None::<String>
+            })
+            .unwrap();
         let out: Vec<_> = out.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(out, ["x", "--parallel", "4", "--alias", "a", "--", "-np"]);
     }
