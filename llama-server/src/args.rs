@@ -77,7 +77,7 @@ pub enum LoadMode {
     Mlock,
     /// Memory-map the file and lock it in RAM.
     MmapMlock,
-    /// Direct I/O if available: read without mmap here (llama-core cannot ask for O_DIRECT).
+    /// Direct I/O if available: read without mmap here (llama-core cannot ask for direct I/O).
     DirectIo,
 }
 
@@ -479,7 +479,8 @@ pub struct Args {
     )]
     pub n_gpu_layers: Option<GpuLayers>,
 
-    /// How the model file is read: auto (mmap), none, mmap, mlock, mmap+mlock, dio. Alias: -lm.
+    /// How the model file is read: auto (mmap), none, mmap, mlock, mmap+mlock, dio. Alias: -lm. Checked and
+    /// recorded; the loader does not use it yet.
     #[arg(
         long = "load-mode",
         env = "LLAMA_ARG_LOAD_MODE",
@@ -961,11 +962,8 @@ impl Args {
                 Err(e) => return Err(range("--chat-template-kwargs", text, format!("not valid JSON: {e}"))),
             },
         };
-        let mut ignored_flags: Vec<String> =
+        let ignored_flags: Vec<String> =
             self.notices.ignored.iter().map(|n| format!("{}: no effect here: {}", n.flag, n.reason)).collect();
-        if self.load_mode == LoadMode::DirectIo {
-            ignored_flags.push("--load-mode dio: the file is read without mmap (direct I/O is not available)".into());
-        }
 
         let model_path = match &self.model {
             // Whether the file exists is checked when the server starts
@@ -1230,7 +1228,7 @@ impl Settings {
 
     /// The engine configuration these settings ask for, for a model trained
     /// with `n_ctx_train` tokens of context (`-c 0` means that, capped at
-    /// [`MAX_CTX`]).
+    /// `MAX_CTX`, 1 Mi tokens).
     pub fn engine_config(&self, n_ctx_train: u32) -> EngineConfig {
         let n_ctx = if self.ctx_size == 0 { n_ctx_train.min(MAX_CTX) } else { self.ctx_size };
         let threads = |t: i32| if t < 0 { llama_core::default_threads() } else { t };

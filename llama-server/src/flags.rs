@@ -47,9 +47,9 @@ pub enum FlagParser {
     /// clap, into the [`Args`](crate::Args) field with this id; a negation
     /// (`--no-slots`) goes into the field `no_<id>`.
     Clap(&'static str),
-    /// [`preparse`]: the flag and its values are taken out of the command line.
+    /// The pass before clap: the flag and its values are taken out of the command line.
     Table,
-    /// [`preparse`]: print something and exit 0, as llama.cpp does.
+    /// The pass before clap: print something and exit 0, as llama.cpp does.
     Exit(ExitAction),
 }
 
@@ -282,9 +282,9 @@ pub static FLAGS: &[Flag] = &[
         .val("SERVERS")
         .env("LLAMA_ARG_RPC")
         .refused("the RPC backend is not built (llama.cpp refuses --rpc in such builds too)"),
-    flag(&["-lm", "--load-mode"]).val("MODE").env("LLAMA_ARG_LOAD_MODE").imp(
+    flag(&["-lm", "--load-mode"]).val("MODE").env("LLAMA_ARG_LOAD_MODE").kept(
         "load_mode",
-        "auto (= mmap), none, mmap, mlock, mmap+mlock; dio reads the file without mmap. `Settings::model_params`.",
+        "Checked (auto, none, mmap, mlock, mmap+mlock, dio) and kept: `Settings::model_params` maps it, but the model loader does not call it yet (it always maps the file).",
     ),
     flag(&["-lzm", "--lazy-mode"])
         .val("MODE")

@@ -1,6 +1,8 @@
 //! The binary's command line: llama.cpp's flags and `LLAMA_ARG_*`
-//! variables, clear refusals of bad values, the default model lookup, and a
-//! model that fails to load.
+//! variables, clear refusals of bad values and of features not built yet,
+//! flags accepted without effect, the default model lookup, and a model that
+//! fails to load. (`flag_table.rs` checks every flag of llama.cpp's README at
+//! the parsing level.)
 
 mod common;
 
@@ -28,9 +30,19 @@ fn help_and_version() {
     let o = run(&["--help"], &[]);
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in
-        ["--ctx-size", "--parallel", "--api-key", "--embeddings", "--metrics", "--no-slots", "-np", "LLAMA_ARG_MODEL"]
-    {
+    for flag in [
+        "--ctx-size",
+        "--parallel",
+        "--api-key",
+        "--embeddings",
+        "--metrics",
+        "--no-slots",
+        "-np",
+        "LLAMA_ARG_MODEL",
+        "--cpu-mask M",
+        "--mmproj FILE",
+        "-kvu, --kv-unified, -no-kvu, --no-kv-unified",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     let o = run(&["--version"], &[]);
@@ -146,4 +158,103 @@ async fn a_model_that_fails_to_load_is_reported_and_exits_non_zero() {
     let status = status.expect("exits");
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("failed to load the model"), "{log}");
+}
+
+#[test]
+fn flags_that_print_and_exit() {
+    for (flag, needle) in [
+        ("--completion-bash", "complete -F _llama_completions llama-server"),
+        ("--cache-list", "number of models in cache: 0"),
+        ("-cl", "number of models in cache: 0"),
+        ("--list-devices", "Available devices:"),
+    ] {
+        let o = run(&[flag], &[]);
+        assert_eq!(o.status.code(), Some(0), "{flag}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(needle), "{flag}");
+    }
+}
+
+#[test]
+fn refused_flags_and_variables_stop_the_server_with_one_line() {
+    let model = model_path();
+    let m = model.to_str().unwrap();
+    for (args, env, needle) in [
+        (vec!["-m", m, "--mmproj", "proj.gguf"], vec![], "--mmproj: multimodal input is not built yet"),
+        (vec!["-m", m, "--offline", "-hf=ggml-org/x-GGUF"], vec![], "-hf: model downloads are not built yet"),
+        (vec!["-m", m, "--lora", "a.gguf"], vec![], "--lora: LoRA adapters are not built yet"),
+        (vec!["-m", m, "--draft", "4"], vec![], "--draft: removed in llama.cpp too"),
+        (vec!["-m", m], vec![("LLAMA_ARG_MODELS_DIR", "/models")], "LLAMA_ARG_MODELS_DIR (--models-dir): router mode"),
+        (vec!["-m", m], vec![("LLAMA_ARG_RERANKING", "1")], "LLAMA_ARG_RERANKING (--rerank): the reranking endpoint"),
+    ] {
+        let o = run(&args, &env);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} {env:?}: one line, got {err}");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+    }
+    // A switch's variable set to false does not ask for the feature.
+    let o = run(&["-m", "/nonexistent/model.gguf"], &[("LLAMA_ARG_RERANKING", "0")]);
+    assert!(stderr(&o).contains("model file not found"), "{}", stderr(&o));
+}
+
+#[tokio::test]
+async fn accepted_flags_start_and_say_why_they_do_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("server.log");
+    let s = Server::spawn_with_env(
+        &[
+            "--cpu-mask=ff",
+            "-Cr",
+            "0-1",
+            "--prio",
+            "-1",
+            "-no-kvu",
+            "--numa",
+            "distribute",
+            "-sps",
+            "0.5",
+            "--context-shift",
+            "--keep",
+            "-1",
+            "--pooling",
+            "mean",
+            "--tags",
+            "local,test",
+            "--chat-template-kwargs",
+            r#"{"enable_thinking": false}"#,
+            "--threads-http",
+            "3",
+            "--log-file",
+            log_file.to_str().unwrap(),
+            "--no-log-timestamps",
+            "--log-colors=off",
+            "-lm",
+            "none",
+        ],
+        &[("LLAMA_ARG_OFFLINE", "1"), ("LLAMA_ARG_ENDPOINT_SLOTS", "0")],
+    );
+    s.wait_healthy(Duration::from_secs(120)).await;
+    let log = s.log();
+    for line in [
+        "--cpu-mask: no effect here: CPU affinity",
+        "-Cr: no effect here",
+        "--prio: no effect here",
+        "-no-kvu: no effect here: each slot has its own KV cells",
+        "--numa: no effect here",
+        "-sps: no effect here",
+        "--context-shift: no effect here",
+        "--keep: no effect here",
+        "--pooling: no effect here",
+        "--tags: no effect here",
+        "--chat-template-kwargs: no effect here",
+        "LLAMA_ARG_OFFLINE (--offline): no effect here",
+    ] {
+        assert!(log.contains(line), "no {line:?} in\n{log}");
+    }
+    let client = reqwest::Client::new();
+    let r = client.get(s.url("/slots")).send().await.unwrap();
+    assert_eq!(r.status(), 501, "LLAMA_ARG_ENDPOINT_SLOTS=0 turns /slots off");
+    let written = std::fs::read_to_string(&log_file).unwrap();
+    assert!(written.contains("listening on") && written.contains("--cpu-mask: no effect here"), "{written}");
+    assert!(!written.contains('\u{1b}'), "no colors in the log file");
 }
