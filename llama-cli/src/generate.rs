@@ -82,6 +82,7 @@ async fn collect_json(handle: llama_runtime::Handle, seed: u32) -> anyhow::Resul
         FinishReason::Stop { word } => ("stop", Some(word.clone())),
         FinishReason::MaxTokens => ("length", None),
         FinishReason::ContextFull => ("context_full", None),
+        other => (other.openai_str(), None),
     };
     let t = &out.timings;
     let u = &out.usage;

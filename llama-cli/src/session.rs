@@ -111,6 +111,7 @@ pub async fn drive(
                 }
                 Some(Event::Done(done)) => return Ok(End::Finished(done)),
                 Some(Event::Error(e)) => return Err(anyhow::anyhow!("generation failed: {e}")),
+                Some(other) => return Err(anyhow::anyhow!("unexpected engine event {other:?}")),
                 None => return Err(anyhow::anyhow!("the engine stopped without finishing the request")),
             }
         }

@@ -125,6 +125,7 @@ impl Request {
 /// one terminal event, [`Event::Done`] or [`Event::Error`], after which the
 /// stream ends.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// One generated token.
     Token(TokenEvent),
@@ -183,6 +184,7 @@ pub struct Done {
 
 /// Why generation stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FinishReason {
     /// The model produced an end-of-generation token.
     Eos,
@@ -250,6 +252,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// How the request ended, as its [`Event::Done`] said.
+    pub fn done(&self) -> Done {
+        Done { finish_reason: self.finish_reason.clone(), slot: self.slot, usage: self.usage, timings: self.timings }
+    }
+
     /// The generated token ids.
     pub fn tokens(&self) -> Vec<Token> {
         self.events.iter().map(|e| e.token).collect()

@@ -43,12 +43,6 @@ mod timings;
 // maps, every float an f64), which clients and the wire golden
 // (tests/wire/golden.txt) rely on.
 
-/// `state.rs` takes `unix_now` from here, where it used to live.
-// TODO: import it from `crate::ids` in state.rs and remove this module.
-mod generate {
-    pub(crate) use crate::ids::unix_now;
-}
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::SelectAll;
 use futures::{Stream, StreamExt};
-use llama_runtime::{EngineError, Event, Handle};
+use llama_runtime::{Done, EngineError, Event, Handle, TokenEvent};
 use serde::Serialize;
 
 use crate::error::AppError;
@@ -66,11 +66,13 @@ where
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response()
 }
 
-/// Turns the events of a request's choices into frames.
+/// Turns the events of a request's choices into frames. An engine error
+/// is rendered by [`render_stream`] (one error frame, then the stream ends).
 pub(crate) trait Renderer: Send + 'static {
-    /// Render one event of choice `index`; return `true` to end the stream
-    /// (after an error).
-    fn event(&mut self, index: usize, event: Event, out: &mut VecDeque<Frame>) -> bool;
+    /// Render a token of choice `index`.
+    fn token(&mut self, index: usize, token: TokenEvent, out: &mut VecDeque<Frame>);
+    /// Render the end of choice `index`.
+    fn done(&mut self, index: usize, done: Done, out: &mut VecDeque<Frame>);
     /// Render the end of the stream, once every choice has finished.
     fn end(&mut self, out: &mut VecDeque<Frame>);
 }
@@ -118,11 +120,19 @@ pub(crate) fn render_stream<R: Renderer>(
                 return None;
             }
             match st.merged.next().await {
-                Some((index, event)) => {
-                    if st.renderer.event(index, event, &mut st.pending) {
+                Some((index, event)) => match event {
+                    Event::Token(t) => st.renderer.token(index, t, &mut st.pending),
+                    Event::Done(d) => st.renderer.done(index, d, &mut st.pending),
+                    Event::Error(e) => {
+                        st.pending.push_back(Frame::error(e));
                         st.finished = true;
                     }
-                }
+                    other => {
+                        let e = EngineError::Internal(format!("unexpected event {other:?}"));
+                        st.pending.push_back(Frame::error(e));
+                        st.finished = true;
+                    }
+                },
                 None => {
                     st.renderer.end(&mut st.pending);
                     st.finished = true;

@@ -10,7 +10,7 @@ use llama_runtime::{CoreError, DynEngine, Engine, Health, ModelFacade, StartErro
 use crate::args::{Settings, TemplateChoice};
 use crate::auth::{ApiKeys, HostPolicy};
 use crate::error::AppError;
-use crate::generate::unix_now;
+use crate::ids::unix_now;
 use crate::metrics::ServerStats;
 
 /// Where the server is in its life.

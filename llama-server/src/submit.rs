@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use futures::future::try_join_all;
-use llama_runtime::{Done, Event, Handle, Prompt, Rejected, Request, TokenEvent};
+use llama_runtime::{Handle, Output, Prompt, Rejected, Request};
 
 use crate::blocking::maybe_blocking;
 use crate::error::AppError;
@@ -39,34 +38,10 @@ pub(crate) async fn submit_all(
     Ok(handles.into_iter().map(|h| Observed::new(h, Arc::clone(&ready.stats), start)).collect())
 }
 
-/// Everything one finished request produced.
-#[derive(Debug, Clone)]
-pub(crate) struct Collected {
-    pub text: String,
-    pub tokens: Vec<TokenEvent>,
-    pub done: Done,
-}
-
-/// Drain every request's events (result `i` is `handles[i]`'s). The first
-/// failure is returned and drops the other handles, which cancels them.
-pub(crate) async fn collect_all(handles: Vec<Observed<Handle>>) -> Result<Vec<Collected>, AppError> {
-    try_join_all(handles.into_iter().map(collect)).await
-}
-
-/// Drain one request's events. Dropping the returned future (client gone)
-/// drops the handle, which cancels the request.
-async fn collect(mut events: Observed<Handle>) -> Result<Collected, AppError> {
-    let mut text = String::new();
-    let mut tokens = Vec::new();
-    while let Some(ev) = events.next().await {
-        match ev {
-            Event::Token(t) => {
-                text.push_str(&t.text);
-                tokens.push(t);
-            }
-            Event::Done(done) => return Ok(Collected { text, tokens, done }),
-            Event::Error(e) => return Err(e.into()),
-        }
-    }
-    Err(AppError::Internal("event stream ended without a terminal event".into()))
+/// Drain every request's events into its [`Output`] (result `i` is
+/// `handles[i]`'s). The first failure is returned and drops the other
+/// handles, which cancels them (as does dropping the returned future when
+/// the client goes away).
+pub(crate) async fn collect_all(handles: Vec<Observed<Handle>>) -> Result<Vec<Output>, AppError> {
+    try_join_all(handles.into_iter().map(|h| async move { Ok(Output::collect(h).await?) })).await
 }

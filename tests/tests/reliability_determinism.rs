@@ -18,7 +18,7 @@ use llama_core::{Model, ModelParams, Token};
 use llama_e2e::figures::{self, knob};
 use llama_e2e::load;
 use llama_e2e::paths::model_path;
-use llama_runtime::{Engine, EngineConfig, Event, Handle, Request, SamplingParams};
+use llama_runtime::{Engine, EngineConfig, Handle, Request, SamplingParams};
 use serde_json::json;
 
 fn model() -> Arc<Model> {
@@ -63,15 +63,7 @@ fn target(deterministic: bool, k: usize) -> Request {
 }
 
 fn tokens(handle: Handle) -> Vec<Token> {
-    let mut out = Vec::new();
-    for ev in handle.blocking_iter() {
-        match ev {
-            Event::Token(t) => out.push(t.token),
-            Event::Done(_) => return out,
-            Event::Error(e) => panic!("request failed: {e}"),
-        }
-    }
-    panic!("stream ended without a terminal event")
+    futures::executor::block_on(handle.collect()).unwrap_or_else(|e| panic!("request failed: {e}")).tokens()
 }
 
 /// Run `req` while three other requests (long prompts, longer generations)

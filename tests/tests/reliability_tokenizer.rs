@@ -167,6 +167,7 @@ fn cjk_and_emoji_stream_token_by_token_through_the_engine() {
                 }
                 Event::Done(d) => finish = Some(d.finish_reason),
                 Event::Error(e) => panic!("{target}: {e}"),
+                other => panic!("{target}: unexpected {other:?}"),
             }
         }
         assert_eq!(text, target);

@@ -8,7 +8,7 @@ use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use llama_core::Token;
-use llama_runtime::{Done, Event, FinishReason};
+use llama_runtime::{Done, FinishReason, Output, TokenEvent};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -90,6 +90,8 @@ fn stop_type(reason: &FinishReason) -> (&'static str, &str, bool) {
         FinishReason::Stop { word } => ("word", word, false),
         FinishReason::MaxTokens => ("limit", "", false),
         FinishReason::ContextFull => ("limit", "", true),
+        // A reason this server does not know yet: llama.cpp's catch-all.
+        _ => ("none", "", false),
     }
 }
 
@@ -187,14 +189,16 @@ pub(crate) async fn completion(
     }
 
     let results = collect_all(handles).await?;
+    let dones: Vec<Done> = results.iter().map(Output::done).collect();
     let objects: Vec<FinalChunk<'_>> = results
         .iter()
+        .zip(&dones)
         .enumerate()
-        .map(|(i, r)| {
+        .map(|(i, (r, done))| {
             let probs = (plan.n_probs > 0)
-                .then(|| r.tokens.iter().map(|t| TokenLogprob::native(&plan.ready, t, plan.n_probs)).collect());
-            let tokens = r.tokens.iter().map(|t| t.token).collect();
-            plan.final_chunk(i, &r.text, tokens, probs, &r.done, false)
+                .then(|| r.events.iter().map(|t| TokenLogprob::native(&plan.ready, t, plan.n_probs)).collect());
+            let tokens = r.events.iter().map(|t| t.token).collect();
+            plan.final_chunk(i, &r.text, tokens, probs, done, false)
         })
         .collect();
     // One prompt: one object; several: an array, as llama.cpp does.
@@ -211,34 +215,24 @@ struct NativeRenderer {
 }
 
 impl Renderer for NativeRenderer {
-    fn event(&mut self, index: usize, event: Event, out: &mut VecDeque<Frame>) -> bool {
-        match event {
-            Event::Token(t) => {
-                self.predicted[index] += 1;
-                let probs = self.plan.n_probs > 0;
-                let chunk = TokenChunk {
-                    completion_probabilities: probs
-                        .then(|| [TokenLogprob::native(&self.plan.ready, &t, self.plan.n_probs)]),
-                    content: &t.text,
-                    id_slot: -1,
-                    index,
-                    stop: false,
-                    tokens: [t.token],
-                    tokens_predicted: self.predicted[index],
-                };
-                out.push_back(Frame::json(&chunk));
-                false
-            }
-            Event::Done(d) => {
-                // The final chunk has no new content, like llama.cpp's.
-                out.push_back(Frame::json(&self.plan.final_chunk(index, "", Vec::new(), None, &d, true)));
-                false
-            }
-            Event::Error(e) => {
-                out.push_back(Frame::error(e));
-                true
-            }
-        }
+    fn token(&mut self, index: usize, t: TokenEvent, out: &mut VecDeque<Frame>) {
+        self.predicted[index] += 1;
+        let probs = self.plan.n_probs > 0;
+        let chunk = TokenChunk {
+            completion_probabilities: probs.then(|| [TokenLogprob::native(&self.plan.ready, &t, self.plan.n_probs)]),
+            content: &t.text,
+            id_slot: -1,
+            index,
+            stop: false,
+            tokens: [t.token],
+            tokens_predicted: self.predicted[index],
+        };
+        out.push_back(Frame::json(&chunk));
+    }
+
+    fn done(&mut self, index: usize, d: Done, out: &mut VecDeque<Frame>) {
+        // The final chunk has no new content, like llama.cpp's.
+        out.push_back(Frame::json(&self.plan.final_chunk(index, "", Vec::new(), None, &d, true)));
     }
 
     fn end(&mut self, _out: &mut VecDeque<Frame>) {}

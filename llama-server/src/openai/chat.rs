@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use llama_runtime::{Event, Prompt, TokenEvent, Usage as Counts};
+use llama_runtime::{Done, Prompt, TokenEvent, Usage as Counts};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -151,13 +151,13 @@ pub(crate) async fn chat_completions(
         .iter()
         .enumerate()
         .map(|(i, r)| ChatChoice {
-            finish_reason: r.done.finish_reason.openai_str(),
+            finish_reason: r.finish_reason.openai_str(),
             index: i,
-            logprobs: plan.logprobs.map(|k| ChatLogprobs::new(&plan.ready, &r.tokens, k)),
+            logprobs: plan.logprobs.map(|k| ChatLogprobs::new(&plan.ready, &r.events, k)),
             message: Message { content: &r.text, role: "assistant" },
         })
         .collect();
-    let body: ChatCompletion<'_> = plan.response(choices, &usage::sum_choices(&results), &results[0].done);
+    let body: ChatCompletion<'_> = plan.response(choices, &usage::sum_choices(&results), &results[0].done());
     Ok(JsonResponse(body).into_response())
 }
 
@@ -178,29 +178,19 @@ struct ChatRenderer {
 }
 
 impl Renderer for ChatRenderer {
-    fn event(&mut self, index: usize, event: Event, out: &mut VecDeque<Frame>) -> bool {
-        match event {
-            Event::Token(t) => {
-                let logprobs =
-                    self.plan.logprobs.map(|k| ChatLogprobs::new(&self.plan.ready, std::slice::from_ref(&t), k));
-                if !t.text.is_empty() || logprobs.is_some() {
-                    let delta = Delta { content: Some(&t.text), role: None };
-                    out.push_back(Frame::json(&chunk(&self.plan, index, delta, None, logprobs)));
-                }
-                false
-            }
-            Event::Done(d) => {
-                usage::add_choice(&mut self.usage, &d.usage);
-                self.finished += 1;
-                let last = chunk(&self.plan, index, Delta::default(), Some(d.finish_reason.openai_str()), None);
-                out.push_back(self.plan.finish_frame(last, self.finished, &d));
-                false
-            }
-            Event::Error(e) => {
-                out.push_back(Frame::error(e));
-                true
-            }
+    fn token(&mut self, index: usize, t: TokenEvent, out: &mut VecDeque<Frame>) {
+        let logprobs = self.plan.logprobs.map(|k| ChatLogprobs::new(&self.plan.ready, std::slice::from_ref(&t), k));
+        if !t.text.is_empty() || logprobs.is_some() {
+            let delta = Delta { content: Some(&t.text), role: None };
+            out.push_back(Frame::json(&chunk(&self.plan, index, delta, None, logprobs)));
         }
+    }
+
+    fn done(&mut self, index: usize, d: Done, out: &mut VecDeque<Frame>) {
+        usage::add_choice(&mut self.usage, &d.usage);
+        self.finished += 1;
+        let last = chunk(&self.plan, index, Delta::default(), Some(d.finish_reason.openai_str()), None);
+        out.push_back(self.plan.finish_frame(last, self.finished, &d));
     }
 
     fn end(&mut self, out: &mut VecDeque<Frame>) {

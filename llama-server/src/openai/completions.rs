@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use llama_runtime::{Event, Usage as Counts};
+use llama_runtime::{Done, TokenEvent, Usage as Counts};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -138,14 +138,14 @@ pub(crate) async fn completions(
         .zip(&texts)
         .enumerate()
         .map(|(i, (r, text))| TextChoice {
-            finish_reason: Some(r.done.finish_reason.openai_str()),
+            finish_reason: Some(r.finish_reason.openai_str()),
             index: i,
-            logprobs: plan.logprobs.map(|k| TextLogprobs::new(&plan.ready, &r.tokens, k, 0).0),
+            logprobs: plan.logprobs.map(|k| TextLogprobs::new(&plan.ready, &r.events, k, 0).0),
             text,
         })
         .collect();
     let counts = usage::add_prompts(results.chunks(n).map(usage::sum_choices));
-    let body: Completion<'_> = plan.response(choices, &counts, &results[0].done);
+    let body: Completion<'_> = plan.response(choices, &counts, &results[0].done());
     Ok(JsonResponse(body).into_response())
 }
 
@@ -171,37 +171,28 @@ struct TextRenderer {
 }
 
 impl Renderer for TextRenderer {
-    fn event(&mut self, index: usize, event: Event, out: &mut VecDeque<Frame>) -> bool {
-        match event {
-            Event::Token(t) => {
-                let logprobs = self.plan.logprobs.map(|k| {
-                    let (logprobs, next) =
-                        TextLogprobs::new(&self.plan.ready, std::slice::from_ref(&t), k, self.offsets[index]);
-                    self.offsets[index] = next;
-                    logprobs
-                });
-                if !t.text.is_empty() || logprobs.is_some() {
-                    out.push_back(Frame::json(&chunk(&self.plan, index, &t.text, None, logprobs)));
-                }
-                false
-            }
-            Event::Done(d) => {
-                let p = index / self.per_prompt.max(1);
-                // Choices of one prompt share it: its prompt and cached
-                // tokens count once (as in the non-streamed response).
-                if let Some(slot) = self.prompt_usage.get_mut(p) {
-                    usage::add_choice(slot, &d.usage);
-                }
-                self.finished += 1;
-                let last = chunk(&self.plan, index, "", Some(d.finish_reason.openai_str()), None);
-                out.push_back(self.plan.finish_frame(last, self.finished, &d));
-                false
-            }
-            Event::Error(e) => {
-                out.push_back(Frame::error(e));
-                true
-            }
+    fn token(&mut self, index: usize, t: TokenEvent, out: &mut VecDeque<Frame>) {
+        let logprobs = self.plan.logprobs.map(|k| {
+            let (logprobs, next) =
+                TextLogprobs::new(&self.plan.ready, std::slice::from_ref(&t), k, self.offsets[index]);
+            self.offsets[index] = next;
+            logprobs
+        });
+        if !t.text.is_empty() || logprobs.is_some() {
+            out.push_back(Frame::json(&chunk(&self.plan, index, &t.text, None, logprobs)));
         }
+    }
+
+    fn done(&mut self, index: usize, d: Done, out: &mut VecDeque<Frame>) {
+        let p = index / self.per_prompt.max(1);
+        // Choices of one prompt share it: its prompt and cached
+        // tokens count once (as in the non-streamed response).
+        if let Some(slot) = self.prompt_usage.get_mut(p) {
+            usage::add_choice(slot, &d.usage);
+        }
+        self.finished += 1;
+        let last = chunk(&self.plan, index, "", Some(d.finish_reason.openai_str()), None);
+        out.push_back(self.plan.finish_frame(last, self.finished, &d));
     }
 
     fn end(&mut self, out: &mut VecDeque<Frame>) {

@@ -5,7 +5,7 @@
 use llama_runtime::Usage as Counts;
 use serde::Serialize;
 
-use crate::submit::Collected;
+use llama_runtime::Output;
 
 /// The `usage` object.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -34,10 +34,10 @@ impl From<&Counts> for Usage {
 }
 
 /// The counts of the choices of one prompt (see [`add_choice`]).
-pub(super) fn sum_choices(results: &[Collected]) -> Counts {
+pub(super) fn sum_choices(results: &[Output]) -> Counts {
     let mut total = Counts::default();
     for r in results {
-        add_choice(&mut total, &r.done.usage);
+        add_choice(&mut total, &r.usage);
     }
     total
 }

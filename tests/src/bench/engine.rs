@@ -88,6 +88,7 @@ async fn run_level(
                     Event::Token(_) => trace.tokens.push(start.elapsed().as_secs_f64()),
                     Event::Done(_) => return anyhow::Ok(trace),
                     Event::Error(e) => bail!("request failed: {e}"),
+                    other => bail!("unexpected event {other:?}"),
                 }
             }
             bail!("event stream ended without a terminal event")
