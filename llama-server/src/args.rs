@@ -1497,8 +1497,11 @@ mod tests {
         assert_eq!(s.embd_normalize, -1);
         assert_eq!(s.slot_save_path.as_deref(), Some(std::path::Path::new("/tmp/slots")));
         assert_eq!(s.chat_template_kwargs["enable_thinking"], serde_json::json!(false));
-        // Every accepted flag that was given is one startup line.
-        for flag in ["--keep", "--context-shift", "--no-cache-prompt", "--props", "--tags", "--pooling", "--no-jinja"] {
+        // Every accepted flag that was given is one startup line; implemented ones none.
+        for flag in ["--keep", "--context-shift", "--no-cache-prompt", "--ignore-eos"] {
+            assert!(!s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))), "{flag}");
+        }
+        for flag in ["--props", "--tags", "--pooling", "--no-jinja"] {
             assert!(
                 s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))),
                 "{flag}: {:?}",

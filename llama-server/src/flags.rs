@@ -233,9 +233,9 @@ pub static FLAGS: &[Flag] = &[
         .val("N")
         .env("LLAMA_ARG_UBATCH")
         .imp("ubatch_size", "Default 512; clamped to --batch-size."),
-    flag(&["--keep"]).val("N").kept(
+    flag(&["--keep"]).val("N").imp(
         "keep",
-        "Kept as `Settings::n_keep`; it only matters to context shift, which is not built yet.",
+        "Prompt tokens a context shift keeps (-1 = all); a request's `n_keep` wins. Counted from the first token, BOS included.",
     ),
     flag(&["--swa-full"])
         .env("LLAMA_ARG_SWA_FULL")
@@ -282,9 +282,9 @@ pub static FLAGS: &[Flag] = &[
         .val("SERVERS")
         .env("LLAMA_ARG_RPC")
         .refused("the RPC backend is not built (llama.cpp refuses --rpc in such builds too)"),
-    flag(&["-lm", "--load-mode"]).val("MODE").env("LLAMA_ARG_LOAD_MODE").kept(
+    flag(&["-lm", "--load-mode"]).val("MODE").env("LLAMA_ARG_LOAD_MODE").imp(
         "load_mode",
-        "Checked (auto, none, mmap, mlock, mmap+mlock, dio) and kept: `Settings::model_params` maps it, but the model loader does not call it yet (it always maps the file).",
+        "auto, none, mmap, mlock, mmap+mlock; `dio` is read as `none` (no direct I/O here).",
     ),
     flag(&["-lzm", "--lazy-mode"])
         .val("MODE")
@@ -386,10 +386,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--samplers"]).val("SAMPLERS").no_effect(SAMPLER),
     flag(&["-s", "--seed"]).val("SEED").imp("seed", "Default seed; -1 = random."),
     flag(&["--sampler-seq", "--sampling-seq"]).val("SEQUENCE").no_effect(SAMPLER),
-    flag(&["--ignore-eos"]).kept(
-        "ignore_eos",
-        "Kept as `Settings::ignore_eos`; requests still default to `ignore_eos: false` until the request path reads it.",
-    ),
+    flag(&["--ignore-eos"]).imp("ignore_eos", "The default of a request's `ignore_eos`."),
     flag(&["--temp", "--temperature"]).val("N").env("LLAMA_ARG_TEMPERATURE").imp("temp", "Default 0.8."),
     flag(&["--top-k"]).val("N").env("LLAMA_ARG_TOP_K").imp("top_k", "Default 40."),
     flag(&["--top-p"]).val("N").env("LLAMA_ARG_TOP_P").imp("top_p", "Default 0.95."),
@@ -425,13 +422,13 @@ pub static FLAGS: &[Flag] = &[
     flag(&["-l", "--logit-bias"])
         .val("TOKEN_ID(+/-)BIAS")
         .imp("logit_bias", "Repeatable, e.g. `15043+1`, `15043-inf`; a request's `logit_bias` replaces the list."),
-    flag(&["--grammar"]).val("GRAMMAR").kept(
+    flag(&["--grammar"]).val("GRAMMAR").imp(
         "grammar",
-        "Checked and kept as the default `Settings::sampling.grammar`; the request path does not fall back to it yet.",
+        "The grammar of requests that bring none (`grammar`, `json_schema` or `response_format` replace it).",
     ),
-    flag(&["--grammar-file"]).val("FNAME").kept("grammar_file", "Read, checked and kept like --grammar."),
-    flag(&["-j", "--json-schema"]).val("SCHEMA").kept("json_schema", "Converted to a grammar and kept like --grammar."),
-    flag(&["-jf", "--json-schema-file"]).val("FILE").kept("json_schema_file", "Read and kept like --json-schema."),
+    flag(&["--grammar-file"]).val("FNAME").imp("grammar_file", "Like --grammar, read from a file."),
+    flag(&["-j", "--json-schema"]).val("SCHEMA").imp("json_schema", "Converted to a grammar, used like --grammar."),
+    flag(&["-jf", "--json-schema-file"]).val("FILE").imp("json_schema_file", "Like --json-schema, read from a file."),
     flag(&["-bs", "--backend-sampling"])
         .env("LLAMA_ARG_BACKEND_SAMPLING")
         .no_effect("sampling runs in llama-core's sampler chain on the CPU"),
@@ -458,9 +455,9 @@ pub static FLAGS: &[Flag] = &[
         .neg(&["--no-cache-idle-slots"])
         .env("LLAMA_ARG_CACHE_IDLE_SLOTS")
         .no_effect(CACHE),
-    flag(&["--context-shift"]).neg(&["--no-context-shift"]).env("LLAMA_ARG_CONTEXT_SHIFT").kept(
+    flag(&["--context-shift"]).neg(&["--no-context-shift"]).env("LLAMA_ARG_CONTEXT_SHIFT").imp(
         "context_shift",
-        "Kept as `Settings::context_shift`; context shift is not built yet: a full slot ends with `length` (= --no-context-shift, the default).",
+        "A generation that fills its slot keeps --keep tokens, drops half of the rest and goes on; off (default): it ends with `length`.",
     ),
     flag(&["-r", "--reverse-prompt"])
         .val("PROMPT")
@@ -470,7 +467,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--warmup"])
         .neg(&["--no-warmup"])
         .no_effect("there is no warm-up run; the first request pays for the first decode"),
-    flag(&["--spm-infill"]).no_effect("/infill is not built yet"),
+    flag(&["--spm-infill"]).no_effect("/infill always lays out prefix, suffix, middle (the suffix-prefix-middle order is not built)"),
     flag(&["--pooling"]).val("{none,mean,cls,last,rank}").env("LLAMA_ARG_POOLING").kept(
         "pooling",
         "Kept as `Settings::pooling`; the engine pools as the model declares (else mean) until its config takes a pooling.",
@@ -500,7 +497,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["-a", "--alias"])
         .val("STRING")
         .env("LLAMA_ARG_ALIAS")
-        .imp("alias", "Comma-separated names accepted in `model`; the first is reported. Default: the file name."),
+        .imp("alias", "Comma-separated names; the first is the model's `id` in responses. Default: the file name."),
     flag(&["--tags"]).val("STRING").env("LLAMA_ARG_TAGS").kept(
         "tags",
         "Informational: kept as `Settings::tags`; no endpoint reports them yet.",
@@ -586,9 +583,9 @@ pub static FLAGS: &[Flag] = &[
         "threads_http",
         "Worker threads of the HTTP runtime, 1..1024; -1 (default) = 2.",
     ),
-    flag(&["--cache-prompt"]).neg(&["--no-cache-prompt"]).env("LLAMA_ARG_CACHE_PROMPT").kept(
+    flag(&["--cache-prompt"]).neg(&["--no-cache-prompt"]).env("LLAMA_ARG_CACHE_PROMPT").imp(
         "cache_prompt",
-        "Kept as `Settings::cache_prompt`; requests choose with their own `cache_prompt` (default on).",
+        "The default of a request's `cache_prompt` (on).",
     ),
     flag(&["--cache-reuse"]).val("N").env("LLAMA_ARG_CACHE_REUSE").kept(
         "cache_reuse",

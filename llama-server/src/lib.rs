@@ -71,6 +71,7 @@ pub use logit_bias::{MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES};
 pub use logprobs::MAX_TOP_LOGPROBS;
 pub use openai::embeddings::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
+pub use request::RequestDefaults;
 pub use request::{MAX_CHOICES, MAX_STOP, MAX_STOP_BYTES};
 pub use sampling::MAX_GRAMMAR_BYTES;
 pub use state::{AppState, LoadError, Phase, Ready};
@@ -107,6 +108,7 @@ routes! {
     post "/v1/completions" => openai::completions,
     post "/completion" => native::completion,
     post "/completions" => native::completion,
+    post "/infill" => native::infill,
     post "/v1/embeddings" => openai::embeddings,
     post "/embedding" => native::embedding,
     post "/embeddings" => native::embedding,

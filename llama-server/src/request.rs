@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use llama_core::{RANDOM_SEED, SamplingParams};
-use llama_runtime::{Prompt, Request};
+use llama_runtime::{ContextShift, Prompt, Request};
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -79,6 +79,47 @@ pub(crate) struct RequestTemplate {
     pub n_probs: u32,
     /// Reuse a cached prompt prefix.
     pub cache_prompt: bool,
+    /// Shift the context when generation fills it (`--context-shift`).
+    pub context_shift: Option<ContextShift>,
+    /// The slot asked for (`id_slot`).
+    pub slot: Option<u32>,
+}
+
+/// What a request does when it does not say: the server's flags.
+#[derive(Debug, Clone, Default)]
+pub struct RequestDefaults {
+    /// `--ignore-eos`.
+    pub ignore_eos: bool,
+    /// `--cache-prompt` / `--no-cache-prompt`.
+    pub cache_prompt: bool,
+    /// `--context-shift`.
+    pub context_shift: bool,
+    /// `--keep`.
+    pub n_keep: i32,
+}
+
+/// The context shift of a request: on with `--context-shift`, keeping the
+/// request's `n_keep` (else `--keep`) prompt tokens.
+pub(crate) fn context_shift(defaults: &RequestDefaults, n_keep: Option<i64>) -> Result<Option<ContextShift>, AppError> {
+    let n_keep = match n_keep {
+        None => defaults.n_keep,
+        Some(n) => i32::try_from(n)
+            .ok()
+            .filter(|&n| n >= -1)
+            .ok_or_else(|| AppError::invalid("n_keep", format!("`n_keep` must be -1 or >= 0, got {n}")))?,
+    };
+    Ok(defaults.context_shift.then_some(ContextShift { n_keep }))
+}
+
+/// `id_slot`: -1 (or absent) for any free slot, else a slot number (the
+/// engine refuses one that does not exist).
+pub(crate) fn id_slot(id_slot: Option<i64>) -> Result<Option<u32>, AppError> {
+    match id_slot {
+        None | Some(-1) => Ok(None),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| AppError::invalid("id_slot", format!("`id_slot` must be -1 or a slot number, got {n}"))),
+    }
 }
 
 impl RequestTemplate {
@@ -96,6 +137,8 @@ impl RequestTemplate {
         request.ignore_eos = self.ignore_eos;
         request.n_probs = self.n_probs;
         request.cache_prompt = self.cache_prompt;
+        request.context_shift = self.context_shift;
+        request.slot = self.slot;
         request
     }
 }

@@ -116,8 +116,12 @@ macro_rules! request_struct {
             $($(#[$built_doc])* pub $built: Option<$built_ty>,)*
             /// Reuse a cached prompt prefix (default true).
             pub cache_prompt: Option<bool>,
-            /// Keep generating past end-of-generation.
+            /// Keep generating past end-of-generation (default `--ignore-eos`).
             pub ignore_eos: Option<bool>,
+            /// Prompt tokens a context shift keeps (default `--keep`; -1 = all).
+            pub n_keep: Option<i64>,
+            /// Run in this slot (-1 or absent: any free slot).
+            pub id_slot: Option<i64>,
         }
 
         impl $name {
@@ -133,19 +137,23 @@ macro_rules! request_struct {
             /// generation endpoint shares, around what the endpoint validated.
             pub(crate) fn request_template(
                 &self,
+                ready: &$crate::state::Ready,
                 sampling: ::llama_core::SamplingParams,
                 max_tokens: Option<u32>,
                 stop: Vec<String>,
                 n_probs: u32,
-            ) -> $crate::request::RequestTemplate {
-                $crate::request::RequestTemplate {
+            ) -> Result<$crate::request::RequestTemplate, $crate::error::AppError> {
+                let defaults = &ready.request_defaults;
+                Ok($crate::request::RequestTemplate {
                     sampling,
                     max_tokens,
                     stop,
-                    ignore_eos: self.ignore_eos.unwrap_or(false),
+                    ignore_eos: self.ignore_eos.unwrap_or(defaults.ignore_eos),
                     n_probs,
-                    cache_prompt: self.cache_prompt.unwrap_or(true),
-                }
+                    cache_prompt: self.cache_prompt.unwrap_or(defaults.cache_prompt),
+                    context_shift: $crate::request::context_shift(defaults, self.n_keep)?,
+                    slot: $crate::request::id_slot(self.id_slot)?,
+                })
             }
         }
     };
@@ -236,7 +244,10 @@ pub(crate) async fn build_sampling(
             "use only one of `grammar`, `json_schema` and `response_format` to constrain the output",
         ));
     }
-    p.grammar = grammars.pop();
+    // A request's own constraint replaces the server's (--grammar, -j).
+    if let Some(g) = grammars.pop() {
+        p.grammar = Some(g);
+    }
     // Validated once, by the engine at submit (which builds the sampler).
     Ok(p)
 }

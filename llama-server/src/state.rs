@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use llama_core::{ChatMessage, ChatTemplate, Model, ModelParams, SamplingParams};
+use llama_core::{ChatMessage, ChatTemplate, Model, SamplingParams};
 use llama_runtime::{CoreError, DynEngine, Engine, Health, ModelFacade, StartError};
 
 use crate::args::{Settings, TemplateChoice};
@@ -12,6 +12,7 @@ use crate::auth::{ApiKeys, HostPolicy};
 use crate::error::AppError;
 use crate::ids::unix_now;
 use crate::metrics::ServerStats;
+use crate::request::RequestDefaults;
 
 /// Where the server is in its life.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Ready {
     pub bos_text: String,
     /// Text of the EOS token (empty if none).
     pub eos_text: String,
+    /// What a request does when it does not say (the server's flags).
+    pub request_defaults: RequestDefaults,
 }
 
 impl std::fmt::Debug for Ready {
@@ -80,8 +83,7 @@ impl Ready {
     /// [`LoadError`] when the file is missing or invalid, the template does
     /// not compile, or the context cannot be created.
     pub fn load(settings: &Settings, stats: Arc<ServerStats>) -> Result<Ready, LoadError> {
-        let params = ModelParams { n_gpu_layers: settings.n_gpu_layers.unwrap_or(0), ..ModelParams::default() };
-        let model = Arc::new(Model::load(&settings.model_path, &params)?);
+        let model = Arc::new(Model::load(&settings.model_path, &settings.model_params())?);
         let config = settings.engine_config(model.n_ctx_train());
         let engine = Engine::start(model, config)?;
         Self::with_engine(Arc::new(engine), settings, stats)
@@ -117,6 +119,12 @@ impl Ready {
             defaults: settings.sampling.clone(),
             n_predict: settings.n_predict,
             n_ctx_seq: engine.n_ctx_seq(),
+            request_defaults: RequestDefaults {
+                ignore_eos: settings.ignore_eos,
+                cache_prompt: settings.cache_prompt,
+                context_shift: settings.context_shift,
+                n_keep: settings.n_keep,
+            },
             engine,
         })
     }
@@ -239,24 +247,16 @@ impl AppState {
         s.aliases.first().cloned().unwrap_or_else(|| file_name(&s.model_path))
     }
 
-    /// Accept a request's `model` field: absent, empty, an alias, the file
-    /// name, its stem or the path given with `-m`; anything else is 404.
+    /// A request's `model` field. With one model loaded any name is served
+    /// by it, as llama.cpp's server does (OpenAI clients send names such as
+    /// `gpt-3.5-turbo` by default); the responses name the model actually
+    /// used. Router mode, which serves several models, will route here.
+    ///
+    /// # Errors
+    /// None yet: every name is accepted.
     pub fn check_model(&self, requested: Option<&str>) -> Result<(), AppError> {
-        let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else {
-            return Ok(());
-        };
-        let s = &self.0.settings;
-        let path = &s.model_path;
-        let stem = path.file_stem().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
-        let known = s.aliases.iter().any(|a| a == name)
-            || name == file_name(path)
-            || name == stem
-            || Path::new(name) == path.as_path();
-        if known {
-            Ok(())
-        } else {
-            Err(AppError::NotFound(format!("model '{name}' not found; this server serves '{}'", self.model_id())))
-        }
+        let _ = requested;
+        Ok(())
     }
 }
 

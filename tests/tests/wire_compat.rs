@@ -15,6 +15,8 @@
 //! - the durations and rates in `timings` (`prompt_ms`, `predicted_ms`,
 //!   `*_per_token_ms`, `*_per_second`) → `<time>`; the token counts in it stay;
 //! - the workspace path (in `/props` `model_path`) → `<workspace>`;
+//! - `id_slot` values of a slot that ran a request → `<slot>` (which slot
+//!   a choice lands in depends on what the other slots cache; `-1` stays);
 //! - the per-slot token counts of `/slots` (`n_prompt_tokens`, `n_cached`,
 //!   `n_decoded`) → `<n>`: which slot a choice of a several-choice request
 //!   lands in varies between runs;
@@ -554,6 +556,7 @@ fn normalize_json_text(text: &str, workspace: &str) -> (String, bool) {
         ["chatcmpl-", "cmpl-"].iter().find(|p| inner.starts_with(**p)).map(|p| format!("\"{p}<id>\""))
     });
     apply(&mut text, "created", &|v| v.bytes().all(|b| b.is_ascii_digit()).then(|| "<created>".to_string()));
+    apply(&mut text, "id_slot", &|v| v.bytes().all(|b| b.is_ascii_digit()).then(|| "<slot>".to_string()));
     for key in TIME_KEYS {
         apply(&mut text, key, &|v| v.starts_with(|c: char| c == '-' || c.is_ascii_digit()).then(|| "<time>".into()));
     }

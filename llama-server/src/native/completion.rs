@@ -8,15 +8,15 @@ use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use llama_core::Token;
-use llama_runtime::{Done, FinishReason, Output, TokenEvent};
-use serde::Serialize;
+use llama_runtime::{Done, FinishReason, Infill, InfillError, Output, TokenEvent};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::generation_settings::{GenerationSettings, RunSettings};
 use crate::error::AppError;
 use crate::extract::Json;
 use crate::logprobs::{TokenLogprob, parse_top};
-use crate::prompt::parse_prompts;
+use crate::prompt::{PromptIn, parse_prompts};
 use crate::request::{MAX_CHOICES, StopField, effective_max_tokens, stop_strings};
 use crate::sampling::{build_sampling, request_with_sampling};
 use crate::sse::{self, Frame, Renderer};
@@ -43,7 +43,23 @@ request_with_sampling! {
         pub return_tokens: Option<bool>,
         /// Model name (checked like on the OpenAI routes).
         pub model: Option<String>,
+        /// `/infill`: the code before the gap.
+        pub input_prefix: Option<String>,
+        /// `/infill`: the code after the gap.
+        pub input_suffix: Option<String>,
+        /// `/infill`: extra context (files) before the prefix.
+        pub input_extra: Option<Vec<ExtraChunk>>,
     }
+}
+
+/// One `input_extra` chunk of `/infill`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExtraChunk {
+    /// The file it comes from.
+    #[serde(default)]
+    pub filename: String,
+    /// Its text.
+    pub text: String,
 }
 
 /// The object that ends a prompt's completion: the whole result when not
@@ -121,7 +137,7 @@ impl NativePlan {
             content,
             generation_settings: &self.settings,
             has_new_line: false,
-            id_slot: -1,
+            id_slot: i32::try_from(done.slot).unwrap_or(-1),
             index,
             model: &self.model,
             prompt: self.prompts.get(index).map_or("", String::as_str),
@@ -143,6 +159,44 @@ pub(crate) async fn completion(
     State(state): State<AppState>,
     Json(req): Json<CompletionRequest>,
 ) -> Result<Response, AppError> {
+    run(state, req, false).await
+}
+
+/// `POST /infill`: a completion whose prompt is laid out around the
+/// model's fill-in-the-middle tokens (see [`llama_runtime::Infill`]).
+pub(crate) async fn infill(
+    State(state): State<AppState>,
+    Json(req): Json<CompletionRequest>,
+) -> Result<Response, AppError> {
+    run(state, req, true).await
+}
+
+/// The prompt of an `/infill` request: `prompt` (a string, or absent) goes
+/// after the FIM middle token. The prefix and suffix share a budget of
+/// `n_batch` tokens (at most half a slot), the extra context what is left
+/// of three quarters of a slot, as llama.cpp's server does.
+fn infill_prompt(req: &CompletionRequest, ready: &Ready) -> Result<PromptIn, AppError> {
+    let prompt = match &req.prompt {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(AppError::invalid("prompt", "`prompt` of /infill must be a string")),
+    };
+    let infill = Infill {
+        prefix: req.input_prefix.clone().unwrap_or_default(),
+        suffix: req.input_suffix.clone().unwrap_or_default(),
+        prompt,
+        extra: req.input_extra.iter().flatten().map(|c| (c.filename.clone(), c.text.clone())).collect(),
+    };
+    let n_ctx = ready.n_ctx_seq as usize;
+    let budget = (ready.engine.config().n_batch as usize).min(n_ctx / 2);
+    let tokens = infill.tokens(ready.model(), budget, n_ctx * 3 / 4).map_err(|e| match e {
+        InfillError::Tokenize(e) => AppError::from(e),
+        other => AppError::bad_request(other.to_string()),
+    })?;
+    Ok(PromptIn::Tokens(tokens))
+}
+
+async fn run(state: AppState, req: CompletionRequest, infill: bool) -> Result<Response, AppError> {
     state.check_model(req.model.as_deref())?;
     let n_predict = match req.n_predict.or(req.max_tokens) {
         None | Some(-1) => None,
@@ -151,18 +205,24 @@ pub(crate) async fn completion(
     };
     let n_probs = parse_top("n_probs", req.n_probs)?;
     let stop = stop_strings(req.stop.as_ref());
-    let prompt_value =
-        req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
-    let prompts = parse_prompts(prompt_value, "prompt", true)?;
-    if prompts.len() > MAX_CHOICES {
-        return Err(AppError::invalid("prompt", format!("at most {MAX_CHOICES} prompts per request")));
-    }
+    let prompts = if infill {
+        Vec::new()
+    } else {
+        let prompt_value =
+            req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
+        let prompts = parse_prompts(prompt_value, "prompt", true)?;
+        if prompts.len() > MAX_CHOICES {
+            return Err(AppError::invalid("prompt", format!("at most {MAX_CHOICES} prompts per request")));
+        }
+        prompts
+    };
     let ready = state.ready()?;
+    let prompts = if infill { vec![infill_prompt(&req, &ready)?] } else { prompts };
     let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), None, &ready).await?;
     let stream = req.stream.unwrap_or(false);
     let max_tokens = effective_max_tokens(n_predict, ready.n_predict);
     let model = state.model_id();
-    let template = req.request_template(sampling, max_tokens, stop, n_probs);
+    let template = req.request_template(&ready, sampling, max_tokens, stop, n_probs)?;
     let run =
         RunSettings { n_predict: max_tokens, stop: &template.stop, n_probs, ignore_eos: template.ignore_eos, stream };
     let settings = GenerationSettings::new(&template.sampling, &run, ready.n_ctx_seq, &model);

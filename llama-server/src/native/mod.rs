@@ -11,7 +11,7 @@ mod status;
 mod template;
 mod tokenize;
 
-pub(crate) use completion::completion;
+pub(crate) use completion::{completion, infill};
 pub(crate) use embedding::embedding;
 pub(crate) use props::props;
 pub(crate) use slots::slots;

@@ -130,7 +130,7 @@ pub(crate) async fn chat_completions(
 
     let logprobs = (req.logprobs == Some(true)).then_some(top);
     let max_tokens = effective_max_tokens(max_tokens, ready.n_predict);
-    let template = req.request_template(sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)));
+    let template = req.request_template(&ready, sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)))?;
     let requests = (0..n).map(|i| template.request(Prompt::Text(prompt.clone()), i, &ready)).collect();
     let handles = submit_all(&ready, requests, "messages").await?;
     let plan = Plan::new(&CHAT, &state, ready, n, logprobs, req.stream_options.as_ref());

@@ -99,7 +99,7 @@ pub(crate) async fn completions(
     let sampling = build_sampling(&ready.defaults, &req.sampling_fields(), rf_grammar, &ready).await?;
 
     let max_tokens = effective_max_tokens(max_tokens, ready.n_predict);
-    let template = req.request_template(sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)));
+    let template = req.request_template(&ready, sampling, max_tokens, stop, logprobs.map_or(0, |k| k.max(1)))?;
     let mut requests = Vec::with_capacity(prompts.len() * n);
     let mut echoes = Vec::with_capacity(prompts.len() * n);
     for p in &prompts {
