@@ -2,11 +2,15 @@
 //! binary on a free loopback port with the real model (through llama-e2e's
 //! `ServerProcess`, the workspace's one server spawner), parse SSE (llama-e2e's
 //! one parser), and validate JSON against the OpenAPI document's schemas.
+//! [`oneshot`] sends requests through the router in process instead, on a
+//! state without a model or over the fake engine.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod oneshot;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use llama_e2e::server::{ServerCommand, ServerProcess};
@@ -127,9 +131,18 @@ pub fn sse_data(body: &str) -> Vec<String> {
 
 /// The OpenAPI document of the server.
 pub fn openapi() -> Value {
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"))
-        .expect("docs/openapi.json");
-    serde_json::from_str(&text).expect("valid JSON")
+    openapi_doc().clone()
+}
+
+/// The document, read and parsed once per test binary (the in-process
+/// tests check hundreds of bodies against it).
+fn openapi_doc() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"))
+            .expect("docs/openapi.json");
+        serde_json::from_str(&text).expect("valid JSON")
+    })
 }
 
 /// Validate `value` against the component schema `name` of the OpenAPI
@@ -228,7 +241,6 @@ fn check(doc: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Ve
 
 /// Assert that `value` matches schema `name`.
 pub fn assert_schema(name: &str, value: &Value) {
-    let doc = openapi();
-    let errors = validate(&doc, name, value);
+    let errors = validate(openapi_doc(), name, value);
     assert!(errors.is_empty(), "{name} violations:\n{}\nvalue: {value:#}", errors.join("\n"));
 }
