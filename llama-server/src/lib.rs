@@ -116,6 +116,7 @@ routes! {
     post "/detokenize" => native::detokenize,
     post "/apply-template" => native::apply_template,
     get "/props" => native::props,
+    post "/props" => native::set_props,
     get "/slots" => native::slots,
     get "/metrics" => native::metrics,
     get "/openapi.json" => openapi::document,

@@ -31,6 +31,8 @@ async fn infill_lays_out_the_fim_tokens_or_refuses_a_model_without_them() {
     let (status, body) = post(&plain, "/infill", json!({"input_prefix": "def f():", "n_predict": 4})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("fill-in-the-middle"), "{body}");
+    let (status, body) = post(&plain, "/props", json!({})).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (501, Some("not_supported_error")), "{body}");
     drop(plain);
 
     // A copy that names three of its special tokens as FIM prefix/suffix/middle.

@@ -223,8 +223,14 @@ async fn run(state: AppState, req: CompletionRequest, infill: bool) -> Result<Re
     let max_tokens = effective_max_tokens(n_predict, ready.n_predict);
     let model = state.model_id();
     let template = req.request_template(&ready, sampling, max_tokens, stop, n_probs)?;
-    let run =
-        RunSettings { n_predict: max_tokens, stop: &template.stop, n_probs, ignore_eos: template.ignore_eos, stream };
+    let run = RunSettings {
+        n_predict: max_tokens,
+        stop: &template.stop,
+        n_probs,
+        ignore_eos: template.ignore_eos,
+        stream,
+        n_keep: template.context_shift.map_or(ready.request_defaults.n_keep, |c| c.n_keep),
+    };
     let settings = GenerationSettings::new(&template.sampling, &run, ready.n_ctx_seq, &model);
 
     let mut requests = Vec::with_capacity(prompts.len());

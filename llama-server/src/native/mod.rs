@@ -13,7 +13,7 @@ mod tokenize;
 
 pub(crate) use completion::{completion, infill};
 pub(crate) use embedding::embedding;
-pub(crate) use props::props;
+pub(crate) use props::{props, set_props};
 pub(crate) use slots::slots;
 pub(crate) use status::{health, index, metrics};
 pub(crate) use template::apply_template;

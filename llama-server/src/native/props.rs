@@ -26,6 +26,9 @@ struct Props<'a> {
     endpoint_slots: bool,
     eos_token: &'a str,
     is_sleeping: bool,
+    /// The text that stands for an image or audio part in a prompt
+    /// (llama.cpp's default; no projector is loaded here).
+    media_marker: &'static str,
     modalities: Modalities,
     model_alias: String,
     model_path: String,
@@ -71,7 +74,14 @@ pub(crate) async fn props(State(state): State<AppState>) -> Result<Response, App
     let ready = state.ready()?;
     let s = state.settings();
     let model = state.model_id();
-    let run = RunSettings { n_predict: ready.n_predict, stop: &[], n_probs: 0, ignore_eos: false, stream: false };
+    let run = RunSettings {
+        n_predict: ready.n_predict,
+        stop: &[],
+        n_probs: 0,
+        ignore_eos: ready.request_defaults.ignore_eos,
+        stream: false,
+        n_keep: ready.request_defaults.n_keep,
+    };
     let params = GenerationSettings::new(&ready.defaults, &run, ready.n_ctx_seq, &model);
     let body = Props {
         bos_token: &ready.bos_text,
@@ -93,12 +103,27 @@ pub(crate) async fn props(State(state): State<AppState>) -> Result<Response, App
         endpoint_slots: s.slots,
         eos_token: &ready.eos_text,
         is_sleeping: false,
+        media_marker: MEDIA_MARKER,
         modalities: Modalities { audio: false, vision: false },
         model_alias: model,
         model_path: s.model_path.display().to_string(),
         total_slots: s.parallel,
     };
     Ok(Json(body).into_response())
+}
+
+/// llama.cpp's default media marker.
+const MEDIA_MARKER: &str = "<__media__>";
+
+/// `POST /props`: with `--props`, accepted (llama.cpp defines no property
+/// that can be changed yet) and answered `{"success": true}`; without it, 501.
+pub(crate) async fn set_props(State(state): State<AppState>) -> Result<Response, AppError> {
+    if !state.settings().props {
+        return Err(AppError::NotSupported(
+            "This server does not support changing global properties. Start it with `--props`".into(),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "success": true })).into_response())
 }
 
 fn idle_next_token() -> NextToken {
@@ -133,6 +158,7 @@ mod tests {
             endpoint_slots: true,
             eos_token: "</s>",
             is_sleeping: false,
+            media_marker: MEDIA_MARKER,
             modalities: Modalities { audio: false, vision: false },
             model_alias: "m".into(),
             model_path: "/m.gguf".into(),
