@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use llama_core::{FlashAttn, KvCacheType, MAX_THREADS};
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, Pooling};
 
 use crate::request::StartError;
 
@@ -69,6 +69,12 @@ pub struct EngineConfig {
     pub type_k: KvCacheType,
     /// Element type of the V cache; a quantized type needs `flash_attn` not `Off`.
     pub type_v: KvCacheType,
+    /// How [`Engine::embed`](crate::Engine::embed) pools an input's tokens
+    /// (llama.cpp's `--pooling`): `Unspecified` is the model's own choice,
+    /// else the mean. `Mean`, `Cls` and `Last` give one vector per input;
+    /// `None` and `Rank` are refused (per-token embeddings and reranking
+    /// are not served by this engine).
+    pub pooling: Pooling,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +96,7 @@ impl Default for EngineConfig {
             flash_attn: FlashAttn::Auto,
             type_k: KvCacheType::F16,
             type_v: KvCacheType::F16,
+            pooling: Pooling::Unspecified,
         }
     }
 }
@@ -113,6 +120,12 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), StartError> {
         fn bad(field: &'static str, reason: String) -> Result<(), StartError> {
             Err(StartError::InvalidConfig { field, reason })
+        }
+        if matches!(self.pooling, Pooling::None | Pooling::Rank) {
+            return bad(
+                "pooling",
+                format!("{:?} pooling is not supported: embeddings are one vector per input", self.pooling),
+            );
         }
         if self.n_seq_max == 0 || self.n_seq_max > MAX_SEQ {
             return bad("n_seq_max", format!("must be in 1..={MAX_SEQ}, got {}", self.n_seq_max));
@@ -172,6 +185,13 @@ mod tests {
     #[test]
     fn default_is_valid() {
         EngineConfig::default().validate().unwrap();
+        for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Last] {
+            EngineConfig { pooling, ..EngineConfig::default() }.validate().unwrap();
+        }
+        for pooling in [Pooling::None, Pooling::Rank] {
+            let err = EngineConfig { pooling, ..EngineConfig::default() }.validate().unwrap_err();
+            assert!(matches!(err, StartError::InvalidConfig { field: "pooling", .. }), "{err}");
+        }
     }
 
     #[test]

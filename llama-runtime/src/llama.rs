@@ -145,7 +145,10 @@ impl LlamaInference {
                 n_ubatch: limit,
                 n_seq_max: 1,
                 embeddings: true,
-                pooling: Pooling::for_embeddings(&model),
+                pooling: match config.pooling {
+                    Pooling::Unspecified => Pooling::for_embeddings(&model),
+                    asked => asked,
+                },
                 ..params
             };
             Some(Context::new(Arc::clone(&model), &params)?)

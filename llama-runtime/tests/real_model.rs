@@ -414,3 +414,20 @@ fn infill_needs_fim_tokens() {
     let infill = Infill { prefix: "def add(a, b):".into(), ..Infill::default() };
     assert_eq!(infill.tokens(&facade, 512, 1000), Err(InfillError::NoFimTokens));
 }
+
+/// `EngineConfig::pooling` (llama.cpp's `--pooling`) chooses how an input's
+/// tokens are pooled: the mean and the last token give different vectors,
+/// the default (the model declares none) is the mean.
+#[test]
+fn embedding_pooling_follows_the_config() {
+    use llama_core::Pooling;
+    let _s = serial();
+    let embed = |pooling: Pooling| {
+        let engine = start(EngineConfig { embeddings: true, pooling, ..config(1, 256) });
+        let out = futures::executor::block_on(engine.embed(vec!["The sky is blue.".into()], false).unwrap()).unwrap();
+        out[0].vector.clone()
+    };
+    let (default, mean, last) = (embed(Pooling::Unspecified), embed(Pooling::Mean), embed(Pooling::Last));
+    assert_eq!(default, mean);
+    assert_ne!(mean, last);
+}

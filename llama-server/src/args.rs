@@ -252,7 +252,7 @@ pub struct Args {
     #[arg(long = "embeddings", visible_alias = "embedding", env = "LLAMA_ARG_EMBEDDINGS", value_parser = parse_bool_env)]
     pub embeddings: bool,
 
-    /// Embedding pooling: none, mean, cls, last, rank. Recorded only: the model's own pooling is used.
+    /// Embedding pooling: mean, cls or last (none and rank are refused when the model loads). Default: the model's.
     #[arg(long, env = "LLAMA_ARG_POOLING", value_parser = pooling, value_name = "{none,mean,cls,last,rank}")]
     pub pooling: Option<Pooling>,
 
@@ -723,7 +723,6 @@ pub struct Settings {
     /// `--tags`: informational model tags.
     pub tags: Vec<String>,
     /// `--pooling`: the embedding pooling asked for (`None`: the model's).
-    /// Not applied yet: the engine's config has no pooling field.
     pub pooling: Option<Pooling>,
     /// `--embd-normalize`: the default of a request's `embd_normalize`. Not
     /// read by the request path yet (its default is 2).
@@ -1244,6 +1243,7 @@ impl Settings {
             flash_attn: self.flash_attn,
             type_k: self.cache_type_k,
             type_v: self.cache_type_v,
+            pooling: self.pooling.unwrap_or_default(),
             ..EngineConfig::default()
         }
     }
@@ -1501,7 +1501,7 @@ mod tests {
         for flag in ["--keep", "--context-shift", "--no-cache-prompt", "--ignore-eos"] {
             assert!(!s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))), "{flag}");
         }
-        for flag in ["--props", "--tags", "--pooling", "--no-jinja"] {
+        for flag in ["--tags", "--no-jinja"] {
             assert!(
                 s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))),
                 "{flag}: {:?}",

@@ -468,9 +468,9 @@ pub static FLAGS: &[Flag] = &[
         .neg(&["--no-warmup"])
         .no_effect("there is no warm-up run; the first request pays for the first decode"),
     flag(&["--spm-infill"]).no_effect("/infill always lays out prefix, suffix, middle (the suffix-prefix-middle order is not built)"),
-    flag(&["--pooling"]).val("{none,mean,cls,last,rank}").env("LLAMA_ARG_POOLING").kept(
+    flag(&["--pooling"]).val("{none,mean,cls,last,rank}").env("LLAMA_ARG_POOLING").imp(
         "pooling",
-        "Kept as `Settings::pooling`; the engine pools as the model declares (else mean) until its config takes a pooling.",
+        "mean, cls, last: how /embedding and /v1/embeddings pool; default: the model's own, else mean. `none` (per-token vectors) and `rank` (reranking) are refused at load.",
     ),
     flag(&["-np", "--parallel"])
         .val("N")
@@ -592,9 +592,9 @@ pub static FLAGS: &[Flag] = &[
         "Kept as `Settings::cache_reuse`; reuse by KV shifting is not built (the cached prefix is reused).",
     ),
     flag(&["--metrics"]).env("LLAMA_ARG_ENDPOINT_METRICS").imp("metrics", "Enables /metrics."),
-    flag(&["--props"]).env("LLAMA_ARG_ENDPOINT_PROPS").kept(
+    flag(&["--props"]).env("LLAMA_ARG_ENDPOINT_PROPS").imp(
         "props",
-        "Kept as `Settings::props`; POST /props is not built yet.",
+        "Enables POST /props (no property can be changed yet, as in llama.cpp; it answers `{\"success\": true}`).",
     ),
     flag(&["--slots"])
         .neg(&["--no-slots"])

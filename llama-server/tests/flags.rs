@@ -242,7 +242,6 @@ async fn accepted_flags_start_and_say_why_they_do_nothing() {
         "-no-kvu: no effect here: each slot has its own KV cells",
         "--numa: no effect here",
         "-sps: no effect here",
-        "--pooling: no effect here",
         "--tags: no effect here",
         "--chat-template-kwargs: no effect here",
         "LLAMA_ARG_OFFLINE (--offline): no effect here",
@@ -250,7 +249,7 @@ async fn accepted_flags_start_and_say_why_they_do_nothing() {
         assert!(log.contains(line), "no {line:?} in\n{log}");
     }
     // Implemented flags say nothing.
-    for flag in ["--context-shift:", "--keep:", "-lm:"] {
+    for flag in ["--context-shift:", "--keep:", "-lm:", "--pooling:"] {
         assert!(!log.contains(flag), "{flag} in\n{log}");
     }
     let client = reqwest::Client::new();
