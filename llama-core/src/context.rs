@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use llama_sys as sys;
 
+use crate::state::Kind;
 use crate::{
     Backend, Batch, ContextParams, Error, FlashAttn, KvCacheType, MAX_THREADS, Model, Pooling, Pos, Result, SeqId,
-    StateKey,
+    StateKey, Token,
 };
 
 /// An inference context over a shared [`Model`]: owns the KV cache and the
@@ -575,7 +576,7 @@ impl Context {
         // SAFETY: `buf` has exactly the size llama.cpp asked for.
         let n = unsafe { sys::llama_state_get_data(self.raw(), buf.as_mut_ptr(), buf.len()) };
         buf.truncate(n);
-        Ok(crate::state::seal(&key, self.model_fingerprint(), -1, buf))
+        Ok(crate::state::seal(&key, self.model_fingerprint(), Kind::Context, &buf))
     }
 
     /// Restore a state from [`state_bytes`](Self::state_bytes) (decode the
@@ -589,7 +590,7 @@ impl Context {
     /// llama.cpp rejects; [`Error::Exception`] if llama.cpp throws.
     pub fn set_state_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let key = self.key()?.clone();
-        let data = crate::state::open(&key, bytes, self.model_fingerprint(), -1)?;
+        let data = crate::state::open(&key, bytes, self.model_fingerprint(), Kind::Context)?;
         // Outputs of the saved decode are not tracked: decode again to get logits.
         self.outputs.clear();
         let mut n = 0;
@@ -605,22 +606,23 @@ impl Context {
     /// [`state_bytes`](Self::state_bytes).
     ///
     /// # Errors
-    /// [`Error::SeqIdOutOfRange`]; [`Error::State`] as for `state_bytes`.
+    /// [`Error::SeqIdOutOfRange`]; [`Error::State`] as for `state_bytes`,
+    /// or when llama.cpp cannot write the state; [`Error::Exception`] if
+    /// llama.cpp throws.
     pub fn seq_state_bytes(&mut self, seq: SeqId) -> Result<Vec<u8>> {
         self.check_seq(seq)?;
         let key = self.key()?.clone();
-        // SAFETY: exclusive access; seq in range.
-        let size = unsafe { sys::llama_state_seq_get_size(self.raw(), seq) };
-        let mut buf = vec![0u8; size];
-        // SAFETY: `buf` has exactly the size llama.cpp asked for.
-        let n = unsafe { sys::llama_state_seq_get_data(self.raw(), buf.as_mut_ptr(), buf.len(), seq) };
-        buf.truncate(n);
-        Ok(crate::state::seal(&key, self.model_fingerprint(), seq, buf))
+        let mut buf = Vec::new();
+        self.append_seq_data(seq, &mut buf)?;
+        Ok(crate::state::seal(&key, self.model_fingerprint(), Kind::Seq, &buf))
     }
 
     /// Restore one sequence's state (from [`seq_state_bytes`](Self::seq_state_bytes),
-    /// possibly of another sequence id) into `seq`; verified as in
-    /// [`set_state_bytes`](Self::set_state_bytes).
+    /// possibly of another sequence id) into `seq`, replacing what `seq`
+    /// held; verified as in [`set_state_bytes`](Self::set_state_bytes).
+    /// A state that does not verify leaves `seq` as it was; one that
+    /// llama.cpp refuses (a context of another shape: cache types, number
+    /// of sequences, too few cells) leaves `seq` empty.
     ///
     /// # Errors
     /// As [`set_state_bytes`](Self::set_state_bytes), and
@@ -628,12 +630,142 @@ impl Context {
     pub fn set_seq_state_bytes(&mut self, bytes: &[u8], seq: SeqId) -> Result<()> {
         self.check_seq(seq)?;
         let key = self.key()?.clone();
-        let data = crate::state::open(&key, bytes, self.model_fingerprint(), seq)?;
+        let data = crate::state::open(&key, bytes, self.model_fingerprint(), Kind::Seq)?;
+        self.restore_seq_data(seq, data, None)
+    }
+
+    /// One sequence's KV state together with `tokens`, the tokens at its
+    /// positions `0..tokens.len()`, signed like
+    /// [`state_bytes`](Self::state_bytes): what a server needs to restore
+    /// the sequence later and reuse it as a cached prefix. The tokens are
+    /// covered by the tag, so they cannot be changed without the key.
+    ///
+    /// # Errors
+    /// [`Error::SeqIdOutOfRange`]; [`Error::TokenOutOfVocab`];
+    /// [`Error::InvalidParam`] (`tokens`) when `seq` does not hold exactly
+    /// positions `0..tokens.len()`; otherwise as
+    /// [`seq_state_bytes`](Self::seq_state_bytes).
+    pub fn seq_state_with_tokens(&mut self, seq: SeqId, tokens: &[Token]) -> Result<Vec<u8>> {
+        self.check_seq(seq)?;
+        let n_vocab = self.model.vocab().n_tokens();
+        if let Some(&token) = tokens.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
+            return Err(Error::TokenOutOfVocab { token, n_vocab });
+        }
+        let span = self.kv_seq_pos_min(seq).zip(self.kv_seq_pos_max(seq));
+        let holds = match span {
+            None => tokens.is_empty(),
+            Some((lo, hi)) => lo == 0 && usize::try_from(hi).is_ok_and(|hi| hi + 1 == tokens.len()),
+        };
+        if !holds {
+            return Err(Error::InvalidParam {
+                name: "tokens",
+                reason: format!(
+                    "{} tokens given, but sequence {seq} holds positions {}",
+                    tokens.len(),
+                    span.map_or("none".to_string(), |(lo, hi)| format!("{lo}..={hi}"))
+                ),
+            });
+        }
+        let key = self.key()?.clone();
+        let mut buf = Vec::with_capacity(crate::state::tokens_prefix_len(tokens.len()));
+        crate::state::pack_tokens(tokens, &mut buf);
+        self.append_seq_data(seq, &mut buf)?;
+        Ok(crate::state::seal(&key, self.model_fingerprint(), Kind::SeqTokens, &buf))
+    }
+
+    /// Restore a state from [`seq_state_with_tokens`](Self::seq_state_with_tokens)
+    /// into `seq` (of any sequence id), replacing what `seq` held, and
+    /// return its tokens: after it, `seq` holds exactly positions
+    /// `0..tokens.len()`. Verified as in
+    /// [`set_state_bytes`](Self::set_state_bytes); the token count is
+    /// checked against this context's per-sequence size and the tokens
+    /// against the vocabulary before llama.cpp sees anything. On an error
+    /// `seq` is as it was (the state did not verify) or empty (llama.cpp
+    /// refused it).
+    ///
+    /// # Errors
+    /// As [`set_seq_state_bytes`](Self::set_seq_state_bytes).
+    pub fn set_seq_state_with_tokens(&mut self, bytes: &[u8], seq: SeqId) -> Result<Vec<Token>> {
+        self.check_seq(seq)?;
+        let key = self.key()?.clone();
+        let payload = crate::state::open(&key, bytes, self.model_fingerprint(), Kind::SeqTokens)?;
+        let (tokens, data) = crate::state::unpack_tokens(payload, self.n_ctx_seq as usize)?;
+        let n_vocab = self.model.vocab().n_tokens();
+        if tokens.iter().any(|t| !(0..n_vocab).contains(t)) {
+            return Err(Error::State("sequence state holds a token outside this model's vocabulary".into()));
+        }
+        self.restore_seq_data(seq, data, Some(tokens.len()))?;
+        Ok(tokens)
+    }
+
+    /// Append llama.cpp's state of `seq` (in range) to `buf`.
+    fn append_seq_data(&mut self, seq: SeqId, buf: &mut Vec<u8>) -> Result<()> {
+        let mut size = 0;
+        // SAFETY: exclusive access; seq in range (checked by the callers).
+        let status = unsafe { sys::llrs_state_seq_get_size(self.raw(), seq, &mut size) };
+        crate::ffi::guard(status, "llama_state_seq_get_size")?;
+        let start = buf.len();
+        buf.resize(start + size, 0);
         let mut n = 0;
-        // SAFETY: exclusive access; seq in range; authenticated state (see above).
+        // SAFETY: `buf[start..]` is `size` writable bytes, the size llama.cpp
+        // asked for; llama.cpp writes at most `size` bytes (it throws, caught
+        // inside, rather than overflow); seq in range.
+        let status = unsafe { sys::llrs_state_seq_get_data(self.raw(), buf[start..].as_mut_ptr(), size, seq, &mut n) };
+        crate::ffi::guard(status, "llama_state_seq_get_data")?;
+        // A sequence state always holds at least llama.cpp's magic and the
+        // sequence id: 0 means llama.cpp failed (and logged why).
+        if n == 0 || n > size {
+            return Err(Error::State(format!("llama.cpp could not save sequence {seq}")));
+        }
+        buf.truncate(start + n);
+        Ok(())
+    }
+
+    /// Hand authenticated sequence data to llama.cpp and check what it did:
+    /// `seq` must end up within the per-sequence window, holding exactly
+    /// positions `0..n` when `expect` is `Some(n)`.
+    fn restore_seq_data(&mut self, seq: SeqId, data: &[u8], expect: Option<usize>) -> Result<()> {
+        // llama.cpp's magic, the source sequence id and the stream count.
+        if data.len() < 12 {
+            return Err(Error::State("sequence state is too short".into()));
+        }
+        // llama.cpp leaves the destination as it is when the state has no
+        // cells: empty it first, so that a restore always replaces.
+        self.kv_seq_rm(seq, None, None)?;
+        let mut n = 0;
+        // SAFETY: exclusive access; seq in range; `data` carries a valid tag
+        // under a key only trusted writers hold, so it is a state this
+        // library produced for this model (verified by `state::open`);
+        // llama.cpp checks it against this context's shape and reports a
+        // mismatch as 0.
         let status = unsafe { sys::llrs_state_seq_set_data(self.raw(), data.as_ptr(), data.len(), seq, &mut n) };
-        crate::ffi::guard(status, "llama_state_seq_set_data")?;
-        if n == 0 { Err(Error::State("llama.cpp rejected the sequence state".into())) } else { Ok(()) }
+        let result = crate::ffi::guard(status, "llama_state_seq_set_data").and_then(|()| {
+            if n == 0 {
+                return Err(Error::State(
+                    "llama.cpp rejected the sequence state (saved from a context of another shape, or it does not \
+                     fit)"
+                        .into(),
+                ));
+            }
+            let span = self.kv_seq_pos_min(seq).zip(self.kv_seq_pos_max(seq));
+            let fits = span.is_none_or(|(_, hi)| (hi as u32) < self.n_ctx_seq);
+            let exact = expect.is_none_or(|len| match span {
+                None => len == 0,
+                Some((lo, hi)) => lo == 0 && usize::try_from(hi).is_ok_and(|hi| hi + 1 == len),
+            });
+            if !fits {
+                Err(Error::State(format!("sequence state has positions past this context's {} cells", self.n_ctx_seq)))
+            } else if !exact {
+                Err(Error::State("sequence state does not hold the positions of its tokens".into()))
+            } else {
+                Ok(())
+            }
+        });
+        if result.is_err() {
+            // Whatever llama.cpp wrote is not a state we vouch for.
+            self.kv_seq_rm(seq, None, None)?;
+        }
+        result
     }
 
     /// Save the whole state to a file (signed with this context's key).

@@ -189,6 +189,96 @@ fn state_save_restore_gives_identical_continuation() {
     assert_eq!(cont(&mut f), first);
 }
 
+/// Decode `token` at `pos` of `seq` and return its logits.
+fn next_logits(c: &mut Context, token: Token, pos: usize, seq: i32) -> Vec<f32> {
+    let mut b = c.new_batch();
+    let i = b.add(token, pos as i32, &[seq], true).unwrap();
+    c.decode(&b).unwrap();
+    c.logits(i).unwrap().to_vec()
+}
+
+#[test]
+fn seq_state_with_tokens_restores_into_another_sequence() {
+    let m = model();
+    let prompt = m.vocab().tokenize("The quick brown fox jumps over the lazy", true, false).unwrap();
+    let (head, last) = (&prompt[..prompt.len() - 1], prompt[prompt.len() - 1]);
+    let mut c = ctx(1024, 2);
+    let mut b = c.new_batch();
+    b.add_sequence(head, 0, 0, false).unwrap();
+    c.decode(&b).unwrap();
+    // The tokens must be exactly what the sequence holds.
+    assert!(matches!(c.seq_state_with_tokens(0, &head[1..]), Err(Error::InvalidParam { name: "tokens", .. })));
+    assert!(matches!(c.seq_state_with_tokens(0, &[-1]), Err(Error::TokenOutOfVocab { .. })));
+    assert!(matches!(c.seq_state_with_tokens(2, head), Err(Error::SeqIdOutOfRange { .. })));
+    let saved = c.seq_state_with_tokens(0, head).unwrap();
+    let reference = next_logits(&mut c, last, head.len(), 0);
+
+    c.kv_clear();
+    assert_eq!(c.set_seq_state_with_tokens(&saved, 1).unwrap(), head);
+    assert_eq!((c.kv_seq_pos_min(1), c.kv_seq_pos_max(1)), (Some(0), Some(head.len() as i32 - 1)));
+    assert_eq!(c.kv_seq_pos_max(0), None, "only the target sequence is restored");
+    let restored = next_logits(&mut c, last, head.len(), 1);
+    let diff = reference.iter().zip(&restored).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-3, "logits after the restore differ by {diff}");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(argmax(&reference), argmax(&restored));
+
+    // Tampered, truncated, forged, relabelled or foreign states are typed
+    // errors, and the sequence they were aimed at keeps what it held.
+    let held = c.kv_seq_pos_max(1);
+    let mut tampered = saved.clone();
+    let len = tampered.len();
+    tampered[len / 2] ^= 0x40;
+    let mut token_changed = saved.clone();
+    token_changed[60 + 4] ^= 1; // the first token, just after the header and the count
+    let other_key = {
+        let mut e = ctx(1024, 2);
+        e.set_state_key(StateKey::generate().unwrap());
+        let mut b = e.new_batch();
+        b.add_sequence(head, 0, 0, false).unwrap();
+        e.decode(&b).unwrap();
+        e.seq_state_with_tokens(0, head).unwrap()
+    };
+    let plain = c.seq_state_bytes(1).unwrap();
+    let whole = c.state_bytes().unwrap();
+    for (what, bytes) in [
+        ("tampered", &tampered[..]),
+        ("a changed token", &token_changed[..]),
+        ("truncated", &saved[..len - 1]),
+        ("header only", &saved[..60]),
+        ("another key", &other_key[..]),
+        ("a state without tokens", &plain[..]),
+        ("a context state", &whole[..]),
+        ("garbage", &b"garbage"[..]),
+        ("empty", &b""[..]),
+    ] {
+        assert!(matches!(c.set_seq_state_with_tokens(bytes, 0), Err(Error::State(_))), "{what}");
+        assert!(matches!(c.set_seq_state_with_tokens(bytes, 1), Err(Error::State(_))), "{what}");
+        assert_eq!(c.kv_seq_pos_max(1), held, "{what} touched the sequence");
+    }
+    assert!(matches!(c.set_seq_state_with_tokens(&saved, 2), Err(Error::SeqIdOutOfRange { .. })));
+    assert!(matches!(c.set_seq_state_with_tokens(&saved, -1), Err(Error::SeqIdOutOfRange { .. })));
+
+    // A context of another shape (one sequence, not two): llama.cpp refuses
+    // the verified state, and the sequence is left empty, never half-written.
+    let mut one = ctx(1024, 1);
+    let mut b = one.new_batch();
+    b.add_sequence(&head[..2], 0, 0, false).unwrap();
+    one.decode(&b).unwrap();
+    assert!(matches!(one.set_seq_state_with_tokens(&saved, 0), Err(Error::State(_))));
+    assert_eq!(one.kv_seq_pos_max(0), None);
+
+    // An empty sequence saves and restores as empty, replacing what was there.
+    let empty = c.seq_state_with_tokens(0, &[]).unwrap();
+    assert_eq!(c.set_seq_state_with_tokens(&empty, 1).unwrap(), Vec::<Token>::new());
+    assert_eq!(c.kv_seq_pos_max(1), None);
+    // So does the plain sequence state (llama.cpp alone would keep the old cells).
+    assert_eq!(c.set_seq_state_with_tokens(&saved, 1).unwrap(), head);
+    let empty_plain = c.seq_state_bytes(0).unwrap();
+    c.set_seq_state_bytes(&empty_plain, 1).unwrap();
+    assert_eq!(c.kv_seq_pos_max(1), None);
+}
+
 #[test]
 fn seeded_sampling_is_deterministic() {
     let m = model();

@@ -79,6 +79,14 @@ int llrs_sampler_init_grammar(const llama_vocab * vocab, const char * grammar_st
     return guard([&] { *out = llama_sampler_init_grammar(vocab, grammar_str, grammar_root); });
 }
 
+int llrs_state_seq_get_size(llama_context * ctx, llama_seq_id seq_id, size_t * out) {
+    return guard([&] { *out = llama_state_seq_get_size(ctx, seq_id); });
+}
+
+int llrs_state_seq_get_data(llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id, size_t * out) {
+    return guard([&] { *out = llama_state_seq_get_data(ctx, dst, size, seq_id); });
+}
+
 int llrs_state_set_data(llama_context * ctx, const uint8_t * src, size_t size, size_t * out) {
     return guard([&] { *out = llama_state_set_data(ctx, src, size); });
 }

@@ -45,6 +45,9 @@ int llrs_sampler_reset(struct llama_sampler * smpl);
 int llrs_sampler_init_grammar(const struct llama_vocab * vocab, const char * grammar_str, const char * grammar_root,
                               struct llama_sampler ** out);
 
+int llrs_state_seq_get_size(struct llama_context * ctx, llama_seq_id seq_id, size_t * out);
+int llrs_state_seq_get_data(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id,
+                            size_t * out);
 int llrs_state_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, size_t * out);
 int llrs_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, llama_seq_id seq_id,
                             size_t * out);
