@@ -26,9 +26,14 @@ pub enum InfillError {
     /// The model lacks the prefix, suffix or middle token.
     #[error("this model has no fill-in-the-middle tokens (FIM prefix, suffix and middle); /infill needs a code model")]
     NoFimTokens,
-    /// Some text could not be tokenized.
-    #[error(transparent)]
-    Tokenize(#[from] CoreError),
+    /// A text could not be tokenized.
+    #[error("{field}: {source}")]
+    Tokenize {
+        /// Which: `prefix`, `suffix`, `prompt` or `extra`.
+        field: &'static str,
+        /// Why.
+        source: CoreError,
+    },
 }
 
 impl Infill {
@@ -50,7 +55,12 @@ impl Infill {
         let (Some(pre), Some(suf), Some(mid)) = (fim.pre, fim.suf, fim.mid) else {
             return Err(InfillError::NoFimTokens);
         };
-        let tok = |text: &str| model.tokenize(text, false, false);
+        let tok_in = |field: &'static str| {
+            move |text: &str| {
+                model.tokenize(text, false, false).map_err(|source| InfillError::Tokenize { field, source })
+            }
+        };
+        let tok = tok_in("extra");
         let mut extra = Vec::new();
         if let (Some(rep), Some(sep)) = (fim.rep, fim.sep) {
             extra.push(rep);
@@ -67,9 +77,9 @@ impl Infill {
                 extra.extend(tok(text)?);
             }
         }
-        let prompt = tok(&self.prompt)?;
-        let prefix = tok(&self.prefix)?;
-        let suffix = tok(&self.suffix)?;
+        let prompt = tok_in("prompt")(&self.prompt)?;
+        let prefix = tok_in("prefix")(&self.prefix)?;
+        let suffix = tok_in("suffix")(&self.suffix)?;
         let n_prefix = prefix.len().min(3 * (budget / 4));
         let n_suffix = suffix.len().min((budget / 4).saturating_sub(2 + prompt.len()));
 
@@ -82,7 +92,8 @@ impl Infill {
 
         // BOS where the model wants one: what tokenizing nothing with
         // `add_special` gives.
-        let mut out = model.tokenize("", true, false)?;
+        let mut out =
+            model.tokenize("", true, false).map_err(|source| InfillError::Tokenize { field: "prompt", source })?;
         let n_extra = extra.len().min(limit.saturating_sub(out.len() + body.len()));
         out.extend_from_slice(&extra[extra.len() - n_extra..]);
         out.extend(body);

@@ -165,6 +165,8 @@ pub struct TopLogprob {
     pub token: Token,
     /// Its text (lossy UTF-8 of its bytes).
     pub text: String,
+    /// Its bytes (may be part of a UTF-8 character).
+    pub bytes: Vec<u8>,
     /// Its log-probability.
     pub logprob: f32,
 }

@@ -776,10 +776,9 @@ impl<I: Inference> Scheduler<I> {
         let top_logprobs = sampled
             .top
             .iter()
-            .map(|&(token, logprob)| TopLogprob {
-                token,
-                text: String::from_utf8_lossy(&self.inf.token_piece(token)).into_owned(),
-                logprob,
+            .map(|&(token, logprob)| {
+                let bytes = self.inf.token_piece(token);
+                TopLogprob { token, text: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob }
             })
             .collect();
         let token = sampled.token;

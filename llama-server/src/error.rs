@@ -70,6 +70,17 @@ impl AppError {
         AppError::InvalidRequest { message: message.into(), param: Some(param.into()) }
     }
 
+    /// This error naming `param` when it is a 400 that names no field yet
+    /// (a tokenizer error, for example, knows no field; its caller does).
+    pub fn with_param(self, param: &str) -> Self {
+        match self {
+            AppError::InvalidRequest { message, param: None } => {
+                AppError::InvalidRequest { message, param: Some(param.to_owned()) }
+            }
+            other => other,
+        }
+    }
+
     /// A 400 with no single field to blame.
     pub fn bad_request(message: impl Into<String>) -> Self {
         AppError::InvalidRequest { message: message.into(), param: None }

@@ -123,9 +123,11 @@ fn collect<'a>(
             Key::Num(Some(id)) => vec![check_id(id, n_vocab)?],
             Key::Str(s) => match s.trim().parse::<i64>() {
                 Ok(id) => vec![check_id(id, n_vocab)?],
-                Err(_) => model.tokenize(s, false, false)?,
+                Err(_) => model.tokenize(s, false, false).map_err(|e| AppError::from(e).with_param("logit_bias"))?,
             },
-            Key::Text(text) => model.tokenize(text, false, false)?,
+            Key::Text(text) => {
+                model.tokenize(text, false, false).map_err(|e| AppError::from(e).with_param("logit_bias"))?
+            }
             Key::Num(None) | Key::Invalid => return Err(bad("a token must be an integer id or a string".into())),
         };
         out.extend(tokens.into_iter().map(|t| (t, bias)));

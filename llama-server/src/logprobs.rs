@@ -76,7 +76,7 @@ impl<'a> TokenLogprob<'a> {
             .iter()
             .take(k as usize)
             .map(|a| Alternative {
-                bytes: a.text.as_bytes(),
+                bytes: &a.bytes,
                 id: ids.then_some(a.token),
                 logprob: f64::from(a.logprob),
                 token: &a.text,

@@ -7,7 +7,6 @@ use llama_runtime::Prompt;
 use serde_json::Value;
 
 use crate::error::AppError;
-use crate::request::MAX_CHOICES;
 use crate::state::Ready;
 
 /// One prompt as a request gave it.
@@ -29,9 +28,14 @@ pub(crate) enum Piece {
 }
 
 /// Parse a `prompt`/`input` field: a string, an array of token ids, an
-/// array of strings (several prompts), or an array of those. `allow_mixed`
-/// also accepts llama.cpp's `[12, "text", 34]`.
-pub(crate) fn parse_prompts(value: &Value, param: &str, allow_mixed: bool) -> Result<Vec<PromptIn>, AppError> {
+/// array of strings (several prompts), or an array of those, at most `max`
+/// prompts. `allow_mixed` also accepts llama.cpp's `[12, "text", 34]`.
+pub(crate) fn parse_prompts(
+    value: &Value,
+    param: &str,
+    allow_mixed: bool,
+    max: usize,
+) -> Result<Vec<PromptIn>, AppError> {
     let shape = || {
         AppError::invalid(
             param,
@@ -72,8 +76,8 @@ pub(crate) fn parse_prompts(value: &Value, param: &str, allow_mixed: bool) -> Re
         Value::Array(_) => vec![one(value)?],
         _ => return Err(shape()),
     };
-    if prompts.len() > MAX_CHOICES * 8 {
-        return Err(AppError::invalid(param, format!("at most {} prompts per request", MAX_CHOICES * 8)));
+    if prompts.len() > max {
+        return Err(AppError::invalid(param, format!("at most {max} prompts per request")));
     }
     Ok(prompts)
 }
@@ -87,7 +91,8 @@ fn token_id(v: &Value, param: &str) -> Result<Token, AppError> {
 impl PromptIn {
     /// The runtime prompt. Mixed prompts are tokenized here, with BOS only
     /// when they start with text (llama.cpp's rule).
-    pub(crate) fn to_prompt(&self, ready: &Ready) -> Result<Prompt, AppError> {
+    /// Tokenizing errors name `param`.
+    pub(crate) fn to_prompt(&self, ready: &Ready, param: &str) -> Result<Prompt, AppError> {
         Ok(match self {
             PromptIn::Text(s) => Prompt::Text(s.clone()),
             PromptIn::Tokens(t) => Prompt::Tokens(t.clone()),
@@ -97,7 +102,8 @@ impl PromptIn {
                 for (i, piece) in pieces.iter().enumerate() {
                     match piece {
                         Piece::Token(t) => tokens.push(*t),
-                        Piece::Text(s) => tokens.extend(model.tokenize(s, i == 0, true)?),
+                        Piece::Text(s) => tokens
+                            .extend(model.tokenize(s, i == 0, true).map_err(|e| AppError::from(e).with_param(param))?),
                     }
                 }
                 Prompt::Tokens(tokens)
@@ -131,7 +137,7 @@ mod tests {
 
     #[test]
     fn prompt_shapes() {
-        let p = |v: Value, mixed| parse_prompts(&v, "prompt", mixed);
+        let p = |v: Value, mixed| parse_prompts(&v, "prompt", mixed, crate::request::MAX_CHOICES * 8);
         assert_eq!(p(json!("hi"), false).unwrap(), [PromptIn::Text("hi".into())]);
         assert_eq!(p(json!([1, 2]), false).unwrap(), [PromptIn::Tokens(vec![1, 2])]);
         assert_eq!(p(json!(["a", "b"]), false).unwrap(), [PromptIn::Text("a".into()), PromptIn::Text("b".into())]);

@@ -190,7 +190,15 @@ fn infill_prompt(req: &CompletionRequest, ready: &Ready) -> Result<PromptIn, App
     let n_ctx = ready.n_ctx_seq as usize;
     let budget = (ready.engine.config().n_batch as usize).min(n_ctx / 2);
     let tokens = infill.tokens(ready.model(), budget, n_ctx * 3 / 4).map_err(|e| match e {
-        InfillError::Tokenize(e) => AppError::from(e),
+        InfillError::Tokenize { field, source } => {
+            let param = match field {
+                "prompt" => "prompt",
+                "prefix" => "input_prefix",
+                "suffix" => "input_suffix",
+                _ => "input_extra",
+            };
+            AppError::from(source).with_param(param)
+        }
         other => AppError::bad_request(other.to_string()),
     })?;
     Ok(PromptIn::Tokens(tokens))
@@ -210,11 +218,7 @@ async fn run(state: AppState, req: CompletionRequest, infill: bool) -> Result<Re
     } else {
         let prompt_value =
             req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
-        let prompts = parse_prompts(prompt_value, "prompt", true)?;
-        if prompts.len() > MAX_CHOICES {
-            return Err(AppError::invalid("prompt", format!("at most {MAX_CHOICES} prompts per request")));
-        }
-        prompts
+        parse_prompts(prompt_value, "prompt", true, MAX_CHOICES)?
     };
     let ready = state.ready()?;
     let prompts = if infill { vec![infill_prompt(&req, &ready)?] } else { prompts };
@@ -236,7 +240,7 @@ async fn run(state: AppState, req: CompletionRequest, infill: bool) -> Result<Re
     let mut requests = Vec::with_capacity(prompts.len());
     for p in &prompts {
         // Each prompt is choice 0 of its own: all sample with the request's seed.
-        requests.push(template.request(p.to_prompt(&ready)?, 0, &ready));
+        requests.push(template.request(p.to_prompt(&ready, "prompt")?, 0, &ready));
     }
     let handles = submit_all(&ready, requests, "prompt").await?;
     let plan = NativePlan {

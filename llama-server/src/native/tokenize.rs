@@ -57,7 +57,9 @@ pub(crate) async fn tokenize(
     let (add, parse) = (req.add_special.unwrap_or(false), req.parse_special.unwrap_or(true));
     let content = req.content;
     let engine = Arc::clone(&ready.engine);
-    let tokens = maybe_blocking(content.len(), move || engine.model().tokenize(&content, add, parse)).await??;
+    let tokens = maybe_blocking(content.len(), move || engine.model().tokenize(&content, add, parse))
+        .await?
+        .map_err(|e| AppError::from(e).with_param("content"))?;
     if !req.with_pieces.unwrap_or(false) {
         return Ok(JsonResponse(Tokens { tokens }).into_response());
     }

@@ -90,7 +90,7 @@ pub(crate) async fn completions(
     let stop = stop_strings(req.stop.as_ref());
     let prompt_value =
         req.prompt.as_ref().ok_or_else(|| AppError::invalid("prompt", "missing required field `prompt`"))?;
-    let prompts = parse_prompts(prompt_value, "prompt", false)?;
+    let prompts = parse_prompts(prompt_value, "prompt", false, MAX_CHOICES * 8)?;
     if prompts.len() * n > MAX_CHOICES {
         return Err(AppError::invalid("n", format!("prompts × n must be at most {MAX_CHOICES}")));
     }
@@ -103,7 +103,7 @@ pub(crate) async fn completions(
     let mut requests = Vec::with_capacity(prompts.len() * n);
     let mut echoes = Vec::with_capacity(prompts.len() * n);
     for p in &prompts {
-        let prompt = p.to_prompt(&ready)?;
+        let prompt = p.to_prompt(&ready, "prompt")?;
         let echo_text = if echo { p.text(&ready) } else { String::new() };
         for i in 0..n {
             requests.push(template.request(prompt.clone(), i, &ready));
