@@ -91,7 +91,8 @@ impl ChatMessage {
 /// # Ok::<(), llama_core::Error>(())
 /// ```
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    /// The Jinja environment; `None` for llama.cpp's built-in formatter.
+    env: Option<Environment<'static>>,
     source: String,
     bos_token: String,
     eos_token: String,
@@ -102,6 +103,7 @@ impl fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChatTemplate")
             .field("source_bytes", &self.source.len())
+            .field("builtin", &self.env.is_none())
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
             .field("fallback", &self.fallback)
@@ -138,7 +140,7 @@ impl ChatTemplate {
             .map_err(engine_panic)?
             .map_err(template_error)?;
         Ok(ChatTemplate {
-            env,
+            env: Some(env),
             source: source.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
@@ -163,14 +165,7 @@ impl ChatTemplate {
     /// `Vocab::token_to_piece` if the BOS
     /// or EOS token has no text.
     pub fn for_model(model: &Model, explicit: Option<&str>) -> Result<ChatTemplate> {
-        let vocab = model.vocab();
-        let text = |token: Option<Token>| -> Result<String> {
-            match token {
-                None => Ok(String::new()),
-                Some(t) => Ok(String::from_utf8_lossy(&vocab.token_to_piece(t, true)?).into_owned()),
-            }
-        };
-        let (bos, eos) = (text(vocab.bos())?, text(vocab.eos())?);
+        let (bos, eos) = special_texts(model)?;
         if let Some(source) = explicit {
             return ChatTemplate::new(source, &bos, &eos);
         }
@@ -184,6 +179,66 @@ impl ChatTemplate {
         let mut chatml = ChatTemplate::new(CHATML_TEMPLATE, &bos, &eos)?;
         chatml.fallback = Some(why);
         Ok(chatml)
+    }
+
+    /// llama.cpp's built-in formatter (no Jinja) for `template`: a name from
+    /// [`builtin_chat_templates`](crate::builtin_chat_templates) (`llama3`,
+    /// `mistral-v7`, ...), or a Jinja source whose markers llama.cpp
+    /// recognizes — what llama.cpp's `--no-jinja` does with a model's
+    /// template.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] when llama.cpp has no format by that name and
+    /// recognizes none in the source.
+    pub fn builtin(template: &str, bos_token: &str, eos_token: &str) -> Result<ChatTemplate> {
+        if template.len() > MAX_TEMPLATE_BYTES {
+            return Err(Error::Template(format!("the template is more than {MAX_TEMPLATE_BYTES} bytes long")));
+        }
+        if crate::model::apply_builtin_chat_template(template, &[("user", "x")], true)?.is_none() {
+            let shown: String = template.chars().take(40).collect();
+            return Err(Error::Template(format!(
+                "llama.cpp has no built-in chat format named or matching {shown:?} (known: {})",
+                crate::builtin_chat_templates().join(", ")
+            )));
+        }
+        Ok(ChatTemplate {
+            env: None,
+            source: template.to_owned(),
+            bos_token: bos_token.to_owned(),
+            eos_token: eos_token.to_owned(),
+            fallback: None,
+        })
+    }
+
+    /// [`for_model`](ChatTemplate::for_model) with llama.cpp's built-in
+    /// formatter instead of Jinja (llama.cpp's `--no-jinja`): `name` if
+    /// given, else the format llama.cpp recognizes in the model's template,
+    /// else ChatML.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] when `name` is no built-in format.
+    pub fn builtin_for_model(model: &Model, name: Option<&str>) -> Result<ChatTemplate> {
+        let (bos, eos) = special_texts(model)?;
+        if let Some(name) = name {
+            return ChatTemplate::builtin(name, &bos, &eos);
+        }
+        let why = match model.chat_template() {
+            Some(source) => match ChatTemplate::builtin(&source, &bos, &eos) {
+                Ok(template) => return Ok(template),
+                Err(_) => "llama.cpp recognizes no built-in format in the model's chat template".to_owned(),
+            },
+            None => "the model has no chat template".to_owned(),
+        };
+        let mut chatml = ChatTemplate::builtin("chatml", &bos, &eos)?;
+        chatml.fallback = Some(why);
+        Ok(chatml)
+    }
+
+    /// Whether this is llama.cpp's built-in formatter (not Jinja).
+    pub fn is_builtin(&self) -> bool {
+        self.env.is_none()
     }
 
     /// Why [`for_model`](ChatTemplate::for_model) fell back to
@@ -218,7 +273,12 @@ impl ChatTemplate {
     /// too deeply, produced more than `MAX_OUTPUT_BASE_BYTES + 2 × input` bytes,
     /// or minijinja panicked.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(template_error)?;
+        let Some(env) = &self.env else {
+            let pairs: Vec<(&str, &str)> = messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+            return crate::model::apply_builtin_chat_template(&self.source, &pairs, add_generation_prompt)?
+                .ok_or_else(|| Error::Template("llama.cpp no longer knows this built-in format".into()));
+        };
+        let template = env.get_template(TEMPLATE_NAME).map_err(template_error)?;
         let input: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
         let limit = MAX_OUTPUT_BASE_BYTES.saturating_add(input.saturating_mul(2));
         let mut out = CappedWriter { buf: Vec::new(), limit, exceeded: false };
@@ -241,6 +301,48 @@ impl ChatTemplate {
         // minijinja writes only `str` data, so this cannot fail; report rather than panic.
         String::from_utf8(out.buf).map_err(|_| Error::Template("the rendered prompt is not valid UTF-8".into()))
     }
+}
+
+/// Which chat template a model is used with: the one choice the CLI and the
+/// server make ([`ChatTemplate::select`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateSpec<'a> {
+    /// The model's own Jinja template, else ChatML.
+    Model,
+    /// A Jinja source the user gave.
+    Jinja(&'a str),
+    /// llama.cpp's built-in formatter (its `--no-jinja`): the named format,
+    /// or with `None` the one it recognizes in the model's template.
+    Builtin(Option<&'a str>),
+}
+
+impl ChatTemplate {
+    /// The template `spec` asks for on `model`: [`for_model`](Self::for_model)
+    /// or [`builtin_for_model`](Self::builtin_for_model).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] for a source that does not compile or a name
+    /// llama.cpp does not know.
+    pub fn select(model: &Model, spec: TemplateSpec<'_>) -> Result<ChatTemplate> {
+        match spec {
+            TemplateSpec::Model => ChatTemplate::for_model(model, None),
+            TemplateSpec::Jinja(source) => ChatTemplate::for_model(model, Some(source)),
+            TemplateSpec::Builtin(name) => ChatTemplate::builtin_for_model(model, name),
+        }
+    }
+}
+
+/// The texts of the model's BOS and EOS tokens (empty when it has none).
+fn special_texts(model: &Model) -> Result<(String, String)> {
+    let vocab = model.vocab();
+    let text = |token: Option<Token>| -> Result<String> {
+        match token {
+            None => Ok(String::new()),
+            Some(t) => Ok(String::from_utf8_lossy(&vocab.token_to_piece(t, true)?).into_owned()),
+        }
+    };
+    Ok((text(vocab.bos())?, text(vocab.eos())?))
 }
 
 /// An in-memory sink that refuses to grow past `limit` bytes.

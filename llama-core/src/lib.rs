@@ -72,14 +72,14 @@ mod vocab;
 
 pub use backend::Backend;
 pub use batch::{Batch, MAX_BATCH, MAX_SEQS_PER_TOKEN};
-pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate};
+pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, TemplateSpec};
 pub use context::Context;
 pub use context_params::{ContextParams, FlashAttn, KvCacheType, MAX_THREADS, MIN_CTX, Pooling, default_threads};
 pub use decoder::TokenDecoder;
 pub use embed::embed;
 pub use error::{Error, Result};
 pub use logprobs::{log_softmax_of, log_softmax_top};
-pub use model::{Model, ModelParams};
+pub use model::{Model, ModelParams, builtin_chat_templates};
 pub use sampler::Sampler;
 pub use sampling_params::{MAX_GRAMMAR_BYTES, MAX_GRAMMAR_DEPTH, RANDOM_SEED, SamplingParams};
 pub use state::StateKey;

@@ -286,3 +286,76 @@ impl Drop for Model {
         unsafe { sys::llama_model_free(self.ptr.as_ptr()) };
     }
 }
+
+/// The names of llama.cpp's built-in chat formats (`llama3`, `chatml`,
+/// `mistral-v7`, `gemma`, `phi3`, ...): what `llama_chat_apply_template`
+/// formats without a Jinja engine, and what llama.cpp's `--chat-template`
+/// takes as a name.
+pub fn builtin_chat_templates() -> Vec<String> {
+    // SAFETY: with a null output array llama.cpp only counts the names.
+    let n = unsafe { sys::llama_chat_builtin_templates(std::ptr::null_mut(), 0) };
+    let mut names: Vec<*const std::ffi::c_char> = vec![std::ptr::null(); usize::try_from(n).unwrap_or(0)];
+    // SAFETY: `names` has room for `len` pointers; llama.cpp writes at most
+    // that many pointers to its static, NUL-terminated names.
+    let written = unsafe { sys::llama_chat_builtin_templates(names.as_mut_ptr(), names.len()) };
+    names.truncate(usize::try_from(written).unwrap_or(0).min(names.len()));
+    names
+        .into_iter()
+        .filter(|p| !p.is_null())
+        // SAFETY: non-null pointers to static NUL-terminated strings (above).
+        .map(|p| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Format `messages` with llama.cpp's built-in formatter for `template`
+/// (a built-in name, or a Jinja source it recognizes by its markers).
+/// `None` when llama.cpp does not know the template.
+pub(crate) fn apply_builtin_chat_template(
+    template: &str,
+    messages: &[(&str, &str)],
+    add_generation_prompt: bool,
+) -> Result<Option<String>> {
+    let c = |s: &str| CString::new(s).map_err(|_| Error::Template("a NUL byte in a chat message or template".into()));
+    let template = c(template)?;
+    let owned: Vec<(CString, CString)> =
+        messages.iter().map(|(role, content)| Ok((c(role)?, c(content)?))).collect::<Result<_>>()?;
+    let chat: Vec<sys::llama_chat_message> =
+        owned.iter().map(|(role, content)| sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() }).collect();
+    let input: usize = messages.iter().map(|(r, t)| r.len() + t.len()).sum();
+    // The formats add a few dozen bytes per message; llama.cpp reports the
+    // length it needs when the buffer is short, and it is tried once more.
+    let mut len = input.saturating_mul(2).saturating_add(256 + 64 * messages.len());
+    for _ in 0..2 {
+        let cap = i32::try_from(len).map_err(|_| Error::Template("the conversation is too long to format".into()))?;
+        let mut buf = vec![0u8; len];
+        let mut n = 0i32;
+        // SAFETY: `template` and every role/content pointer are live C
+        // strings owned by `owned`/`template` for the call; `chat` holds
+        // `chat.len()` messages; `buf` has `cap` writable bytes. Through the
+        // shim: a C++ exception becomes a typed error.
+        let status = unsafe {
+            sys::llrs_chat_apply_template(
+                template.as_ptr(),
+                chat.as_ptr(),
+                chat.len(),
+                add_generation_prompt,
+                buf.as_mut_ptr().cast(),
+                cap,
+                &mut n,
+            )
+        };
+        crate::ffi::guard(status, "llama_chat_apply_template")?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let n = n as usize;
+        if n <= len {
+            buf.truncate(n);
+            return String::from_utf8(buf)
+                .map(Some)
+                .map_err(|_| Error::Template("llama.cpp's formatter wrote invalid UTF-8".into()));
+        }
+        len = n;
+    }
+    Err(Error::Template("llama.cpp's formatter kept asking for more room".into()))
+}

@@ -235,3 +235,39 @@ fn chat_messages_round_trip_through_serde() {
     assert_eq!(json, r#"{"role":"user","content":"hé \"quoted\""}"#);
     assert_eq!(serde_json::from_str::<ChatMessage>(&json).unwrap(), m);
 }
+
+/// llama.cpp's built-in formats (its `--chat-template NAME` and
+/// `--no-jinja`), formatted by llama.cpp itself through the shim.
+#[test]
+fn builtin_formats_are_llama_cpp_s() {
+    let names = llama_core::builtin_chat_templates();
+    for name in ["chatml", "llama3", "mistral-v7", "gemma", "phi3", "command-r", "deepseek3"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+    }
+    let messages = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
+    let llama3 = ChatTemplate::builtin("llama3", "", "").unwrap();
+    assert!(llama3.is_builtin());
+    assert_eq!(
+        llama3.render(&messages, true).unwrap(),
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    // Every name llama.cpp lists formats a conversation.
+    for name in &names {
+        let t = ChatTemplate::builtin(name, "<s>", "</s>").unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!t.render(&messages, true).unwrap().is_empty(), "{name}");
+    }
+    // Refusals are typed errors: an unknown name, a NUL byte.
+    assert!(matches!(ChatTemplate::builtin("no-such-format", "", ""), Err(Error::Template(_))));
+    let nul = [ChatMessage::new("user", "a\0b")];
+    assert!(matches!(llama3.render(&nul, true), Err(Error::Template(_))));
+    // --no-jinja on the default model: llama.cpp recognizes its ChatML template.
+    let model = common::model();
+    let t = ChatTemplate::builtin_for_model(&model, None).unwrap();
+    assert!(t.is_builtin() && t.fallback().is_none());
+    let jinja = ChatTemplate::for_model(&model, None).unwrap();
+    let user = [ChatMessage::new("user", "Hi")];
+    assert!(t.render(&user, true).unwrap().ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+    assert!(jinja.render(&user, true).unwrap().ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+}

@@ -62,6 +62,11 @@ int llrs_token_to_piece(const llama_vocab * vocab, llama_token token, char * buf
     return guard([&] { *out = llama_token_to_piece(vocab, token, buf, length, lstrip, special); });
 }
 
+int llrs_chat_apply_template(const char * tmpl, const llama_chat_message * chat, size_t n_msg, bool add_ass,
+                             char * buf, int32_t length, int32_t * out) {
+    return guard([&] { *out = llama_chat_apply_template(tmpl, chat, n_msg, add_ass, buf, length); });
+}
+
 int llrs_sampler_apply(llama_sampler * smpl, llama_token_data_array * cur_p) {
     return guard([&] { llama_sampler_apply(smpl, cur_p); });
 }

@@ -52,6 +52,9 @@ int llrs_state_set_data(struct llama_context * ctx, const uint8_t * src, size_t 
 int llrs_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, llama_seq_id seq_id,
                             size_t * out);
 
+int llrs_chat_apply_template(const char * tmpl, const struct llama_chat_message * chat, size_t n_msg, bool add_ass,
+                             char * buf, int32_t length, int32_t * out);
+
 // For tests: throws std::runtime_error("llrs test exception") inside the
 // barrier, so that the catch path can be exercised without a hostile model.
 int llrs_test_throw(void);
