@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, Pooling};
+use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, Pooling, StateKey};
 
 use crate::request::StartError;
 
@@ -75,6 +75,13 @@ pub struct EngineConfig {
     /// `None` and `Rank` are refused (per-token embeddings and reranking
     /// are not served by this engine).
     pub pooling: Pooling,
+    /// The key that signs the slot states [`Engine::save_slot`](crate::Engine::save_slot)
+    /// returns, and that a state must verify under for
+    /// [`Engine::restore_slot`](crate::Engine::restore_slot) to hand it to
+    /// llama.cpp. `None`: llama-core's random per-process key, so only
+    /// states saved by this process are restored. Set one (kept secret) to
+    /// restore states across restarts.
+    pub state_key: Option<StateKey>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +104,7 @@ impl Default for EngineConfig {
             type_k: KvCacheType::F16,
             type_v: KvCacheType::F16,
             pooling: Pooling::Unspecified,
+            state_key: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use llama_core::Token;
 
 use crate::config::EngineConfig;
 use crate::engine::{Embeddings, Engine};
@@ -10,10 +11,11 @@ use crate::handle::Handle;
 use crate::inference::{Inference, ModelFacade};
 use crate::metrics::{Health, Metrics, SlotInfo};
 use crate::request::{Prompt, Rejected, Request};
+use crate::slot::{SavedSlot, SlotOp};
 
 /// What a caller does with a running [`Engine`], whatever its backend:
-/// submit requests, embed, read the counters, stop it, and reach the
-/// model's [`ModelFacade`]. Implemented by every `Engine<I>`; a server
+/// submit requests, embed, save, restore and erase slots, read the
+/// counters, stop it, and reach the model's [`ModelFacade`]. Implemented by every `Engine<I>`; a server
 /// holds `Arc<dyn DynEngine>` so that the same handlers run over llama.cpp
 /// and over the fake backend of its router tests.
 ///
@@ -29,6 +31,21 @@ pub trait DynEngine: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`Rejected`], as [`Engine::embed`].
     fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected>;
+    /// [`Engine::save_slot`].
+    ///
+    /// # Errors
+    /// The future resolves to a [`SlotError`](crate::SlotError), as [`Engine::save_slot`].
+    fn save_slot(&self, slot: u32) -> SlotOp<SavedSlot>;
+    /// [`Engine::restore_slot`].
+    ///
+    /// # Errors
+    /// The future resolves to a [`SlotError`](crate::SlotError), as [`Engine::restore_slot`].
+    fn restore_slot(&self, slot: u32, bytes: Vec<u8>) -> SlotOp<Vec<Token>>;
+    /// [`Engine::erase_slot`].
+    ///
+    /// # Errors
+    /// The future resolves to a [`SlotError`](crate::SlotError), as [`Engine::erase_slot`].
+    fn erase_slot(&self, slot: u32) -> SlotOp<usize>;
     /// [`Engine::model`].
     fn model(&self) -> &dyn ModelFacade;
     /// [`Engine::config`].
@@ -52,6 +69,18 @@ impl<I: Inference> DynEngine for Engine<I> {
 
     fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected> {
         Engine::embed(self, inputs, normalize)
+    }
+
+    fn save_slot(&self, slot: u32) -> SlotOp<SavedSlot> {
+        Engine::save_slot(self, slot)
+    }
+
+    fn restore_slot(&self, slot: u32, bytes: Vec<u8>) -> SlotOp<Vec<Token>> {
+        Engine::restore_slot(self, slot, bytes)
+    }
+
+    fn erase_slot(&self, slot: u32) -> SlotOp<usize> {
+        Engine::erase_slot(self, slot)
     }
 
     fn model(&self) -> &dyn ModelFacade {

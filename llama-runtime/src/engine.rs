@@ -1,5 +1,5 @@
 //! The public [`Engine`]: the engine thread, and the caller-side checks of
-//! `submit` and `embed`.
+//! `submit`, `embed` and the slot operations.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -24,6 +24,7 @@ use crate::request::{
     Embedding, EngineError, MAX_N_PROBS, MAX_STOP_BYTES, MAX_STOP_STRINGS, Prompt, Rejected, Request, StartError,
 };
 use crate::scheduler::{Scheduler, Tick};
+use crate::slot::{SavedSlot, SlotError, SlotJob, SlotOp};
 
 /// The inference engine: one OS thread that owns the model context and
 /// decodes every active request together, fed by a bounded queue.
@@ -139,6 +140,9 @@ impl<S> Drop for ThreadGuard<S> {
         }
         for job in embeds {
             let _ = job.reply.send(Err(EngineError::ShuttingDown));
+        }
+        for job in self.inbox.take_slot_jobs() {
+            job.fail(SlotError::ShuttingDown);
         }
         self.metrics.stopped.store(true, Relaxed);
         self.metrics.busy.store(false, Relaxed);
@@ -265,6 +269,54 @@ impl<I: Inference> Engine<I> {
         }
     }
 
+    /// Save slot `slot`'s KV cache: the tokens it holds and its cells, as
+    /// one state signed with the engine's key
+    /// ([`EngineConfig::state_key`]), for [`restore_slot`](Self::restore_slot)
+    /// later (in this engine or, with the same key and model, another).
+    /// Runs on the engine thread between decode steps. The slot must be
+    /// idle: a finished request's cache is what is saved (llama.cpp's
+    /// `POST /slots/{id}?action=save`).
+    ///
+    /// # Errors
+    /// The future resolves to [`SlotError::NoSuchSlot`],
+    /// [`SlotError::Busy`] when a request holds the slot,
+    /// [`SlotError::Failed`] when the backend cannot write the state,
+    /// [`SlotError::Overloaded`] or [`SlotError::ShuttingDown`].
+    pub fn save_slot(&self, slot: u32) -> SlotOp<SavedSlot> {
+        let (reply, op) = SlotOp::channel();
+        self.inner.front.push_slot_job(slot, SlotJob::Save { slot, reply });
+        op
+    }
+
+    /// Replace idle slot `slot`'s KV cache with a state from
+    /// [`save_slot`](Self::save_slot) (of any slot) and resolve to the
+    /// tokens it holds. The slot's cached tokens become these, so a request
+    /// whose prompt starts with them reuses the restored cells. Only states
+    /// that verify under the engine's key are handed to llama.cpp.
+    ///
+    /// # Errors
+    /// The future resolves to [`SlotError::NoSuchSlot`], [`SlotError::Busy`],
+    /// [`SlotError::InvalidState`] for a state that does not verify or does
+    /// not fit (the slot is then empty), [`SlotError::Failed`],
+    /// [`SlotError::Overloaded`] or [`SlotError::ShuttingDown`].
+    pub fn restore_slot(&self, slot: u32, bytes: Vec<u8>) -> SlotOp<Vec<Token>> {
+        let (reply, op) = SlotOp::channel();
+        self.inner.front.push_slot_job(slot, SlotJob::Restore { slot, bytes, reply });
+        op
+    }
+
+    /// Empty idle slot `slot`'s KV cache and cached tokens; resolves to the
+    /// number of tokens it held.
+    ///
+    /// # Errors
+    /// The future resolves to [`SlotError::NoSuchSlot`], [`SlotError::Busy`],
+    /// [`SlotError::Overloaded`] or [`SlotError::ShuttingDown`].
+    pub fn erase_slot(&self, slot: u32) -> SlotOp<usize> {
+        let (reply, op) = SlotOp::channel();
+        self.inner.front.push_slot_job(slot, SlotJob::Erase { slot, reply });
+        op
+    }
+
     /// A snapshot of the counters (a few atomic loads).
     pub fn metrics(&self) -> Metrics {
         let inner = &*self.inner;
@@ -328,6 +380,19 @@ impl<M: ModelBackend> Front<M> {
             self.metrics.rejected_total.fetch_add(1, Relaxed);
         }
         result
+    }
+
+    /// Queue a slot operation, or answer it at once when it cannot be
+    /// queued (no such slot, queue full, shutting down).
+    pub(crate) fn push_slot_job(&self, slot: u32, job: SlotJob) {
+        if slot >= self.config.n_seq_max {
+            return job.fail(SlotError::NoSuchSlot { slot, n_slots: self.config.n_seq_max });
+        }
+        match self.inbox.push_slot_job(job) {
+            Ok(()) => {}
+            Err(PushError::Full(job)) => job.fail(SlotError::Overloaded { queue_capacity: self.inbox.capacity() }),
+            Err(PushError::Closed(job)) => job.fail(SlotError::ShuttingDown),
+        }
     }
 
     /// Tokenize a prompt and check its tokens (not empty, in the vocabulary).

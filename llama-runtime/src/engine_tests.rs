@@ -10,7 +10,7 @@ use llama_core::SamplingParams;
 use crate::fake::{FakeControl, FakeInference, FakeModel};
 use crate::{
     ContextShift, Engine, EngineConfig, EngineError, Event, FinishReason, Health, ModelFacade, Prompt, Rejected,
-    Request, SlotState,
+    Request, SlotError, SlotState,
 };
 
 fn config() -> EngineConfig {
@@ -445,4 +445,76 @@ async fn requests_pinned_to_a_slot_wait_for_it_and_others_go_ahead() {
     assert!(
         matches!(&err, Rejected::Invalid(e) if matches!(e.get(), llama_core::Error::InvalidParam { name: "id_slot", .. }))
     );
+}
+
+#[tokio::test]
+async fn a_saved_slot_restores_into_another_and_its_prefix_is_reused() {
+    let (engine, _) = engine(EngineConfig { n_seq_max: 3, n_ctx: 3 * 256, ..config() });
+    let pinned = |slot: u32| Request { slot: Some(slot), ..greedy("the same prompt", 6) };
+    let first = engine.submit(pinned(0)).unwrap().collect().await.unwrap();
+    let prompt = FakeModel::default().tokenize("the same prompt", true, true).unwrap();
+
+    let saved = engine.save_slot(0).await.unwrap();
+    // The cache: the prompt and every generated token but the last (never decoded).
+    let mut held = prompt.clone();
+    held.extend(&first.tokens()[..5]);
+    assert_eq!(saved.tokens, held);
+    assert_eq!(engine.slots()[0].n_cached as usize, held.len());
+
+    assert_eq!(engine.erase_slot(0).await.unwrap(), held.len());
+    assert_eq!(engine.slots()[0].n_cached, 0);
+    assert_eq!(engine.metrics().kv_cells_used, 0, "erase frees the cells");
+    assert_eq!(engine.erase_slot(0).await.unwrap(), 0, "erasing an empty slot is no error");
+
+    assert_eq!(engine.restore_slot(2, saved.bytes.clone()).await.unwrap(), held);
+    assert_eq!(engine.slots()[2].n_cached as usize, held.len());
+    let again = engine.submit(pinned(2)).unwrap().collect().await.unwrap();
+    assert_eq!(again.tokens(), first.tokens(), "the restored cells are the same KV");
+    assert_eq!(again.usage.cached_tokens as usize, prompt.len() - 1, "the restored prefix is reused");
+
+    // Unknown slots, edited states.
+    assert_eq!(engine.save_slot(3).await.unwrap_err(), SlotError::NoSuchSlot { slot: 3, n_slots: 3 });
+    assert!(matches!(engine.restore_slot(9, saved.bytes.clone()).await, Err(SlotError::NoSuchSlot { .. })));
+    let mut forged = saved.bytes.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    let err = engine.restore_slot(1, forged).await.unwrap_err();
+    assert!(matches!(&err, SlotError::InvalidState(e) if matches!(e.get(), llama_core::Error::State(_))), "{err}");
+    assert!(matches!(engine.restore_slot(1, b"junk".to_vec()).await, Err(SlotError::InvalidState(_))));
+    // A refused restore leaves the slot empty (and consistent).
+    assert!(matches!(engine.restore_slot(2, b"junk".to_vec()).await, Err(SlotError::InvalidState(_))));
+    assert_eq!(engine.slots()[2].n_cached, 0);
+    engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(engine.save_slot(0).await.unwrap_err(), SlotError::ShuttingDown);
+}
+
+#[test]
+fn a_busy_slot_refuses_slot_operations() {
+    let (engine, ctl) = engine(EngineConfig { n_seq_max: 2, n_ctx: 512, ..config() });
+    use futures::executor::block_on as block;
+    let saved = block(engine.save_slot(1)).unwrap();
+    assert!(saved.tokens.is_empty(), "an unused slot saves as empty");
+    ctl.lock().unwrap().delay_per_token = Duration::from_millis(5);
+    let busy = engine.submit(Request { slot: Some(0), ..greedy("long", 200) }).unwrap();
+    wait_until("slot 0 busy", Duration::from_secs(5), || engine.slots()[0].state != SlotState::Idle);
+    assert_eq!(block(engine.save_slot(0)).unwrap_err(), SlotError::Busy { slot: 0 });
+    assert_eq!(block(engine.restore_slot(0, saved.bytes.clone())).unwrap_err(), SlotError::Busy { slot: 0 });
+    assert_eq!(block(engine.erase_slot(0)).unwrap_err(), SlotError::Busy { slot: 0 });
+    // The other slot is free for all three meanwhile.
+    assert_eq!(block(engine.restore_slot(1, saved.bytes)).unwrap(), Vec::<crate::Token>::new());
+    assert_eq!(block(engine.erase_slot(1)).unwrap(), 0);
+    busy.cancel();
+}
+
+#[tokio::test]
+async fn slot_states_cross_engines_only_under_the_same_key() {
+    let key = || Some(llama_core::StateKey::from_bytes([9; 32]));
+    let (a, _) = engine(EngineConfig { state_key: key(), ..config() });
+    a.submit(Request { slot: Some(0), ..greedy("kept across restarts", 3) }).unwrap().collect().await.unwrap();
+    let saved = a.save_slot(0).await.unwrap();
+    a.shutdown(Duration::from_secs(1)).await;
+
+    let (b, _) = engine(EngineConfig { state_key: key(), ..config() });
+    assert_eq!(b.restore_slot(3, saved.bytes.clone()).await.unwrap(), saved.tokens);
+    let (c, _) = engine(config());
+    assert!(matches!(c.restore_slot(0, saved.bytes).await, Err(SlotError::InvalidState(_))));
 }

@@ -2,7 +2,10 @@
 //!
 //! It keeps a per-sequence KV "cache" of tokens and checks every decode the
 //! way llama.cpp would (positions continue the cache, window and batch
-//! bounds), so scheduler bugs show up as decode failures. The next token is
+//! bounds), so scheduler bugs show up as decode failures. A sequence's
+//! saved state is its tokens under a keyed checksum (a fake of llama-core's
+//! HMAC: it refuses edited states and states saved under another key, not
+//! a determined forger). The next token is
 //! a pure function of the seed and the sequence's whole KV content, so a
 //! request's output does not depend on how it was batched — and any KV
 //! corruption changes it. Decodes run in micro-batches and honour the abort
@@ -12,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, Token};
+use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, StateKey, Token};
 
 use crate::inference::{
     BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
@@ -189,6 +192,21 @@ pub struct FakeInference {
     abort: Arc<AtomicBool>,
     control: Arc<Mutex<FakeControl>>,
     ubatches: u64,
+    /// Keys the checksum of saved states.
+    state_key: [u8; 32],
+}
+
+/// The magic of the fake's saved states.
+const FAKE_STATE_MAGIC: &[u8; 8] = b"LLRSFAKE";
+
+/// The fake's keyed checksum of a saved state's tokens.
+fn fake_state_tag(key: &[u8; 32], tokens: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.iter().chain(tokens) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl FakeInference {
@@ -204,12 +222,24 @@ impl FakeInference {
             abort: Arc::new(AtomicBool::new(false)),
             control: Arc::new(Mutex::new(FakeControl::default())),
             ubatches: 0,
+            state_key: [0; 32],
         }
     }
 
-    /// A fake sized like `config`.
+    /// A fake sized like `config`, its saved states keyed with
+    /// `config.state_key` (all zeros without one).
     pub fn for_config(config: &crate::EngineConfig) -> Self {
-        Self::new(config.n_seq_max, config.n_ctx_seq(), config.n_batch, config.n_ubatch)
+        let mut fake = Self::new(config.n_seq_max, config.n_ctx_seq(), config.n_batch, config.n_ubatch);
+        if let Some(key) = &config.state_key {
+            fake.state_key = *key.as_bytes();
+        }
+        fake
+    }
+
+    /// The same fake, its saved states keyed with `key`.
+    pub fn with_state_key(mut self, key: &StateKey) -> Self {
+        self.state_key = *key.as_bytes();
+        self
     }
 
     /// The knobs, shared with the test.
@@ -369,6 +399,42 @@ impl Inference for FakeInference {
 
     fn kv_cells_used(&self) -> u64 {
         self.kv.iter().map(|k| k.len() as u64).sum()
+    }
+
+    fn seq_state(&mut self, seq: SeqId, tokens: &[Token]) -> Result<Vec<u8>, CoreError> {
+        let n_seq_max = self.kv.len() as u32;
+        let kv = self.kv.get(seq as usize).ok_or(llama_core::Error::SeqIdOutOfRange { seq_id: seq, n_seq_max })?;
+        if kv.as_slice() != tokens {
+            // What llama-core refuses too: tokens that are not the sequence's.
+            let reason = format!("fake: {} tokens given, sequence {seq} holds {}", tokens.len(), kv.len());
+            return Err(llama_core::Error::InvalidParam { name: "tokens", reason }.into());
+        }
+        let body: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        let mut out = FAKE_STATE_MAGIC.to_vec();
+        out.extend_from_slice(&fake_state_tag(&self.state_key, &body).to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn set_seq_state(&mut self, seq: SeqId, bytes: &[u8]) -> Result<Vec<Token>, CoreError> {
+        let n_seq_max = self.kv.len() as u32;
+        if seq < 0 || seq as u32 >= n_seq_max {
+            return Err(llama_core::Error::SeqIdOutOfRange { seq_id: seq, n_seq_max }.into());
+        }
+        let refuse = |why: &str| CoreError::from(llama_core::Error::State(format!("fake: {why}")));
+        if bytes.len() < 16 || &bytes[..8] != FAKE_STATE_MAGIC || !(bytes.len() - 16).is_multiple_of(4) {
+            return Err(refuse("not a fake state"));
+        }
+        let body = &bytes[16..];
+        if bytes[8..16] != fake_state_tag(&self.state_key, body).to_le_bytes() {
+            return Err(refuse("state authentication failed"));
+        }
+        let tokens: Vec<Token> = body.chunks_exact(4).map(|b| Token::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if tokens.len() > self.n_ctx_seq as usize || tokens.iter().any(|t| !(0..FAKE_VOCAB).contains(t)) {
+            return Err(refuse("the state does not fit this fake"));
+        }
+        self.kv[seq as usize].clone_from(&tokens);
+        Ok(tokens)
     }
 
     fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {

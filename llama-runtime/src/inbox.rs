@@ -1,5 +1,5 @@
 //! The engine thread's inbox: the bounded admission queue, embedding jobs,
-//! the shutdown request, and the wake-up signal the engine sleeps on when it
+//! slot operations, the shutdown request, and the wake-up signal the engine sleeps on when it
 //! has nothing to do.
 
 use std::collections::VecDeque;
@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::handle::{EventSink, RequestControl};
 use crate::metrics::MetricsCell;
 use crate::request::{Embedding, EngineError};
+use crate::slot::SlotJob;
 
 /// A validated, tokenized request waiting for a slot.
 #[derive(Debug)]
@@ -55,6 +56,7 @@ pub(crate) enum PushError<T> {
 struct State<S> {
     requests: VecDeque<Admission<S>>,
     embeds: VecDeque<EmbedJob>,
+    slot_jobs: VecDeque<SlotJob>,
     /// No more pushes (shutdown requested or the engine thread exited).
     closed: bool,
     /// When in-flight requests must be finished by (set with `closed`).
@@ -74,7 +76,14 @@ pub(crate) struct Inbox<S> {
 
 impl<S> Default for State<S> {
     fn default() -> Self {
-        State { requests: VecDeque::new(), embeds: VecDeque::new(), closed: false, drain_until: None, notified: false }
+        State {
+            requests: VecDeque::new(),
+            embeds: VecDeque::new(),
+            slot_jobs: VecDeque::new(),
+            closed: false,
+            drain_until: None,
+            notified: false,
+        }
     }
 }
 
@@ -136,6 +145,27 @@ impl<S> Inbox<S> {
         drop(st);
         self.cond.notify_one();
         Ok(())
+    }
+
+    /// Queue a slot operation.
+    pub(crate) fn push_slot_job(&self, job: SlotJob) -> Result<(), PushError<SlotJob>> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed(job));
+        }
+        if st.slot_jobs.len() >= self.capacity {
+            return Err(PushError::Full(job));
+        }
+        st.slot_jobs.push_back(job);
+        st.notified = true;
+        drop(st);
+        self.cond.notify_one();
+        Ok(())
+    }
+
+    /// Take every queued slot operation, oldest first.
+    pub(crate) fn take_slot_jobs(&self) -> Vec<SlotJob> {
+        std::mem::take(&mut self.lock().slot_jobs).into()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -225,10 +255,10 @@ impl<S> Inbox<S> {
         self.lock().embeds.pop_front()
     }
 
-    /// Whether nothing is queued (requests or embedding jobs).
+    /// Whether nothing is queued (requests, embedding jobs, slot operations).
     pub(crate) fn is_empty(&self) -> bool {
         let st = self.lock();
-        st.requests.is_empty() && st.embeds.is_empty()
+        st.requests.is_empty() && st.embeds.is_empty() && st.slot_jobs.is_empty()
     }
 
     /// Earliest deadline among queued requests.

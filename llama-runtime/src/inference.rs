@@ -226,6 +226,28 @@ pub trait Inference: Send + 'static {
     /// KV cells in use, all sequences together.
     fn kv_cells_used(&self) -> u64;
 
+    /// The state of `seq`, which holds exactly `tokens` at positions
+    /// `0..tokens.len()`: the tokens and the KV cells in one byte string,
+    /// signed with the backend's state key so that
+    /// [`set_seq_state`](Self::set_seq_state) can tell it from a forgery.
+    ///
+    /// # Errors
+    /// A [`CoreError`] when `seq` is no sequence, does not hold exactly
+    /// `tokens`, or the backend cannot write its state.
+    fn seq_state(&mut self, seq: SeqId, tokens: &[Token]) -> Result<Vec<u8>, CoreError>;
+
+    /// Replace what `seq` holds with a state from
+    /// [`seq_state`](Self::seq_state) (of any sequence) and return its
+    /// tokens; `seq` then holds exactly them, at positions `0..len`.
+    ///
+    /// # Errors
+    /// [`llama_core::Error::State`] (in a [`CoreError`]) for a state that
+    /// does not verify under the backend's key, belongs to another model,
+    /// or does not fit; another [`CoreError`] when the backend fails. After
+    /// an error `seq` holds what it held before or nothing; the caller
+    /// clears it to be sure.
+    fn set_seq_state(&mut self, seq: SeqId, bytes: &[u8]) -> Result<Vec<Token>, CoreError>;
+
     /// The pooled, unnormalized embedding of `tokens` (at most `n_ubatch`
     /// tokens). Must leave the KV of the generation slots untouched.
     ///

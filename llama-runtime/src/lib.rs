@@ -73,6 +73,7 @@ mod llama;
 mod metrics;
 mod request;
 mod scheduler;
+mod slot;
 mod stop;
 
 #[cfg(test)]
@@ -94,3 +95,4 @@ pub use request::{
     Collector, ContextShift, CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES,
     MAX_STOP_STRINGS, Output, Prompt, Rejected, Request, StartError, Timings, TokenEvent, TopLogprob, Usage,
 };
+pub use slot::{SavedSlot, SlotError, SlotOp};

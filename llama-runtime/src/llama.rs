@@ -135,7 +135,10 @@ impl LlamaInference {
             type_k: config.type_k,
             type_v: config.type_v,
         };
-        let ctx = Context::new(Arc::clone(&model), &params)?;
+        let mut ctx = Context::new(Arc::clone(&model), &params)?;
+        if let Some(key) = &config.state_key {
+            ctx.set_state_key(key.clone());
+        }
         let embed_ctx = if config.embeddings {
             // Pooling needs a whole input in one micro-batch.
             let limit = config.n_ubatch.min(per_seq).max(llama_core::MIN_CTX);
@@ -265,6 +268,14 @@ impl Inference for LlamaInference {
 
     fn kv_cells_used(&self) -> u64 {
         self.ctx.kv_cells_used()
+    }
+
+    fn seq_state(&mut self, seq: SeqId, tokens: &[Token]) -> Result<Vec<u8>, CoreError> {
+        Ok(self.ctx.seq_state_with_tokens(seq, tokens)?)
+    }
+
+    fn set_seq_state(&mut self, seq: SeqId, bytes: &[u8]) -> Result<Vec<Token>, CoreError> {
+        Ok(self.ctx.set_seq_state_with_tokens(bytes, seq)?)
     }
 
     fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {

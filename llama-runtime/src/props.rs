@@ -1,7 +1,8 @@
 //! Property tests: the real scheduler over the fake backend, driven tick by
 //! tick with a virtual clock through random interleavings of submit, cancel,
 //! drop, deadlines, slow and stalled readers, injected decode failures,
-//! aborts inside a decode, embedding jobs and shutdown.
+//! aborts inside a decode, embedding jobs, slot save / restore / erase
+//! (genuine and edited states) and shutdown.
 //!
 //! Case count: `PROPTEST_CASES` (default 256 here; CI may raise it).
 
@@ -21,7 +22,8 @@ use crate::inbox::{EmbedJob, Inbox};
 use crate::inference::{DecodeError, ModelFacade};
 use crate::metrics::MetricsCell;
 use crate::scheduler::{Scheduler, Tick};
-use crate::{Embedding, EngineConfig, EngineError, Event, FinishReason, Rejected, Request};
+use crate::slot::{SlotJob, SlotOp};
+use crate::{Embedding, EngineConfig, EngineError, Event, FinishReason, Rejected, Request, SavedSlot, SlotError};
 
 const SLOW_CONSUMER_MS: u64 = 20;
 
@@ -62,7 +64,20 @@ enum Op {
     Fail(DecodeError),
     CancelMidDecode(Index),
     Embed(Index, u8),
+    /// Slot operations; slot ids run one past the last slot.
+    SaveSlot(u8),
+    /// Restore the `Index`th saved state (edited when the flag is set).
+    RestoreSlot(Index, u8, bool),
+    EraseSlot(u8),
     Shutdown(u16),
+}
+
+/// A slot operation waiting for its answer, with what it must be.
+#[derive(Debug)]
+enum SlotReply {
+    Save(u32, SlotOp<SavedSlot>),
+    Restore { slot: u32, want: Option<Vec<Token>>, op: SlotOp<Vec<Token>> },
+    Erase(u32, SlotOp<usize>),
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -110,6 +125,9 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::Fail),
         1 => any::<Index>().prop_map(Op::CancelMidDecode),
         1 => (any::<Index>(), 1u8..4).prop_map(|(i, n)| Op::Embed(i, n)),
+        1 => any::<u8>().prop_map(Op::SaveSlot),
+        1 => (any::<Index>(), any::<u8>(), prop::bool::weighted(0.2)).prop_map(|(i, s, e)| Op::RestoreSlot(i, s, e)),
+        1 => any::<u8>().prop_map(Op::EraseSlot),
         1 => (0u16..200).prop_map(Op::Shutdown),
     ]
 }
@@ -160,6 +178,8 @@ struct Harness {
     now: Instant,
     reqs: Vec<Tracked>,
     embeds: Vec<(usize, EmbedReply)>,
+    slot_replies: Vec<SlotReply>,
+    saved: Vec<SavedSlot>,
     steps_checked: usize,
     failures_injected: bool,
     shutdown: bool,
@@ -197,6 +217,8 @@ impl Harness {
             now: base,
             reqs: Vec::new(),
             embeds: Vec::new(),
+            slot_replies: Vec::new(),
+            saved: Vec::new(),
             steps_checked: 0,
             failures_injected: false,
             shutdown: false,
@@ -289,6 +311,52 @@ impl Harness {
         if t == Tick::Finished {
             self.finished = true;
         }
+        self.check_slot_replies()
+    }
+
+    /// Check the slot operations answered since the last look; keep the
+    /// states saved for later restores.
+    fn check_slot_replies(&mut self) -> Result<(), TestCaseError> {
+        let n_slots = self.cfg.n_seq_max;
+        let mut waiting = Vec::new();
+        for reply in std::mem::take(&mut self.slot_replies) {
+            // Errors every operation may get: a busy slot, a slot past the
+            // last, a full queue, shutdown.
+            let allowed = |slot: u32, e: &SlotError| match e {
+                SlotError::Busy { slot: s } => *s == slot && slot < n_slots,
+                SlotError::NoSuchSlot { slot: s, n_slots: n } => *s == slot && *n == n_slots && slot >= n_slots,
+                SlotError::Overloaded { queue_capacity } => *queue_capacity == self.cfg.queue_capacity,
+                SlotError::ShuttingDown => self.shutdown,
+                _ => false,
+            };
+            match reply {
+                SlotReply::Save(slot, mut op) => match (&mut op).now_or_never() {
+                    None => waiting.push(SlotReply::Save(slot, op)),
+                    Some(Ok(saved)) => {
+                        prop_assert!(slot < n_slots && saved.tokens.len() <= self.n_ctx_seq);
+                        self.saved.push(saved);
+                    }
+                    Some(Err(e)) => prop_assert!(allowed(slot, &e), "save of slot {slot}: {e:?}"),
+                },
+                SlotReply::Restore { slot, want, mut op } => match (&mut op).now_or_never() {
+                    None => waiting.push(SlotReply::Restore { slot, want, op }),
+                    Some(Ok(tokens)) => {
+                        prop_assert!(want.is_some(), "an edited state was restored into slot {slot}");
+                        prop_assert_eq!(Some(tokens), want);
+                    }
+                    Some(Err(SlotError::InvalidState(_))) => {
+                        prop_assert!(want.is_none(), "a genuine state was refused")
+                    }
+                    Some(Err(e)) => prop_assert!(allowed(slot, &e), "restore into slot {slot}: {e:?}"),
+                },
+                SlotReply::Erase(slot, mut op) => match (&mut op).now_or_never() {
+                    None => waiting.push(SlotReply::Erase(slot, op)),
+                    Some(Ok(n)) => prop_assert!(slot < n_slots && n <= self.n_ctx_seq),
+                    Some(Err(e)) => prop_assert!(allowed(slot, &e), "erase of slot {slot}: {e:?}"),
+                },
+            }
+        }
+        self.slot_replies = waiting;
         Ok(())
     }
 
@@ -381,6 +449,36 @@ impl Harness {
                     }
                 }
             }
+            Op::SaveSlot(slot) => {
+                let slot = u32::from(slot) % (self.cfg.n_seq_max + 1);
+                let (reply, op) = SlotOp::channel();
+                self.front.push_slot_job(slot, SlotJob::Save { slot, reply });
+                self.slot_replies.push(SlotReply::Save(slot, op));
+            }
+            Op::RestoreSlot(i, slot, edit) => {
+                if self.saved.is_empty() {
+                    return Ok(());
+                }
+                let saved = &self.saved[i.index(self.saved.len())];
+                let slot = u32::from(slot) % (self.cfg.n_seq_max + 1);
+                let mut bytes = saved.bytes.clone();
+                let want = if edit {
+                    let at = i.index(bytes.len());
+                    bytes[at] ^= 0x5a;
+                    None
+                } else {
+                    Some(saved.tokens.clone())
+                };
+                let (reply, op) = SlotOp::channel();
+                self.front.push_slot_job(slot, SlotJob::Restore { slot, bytes, reply });
+                self.slot_replies.push(SlotReply::Restore { slot, want, op });
+            }
+            Op::EraseSlot(slot) => {
+                let slot = u32::from(slot) % (self.cfg.n_seq_max + 1);
+                let (reply, op) = SlotOp::channel();
+                self.front.push_slot_job(slot, SlotJob::Erase { slot, reply });
+                self.slot_replies.push(SlotReply::Erase(slot, op));
+            }
             Op::Shutdown(ms) => {
                 self.front.inbox.close(self.now + Duration::from_millis(u64::from(ms)));
                 self.shutdown = true;
@@ -420,6 +518,9 @@ impl Harness {
         for r in &self.reqs {
             self.check_request(r)?;
         }
+        // Every slot operation was answered.
+        self.check_slot_replies()?;
+        prop_assert!(self.slot_replies.is_empty(), "unanswered slot operations: {:?}", self.slot_replies);
         for (n, rx) in &mut self.embeds {
             match rx.try_recv() {
                 Ok(Ok(v)) => prop_assert_eq!(v.len(), *n),

@@ -3,7 +3,8 @@
 //! property test with a virtual clock).
 //!
 //! One tick: take the shutdown request into account, retire cancelled and
-//! expired sequences, flush held-back events, admit queued requests into free
+//! expired sequences, flush held-back events, run queued slot operations
+//! (save, restore, erase an idle slot), admit queued requests into free
 //! slots (FIFO), run one embedding input if one waits, then build one batch
 //! from every runnable sequence, decode it, sample and push events.
 
@@ -22,6 +23,7 @@ use crate::metrics::{MetricsCell, SlotInfo, SlotState};
 use crate::request::{
     ContextShift, Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage,
 };
+use crate::slot::{SavedSlot, SlotError, SlotJob};
 use crate::stop::{StopMatcher, StopOutcome};
 
 /// What one tick did.
@@ -210,16 +212,21 @@ impl<I: Inference> Scheduler<I> {
             if let Some(w) = self.embed.take() {
                 let _ = w.job.reply.send(Err(EngineError::ShuttingDown));
             }
+            for job in self.inbox.take_slot_jobs() {
+                job.fail(SlotError::ShuttingDown);
+            }
         }
         self.sweep(now, drain_until);
         self.sweep_queue(now);
+        // Before admission: a slot that is idle now is still idle for them.
+        let slot_work = self.run_slot_jobs();
         self.admit(now);
         if drain_until.is_some() && self.n_active() == 0 && self.embed.is_none() && self.inbox.is_empty() {
             self.release_all_kv();
             self.publish(now, false);
             return Tick::Finished;
         }
-        let mut worked = self.embed_one();
+        let mut worked = self.embed_one() | slot_work;
         if let Some(items) = self.plan() {
             self.execute(items);
             worked = true;
@@ -494,6 +501,94 @@ impl<I: Inference> Scheduler<I> {
         } else if adm.max_tokens == Some(0) {
             self.end(idx, End::Finished(FinishReason::MaxTokens));
         }
+    }
+
+    // ---- slot operations -----------------------------------------------------
+
+    /// Run every queued slot operation, oldest first; true if there were any.
+    fn run_slot_jobs(&mut self) -> bool {
+        let jobs = self.inbox.take_slot_jobs();
+        let worked = !jobs.is_empty();
+        for job in jobs {
+            if job.is_abandoned() {
+                continue;
+            }
+            match job {
+                SlotJob::Save { slot, reply } => {
+                    let result = self.save_slot(slot);
+                    let _ = reply.send(result);
+                }
+                SlotJob::Restore { slot, bytes, reply } => {
+                    let result = self.restore_slot(slot, &bytes);
+                    self.publish_slot_change(slot);
+                    let _ = reply.send(result);
+                }
+                SlotJob::Erase { slot, reply } => {
+                    let result = self.erase_slot(slot);
+                    self.publish_slot_change(slot);
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        worked
+    }
+
+    /// Counters first, so that whoever reads an operation's answer sees
+    /// the slot and the KV cells as the operation left them.
+    fn publish_slot_change(&self, slot: u32) {
+        self.metrics.kv_cells_used.store(self.inf.kv_cells_used(), Relaxed);
+        if (slot as usize) < self.slots.len() {
+            self.publish_slot(slot as usize);
+        }
+    }
+
+    /// The index of `slot`, if it exists and serves no request.
+    fn idle_slot(&self, slot: u32) -> Result<usize, SlotError> {
+        match self.slots.get(slot as usize) {
+            None => Err(SlotError::NoSuchSlot { slot, n_slots: self.slots.len() as u32 }),
+            Some(s) if s.seq.is_some() => Err(SlotError::Busy { slot }),
+            Some(_) => Ok(slot as usize),
+        }
+    }
+
+    /// The tokens and KV of an idle slot.
+    fn save_slot(&mut self, slot: u32) -> Result<SavedSlot, SlotError> {
+        let idx = self.idle_slot(slot)?;
+        let s = &self.slots[idx];
+        let bytes = self.inf.seq_state(s.id, &s.cache).map_err(SlotError::Failed)?;
+        Ok(SavedSlot { tokens: s.cache.clone(), bytes })
+    }
+
+    /// Replace an idle slot's KV and cached tokens with a saved state, so
+    /// that the next request sharing its prefix reuses it.
+    fn restore_slot(&mut self, slot: u32, bytes: &[u8]) -> Result<Vec<Token>, SlotError> {
+        let idx = self.idle_slot(slot)?;
+        let seq = self.slots[idx].id;
+        match self.inf.set_seq_state(seq, bytes) {
+            Ok(tokens) => {
+                let s = &mut self.slots[idx];
+                s.cache.clone_from(&tokens);
+                s.last_used = self.n_ticks;
+                Ok(tokens)
+            }
+            Err(e) => {
+                // The sequence holds what it held or nothing: empty it, so
+                // that the slot's cached tokens say what its KV holds.
+                self.clear_slot_kv(idx);
+                Err(match e.get() {
+                    llama_core::Error::State(_) => SlotError::InvalidState(e),
+                    _ => SlotError::Failed(e),
+                })
+            }
+        }
+    }
+
+    /// Empty an idle slot's KV and cached tokens; how many tokens it held.
+    fn erase_slot(&mut self, slot: u32) -> Result<usize, SlotError> {
+        let idx = self.idle_slot(slot)?;
+        let n = self.slots[idx].cache.len();
+        self.clear_slot_kv(idx);
+        Ok(n)
     }
 
     // ---- embeddings --------------------------------------------------------

@@ -431,3 +431,32 @@ fn embedding_pooling_follows_the_config() {
     assert_eq!(default, mean);
     assert_ne!(mean, last);
 }
+
+#[test]
+fn a_slot_saved_erased_and_restored_elsewhere_reuses_its_prefix() {
+    let _s = serial();
+    let key = llama_core::StateKey::from_bytes([3; 32]);
+    let engine = start(EngineConfig { state_key: Some(key.clone()), ..config(2, 256) });
+    use futures::executor::block_on as block;
+    let pinned = |slot: u32| Request { slot: Some(slot), ..greedy(PROMPTS[1], 12) };
+    let first = run(&engine, pinned(0));
+    let saved = block(engine.save_slot(0)).unwrap();
+    assert_eq!(saved.tokens.len(), first.usage.prompt_tokens as usize + first.tokens().len() - 1);
+    assert_eq!(&saved.tokens[first.usage.prompt_tokens as usize..], &first.tokens()[..first.tokens().len() - 1]);
+    assert_eq!(block(engine.erase_slot(0)).unwrap(), saved.tokens.len());
+    assert_eq!(engine.metrics().kv_cells_used, 0);
+
+    assert_eq!(block(engine.restore_slot(1, saved.bytes.clone())).unwrap(), saved.tokens);
+    let again = run(&engine, pinned(1));
+    assert_eq!(again.tokens(), first.tokens(), "greedy output after the restore");
+    assert_eq!(again.usage.cached_tokens, first.usage.prompt_tokens - 1, "the restored prefix is reused");
+
+    // Another engine with the same key and model restores it; one without refuses it.
+    engine.shutdown_blocking(Duration::from_secs(5));
+    let same_key = start(EngineConfig { state_key: Some(key), ..config(2, 256) });
+    assert_eq!(block(same_key.restore_slot(0, saved.bytes.clone())).unwrap(), saved.tokens);
+    same_key.shutdown_blocking(Duration::from_secs(5));
+    let other = start(config(2, 256));
+    let err = block(other.restore_slot(0, saved.bytes)).unwrap_err();
+    assert!(matches!(err, llama_runtime::SlotError::InvalidState(_)), "{err}");
+}
