@@ -12,6 +12,7 @@ use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, ModelParams, Pooling};
 use llama_runtime::EngineConfig;
 
 use crate::flags::{self, FLAGS, FlagClass, FlagParser, Notice, Notices};
+use crate::hub;
 
 /// The file `-m` defaults to, looked up by llama-runtime's
 /// [`find_default_model`](llama_runtime::find_default_model): in the current
@@ -141,6 +142,28 @@ pub struct Args {
     /// next to the executable.
     #[arg(short = 'm', long, env = "LLAMA_ARG_MODEL", value_name = "FNAME")]
     pub model: Option<PathBuf>,
+
+    /// Download the model from this Hugging Face repository (into the cache; wins over -m). The quant picks the
+    /// file whose name has it (case-insensitive; default Q4_K_M, else Q8_0, else the first GGUF file). Alias: -hf,
+    /// -hfr.
+    #[arg(long = "hf-repo", env = "LLAMA_ARG_HF_REPO", value_name = "<user>/<model>[:quant]")]
+    pub hf_repo: Option<String>,
+
+    /// The file to take from the --hf-repo repository (overrides the quant). Alias: -hff.
+    #[arg(long = "hf-file", env = "LLAMA_ARG_HF_FILE", value_name = "FILE")]
+    pub hf_file: Option<String>,
+
+    /// Hugging Face access token, sent as a bearer token (never logged). Alias: -hft.
+    #[arg(long = "hf-token", env = "HF_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+
+    /// Download the model from this URL (into the cache, or to -m FNAME when given). Alias: -mu.
+    #[arg(long = "model-url", env = "LLAMA_ARG_MODEL_URL", value_name = "MODEL_URL")]
+    pub model_url: Option<String>,
+
+    /// Offline: -hf and -mu use only the download cache, no network.
+    #[arg(long, env = "LLAMA_ARG_OFFLINE", value_parser = parse_bool_env)]
+    pub offline: bool,
 
     /// Model name(s) used by the API (comma-separated); the first is reported. Default: the model's file name.
     #[arg(short = 'a', long, env = "LLAMA_ARG_ALIAS", value_delimiter = ',', value_name = "NAME")]
@@ -736,6 +759,14 @@ pub struct Settings {
     /// `--chat-template-kwargs`: extra template variables. Not passed to
     /// the template yet.
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// `-hf`/`-hff`/`-mu`: where [`Settings::download_model`] fetches the
+    /// model from before it loads (`None`: `model_path` is a local file).
+    /// With `-hf`, `model_path` is empty until then.
+    pub download: Option<hub::Source>,
+    /// `--offline`: downloads use only the cache.
+    pub offline: bool,
+    /// `-hft` / `HF_TOKEN` (its `Debug` does not show it).
+    pub hf_token: Option<hub::Token>,
     /// One line per flag given that has no effect here: `--flag: reason`.
     /// [`Settings::log_ignored_flags`] logs them at startup.
     pub ignored_flags: Vec<String>,
@@ -964,11 +995,23 @@ impl Args {
         let ignored_flags: Vec<String> =
             self.notices.ignored.iter().map(|n| format!("{}: no effect here: {}", n.flag, n.reason)).collect();
 
-        let model_path = match &self.model {
+        // As llama.cpp: -hf wins over -m; -mu downloads to -m when both are given.
+        let non_empty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        let download = if let Some(spec) = non_empty(&self.hf_repo) {
+            let repo = hub::RepoSpec::parse(&spec).map_err(|_| {
+                range("--hf-repo", &spec, "expected <user>/<model>[:quant], e.g. ggml-org/gemma-3-1b-it-GGUF:Q4_K_M")
+            })?;
+            Some(hub::Source::Hub { repo, file: non_empty(&self.hf_file) })
+        } else {
+            non_empty(&self.model_url).map(|url| hub::Source::Url { url, path: self.model.clone() })
+        };
+        let model_path = match (&download, &self.model) {
+            // Filled in by `Settings::download_model`.
+            (Some(hub::Source::Hub { .. }), _) | (Some(hub::Source::Url { .. }), None) => PathBuf::new(),
             // Whether the file exists is checked when the server starts
             // (`serve`), so that settings can be built without a model.
-            Some(path) => path.clone(),
-            None => llama_runtime::find_default_model().map_err(|e| ArgsError::DefaultModelMissing {
+            (_, Some(path)) => path.clone(),
+            (None, None) => llama_runtime::find_default_model().map_err(|e| ArgsError::DefaultModelMissing {
                 searched: e.searched.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             })?,
         };
@@ -1024,6 +1067,9 @@ impl Args {
             ignore_eos: self.ignore_eos,
             jinja: pair(self.jinja, self.no_jinja, true),
             chat_template_kwargs,
+            download,
+            offline: self.offline,
+            hf_token: self.hf_token.clone().and_then(hub::Token::new),
             ignored_flags,
         })
     }
@@ -1216,6 +1262,29 @@ impl Settings {
 }
 
 impl Settings {
+    /// `-hf`/`-mu`: download the model (or find it in the cache) and make
+    /// [`Settings::model_path`] its local path. Nothing to do without a
+    /// download source. The cache and the hub come from the environment
+    /// ([`hub::Options::from_env`]); `--offline` and `--hf-token` apply.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the download; the next start resumes it.
+    ///
+    /// # Errors
+    /// [`hub::HubError`]: see [`hub::resolve`].
+    pub async fn download_model(&mut self) -> Result<(), hub::HubError> {
+        let Some(source) = &self.download else { return Ok(()) };
+        let mut options = hub::Options::from_env()?;
+        options.offline = self.offline;
+        if let Some(token) = &self.hf_token {
+            options.token = Some(token.clone());
+        }
+        self.model_path = hub::resolve(source, &options).await?;
+        tracing::info!("model {source}: {}", self.model_path.display());
+        Ok(())
+    }
+
     /// Refuse a model path that names no file (before anything binds or
     /// loads; [`Args::validate`] does not look at the file system for it).
     ///

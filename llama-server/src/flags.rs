@@ -186,7 +186,8 @@ const ROPE: &str = "RoPE/YaRN scaling comes from the model file; overriding it i
 const SPEC: &str = "speculative decoding is not built: tokens are generated without a draft";
 const SPEC_REMOVED: &str = "removed in llama.cpp too (it refuses it): use the --spec-draft-* or --spec-ngram-* flags";
 const MTMD: &str = "multimodal input is not built yet (image and audio parts are refused with 400)";
-const DOWNLOAD: &str = "model downloads are not built yet: pass -m with a local GGUF file";
+const PRESET: &str =
+    "llama.cpp's preset flags (a fixed repository plus its flags) are not built: pass -hf REPO and the flags yourself";
 const NO_UI: &str = "there is no web UI";
 const TOOLS: &str = "built-in agent tools and MCP servers are not provided";
 const REASONING: &str = "reasoning output is not parsed: thoughts stay in `content`";
@@ -202,7 +203,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--version"]).imp("version", "Print the version and exit."),
     flag(&["-cl", "--cache-list"]).exit(
         ExitAction::CacheList,
-        "Prints `number of models in cache: 0` and exits: nothing is downloaded yet, so the cache is empty.",
+        "Prints the models in the -hf cache (`user/model:QUANT`, one per quant) and exits.",
     ),
     flag(&["--completion-bash"]).exit(ExitAction::CompletionBash, "Prints a bash completion script and exits."),
     flag(&["-t", "--threads"]).val("N").env("LLAMA_ARG_THREADS").imp("threads", "Default -1 (all cores)."),
@@ -342,11 +343,26 @@ pub static FLAGS: &[Flag] = &[
         "model",
         "Default models/SmolLM2-135M-Instruct.Q4_1.gguf, looked up in the current directory, then in each ancestor of the executable's.",
     ),
-    flag(&["-mu", "--model-url"]).val("MODEL_URL").env("LLAMA_ARG_MODEL_URL").refused(DOWNLOAD),
-    flag(&["-dr", "--docker-repo"]).val("[<repo>/]<model>[:quant]").env("LLAMA_ARG_DOCKER_REPO").refused(DOWNLOAD),
-    flag(&["-hf", "-hfr", "--hf-repo"]).val("<user>/<model>[:quant]").env("LLAMA_ARG_HF_REPO").refused(DOWNLOAD),
-    flag(&["-hff", "--hf-file"]).val("FILE").env("LLAMA_ARG_HF_FILE").refused(DOWNLOAD),
-    flag(&["-hft", "--hf-token"]).val("TOKEN").env("HF_TOKEN").no_effect("nothing is downloaded yet"),
+    flag(&["-mu", "--model-url"]).val("MODEL_URL").env("LLAMA_ARG_MODEL_URL").imp(
+        "model_url",
+        "Downloads to -m FNAME if given, else into llama.cpp's cache directory (LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp) under the URL's file name; resumable, GGUF-checked. A file already there is used as is (llama.cpp re-checks its ETag). Split URLs are not expanded.",
+    ),
+    flag(&["-dr", "--docker-repo"])
+        .val("[<repo>/]<model>[:quant]")
+        .env("LLAMA_ARG_DOCKER_REPO")
+        .refused("Docker Hub downloads are not built: use -hf or -mu"),
+    flag(&["-hf", "-hfr", "--hf-repo"]).val("<user>/<model>[:quant]").env("LLAMA_ARG_HF_REPO").imp(
+        "hf_repo",
+        "Downloads from the hub (HF_ENDPOINT) into the Hugging Face cache layout llama.cpp uses (LLAMA_CACHE, else HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub): resumable, sha256- and GGUF-checked; every part of a split model. Wins over -m. mmproj files and preset.ini repositories are not fetched. See \"Downloading models\".",
+    ),
+    flag(&["-hff", "--hf-file"])
+        .val("FILE")
+        .env("LLAMA_ARG_HF_FILE")
+        .imp("hf_file", "A path in the -hf repository; overrides the quant. Without -hf it does nothing, as in llama.cpp."),
+    flag(&["-hft", "--hf-token"])
+        .val("TOKEN")
+        .env("HF_TOKEN")
+        .imp("hf_token", "Sent as `Authorization: Bearer` to the hub (not across a redirect to another host); never logged."),
     flag(&["--log-disable"]).imp("log_disable", "No log output at all."),
     flag(&["--log-file"])
         .val("FNAME")
@@ -361,7 +377,9 @@ pub static FLAGS: &[Flag] = &[
         .env("LLAMA_ARG_LOG_COLORS")
         .imp("log_colors", "ANSI colors on stderr; auto = when stderr is a terminal."),
     flag(&["-v", "--verbose", "--log-verbose"]).imp("verbose", "Debug logging (RUST_LOG overrides)."),
-    flag(&["--offline"]).env("LLAMA_ARG_OFFLINE").no_effect("nothing is downloaded yet, so nothing needs the network"),
+    flag(&["--offline"])
+        .env("LLAMA_ARG_OFFLINE")
+        .imp("offline", "-hf and -mu use only the cache; a model that is not there is an error."),
     flag(&["-lv", "--verbosity", "--log-verbosity"]).val("N").env("LLAMA_ARG_LOG_VERBOSITY").imp(
         "log_verbosity",
         "0-1 errors, 2 warnings, 3 info (default), 4 debug, 5+ trace (RUST_LOG overrides).",
@@ -653,7 +671,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"])
         .val("<user>/<model>[:quant]")
         .env("LLAMA_ARG_SPEC_DRAFT_HF_REPO")
-        .refused("draft models (speculative decoding) and downloads are not built yet"),
+        .refused("draft models (speculative decoding) are not built yet"),
     flag(&["--spec-draft-threads", "-td", "--threads-draft"]).val("N").no_effect(SPEC),
     flag(&["--spec-draft-threads-batch", "-tbd", "--threads-batch-draft"]).val("N").no_effect(SPEC),
     flag(&["--spec-draft-cpu-mask", "-Cd", "--cpu-mask-draft"]).val("M").no_effect(SPEC),
@@ -713,17 +731,17 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--spec-ngram-size-n"]).val("N").refused(SPEC_REMOVED),
     flag(&["--spec-ngram-size-m"]).val("N").refused(SPEC_REMOVED),
     flag(&["--spec-ngram-min-hits"]).val("N").refused(SPEC_REMOVED),
-    flag(&["--embd-gemma-default"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-1.5b-default"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-3b-default"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-7b-default"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-7b-spec"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-14b-spec"]).refused(DOWNLOAD),
-    flag(&["--fim-qwen-30b-default"]).refused(DOWNLOAD),
-    flag(&["--gpt-oss-20b-default"]).refused(DOWNLOAD),
-    flag(&["--gpt-oss-120b-default"]).refused(DOWNLOAD),
-    flag(&["--vision-gemma-4b-default"]).refused(DOWNLOAD),
-    flag(&["--vision-gemma-12b-default"]).refused(DOWNLOAD),
+    flag(&["--embd-gemma-default"]).refused(PRESET),
+    flag(&["--fim-qwen-1.5b-default"]).refused(PRESET),
+    flag(&["--fim-qwen-3b-default"]).refused(PRESET),
+    flag(&["--fim-qwen-7b-default"]).refused(PRESET),
+    flag(&["--fim-qwen-7b-spec"]).refused(PRESET),
+    flag(&["--fim-qwen-14b-spec"]).refused(PRESET),
+    flag(&["--fim-qwen-30b-default"]).refused(PRESET),
+    flag(&["--gpt-oss-20b-default"]).refused(PRESET),
+    flag(&["--gpt-oss-120b-default"]).refused(PRESET),
+    flag(&["--vision-gemma-4b-default"]).refused(PRESET),
+    flag(&["--vision-gemma-12b-default"]).refused(PRESET),
     flag(&["--spec-default"]).no_effect(SPEC),
     // ---- Ours
     flag(&["--queue-size"])
@@ -878,7 +896,15 @@ pub(crate) fn preparse(
 
 fn exit_with(action: ExitAction) -> clap::Error {
     let text = match action {
-        ExitAction::CacheList => "number of models in cache: 0\n".to_string(),
+        ExitAction::CacheList => {
+            let models =
+                crate::hub::Options::from_env().map(|o| crate::hub::cached_models(&o.cache_dir)).unwrap_or_default();
+            let mut text = format!("number of models in cache: {}\n", models.len());
+            for (i, m) in models.iter().enumerate() {
+                text.push_str(&format!("{:4}. {m}\n", i + 1));
+            }
+            text
+        }
         ExitAction::CompletionBash => completion_bash(),
         ExitAction::ListDevices => {
             if llama_core::Backend::init().supports_gpu_offload() {
@@ -1006,9 +1032,9 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(out, ["--parallel", "2"]);
+        assert_eq!(out, ["--parallel", "2", "--offline"]);
         let flags: Vec<&str> = n.ignored.iter().map(|n| n.flag.as_str()).collect();
-        assert_eq!(flags, ["--cpu-mask", "--prio", "--control-vector-layer-range", "--offline"]);
+        assert_eq!(flags, ["--cpu-mask", "--prio", "--control-vector-layer-range"]);
         assert!(n.refused.is_empty());
     }
 
@@ -1028,14 +1054,15 @@ mod tests {
 
     #[test]
     fn refused_flags_and_variables() {
-        let (_, n) = pre(&["--mmproj=x.gguf", "-hf", "a/b"], &[]).unwrap();
+        let (out, n) = pre(&["--mmproj=x.gguf", "-hf", "a/b", "-dr", "x"], &[]).unwrap();
         let flags: Vec<&str> = n.refused.iter().map(|n| n.flag.as_str()).collect();
-        assert_eq!(flags, ["--mmproj", "-hf"]);
+        assert_eq!(flags, ["--mmproj", "-dr"]);
+        assert_eq!(out, ["--hf-repo", "a/b"]);
         let (_, n) =
             pre(&[], &[("LLAMA_ARG_MMPROJ", "p.gguf"), ("LLAMA_ARG_RERANKING", "0"), ("HF_TOKEN", "t")]).unwrap();
         assert_eq!(n.refused.len(), 1);
         assert_eq!(n.refused[0].flag, "LLAMA_ARG_MMPROJ (--mmproj)");
-        assert_eq!(n.ignored[0].flag, "HF_TOKEN (--hf-token)");
+        assert!(n.ignored.is_empty(), "HF_TOKEN is clap's now: {:?}", n.ignored);
         let (_, n) = pre(&[], &[("LLAMA_ARG_RERANKING", "true")]).unwrap();
         assert_eq!(n.refused.len(), 1);
     }

@@ -21,6 +21,7 @@ mod blocking;
 mod error;
 mod extract;
 mod flags;
+pub mod hub;
 mod ids;
 mod listen;
 mod logit_bias;
@@ -243,7 +244,8 @@ pub fn init_logging(args: &Args) {
 
 /// Run the server until SIGINT/SIGTERM (or a failed model load).
 ///
-/// Binds at once; `/health` answers 503 "Loading model" until the model,
+/// With `-hf`/`-mu`, first downloads the model into the cache (or finds it
+/// there; see [`hub`]). Then binds; `/health` answers 503 "Loading model" until the model,
 /// loaded on a blocking thread, is ready. A connection that does not send a
 /// complete request head within [`HEADER_READ_TIMEOUT`] (idle keep-alive
 /// connections included) is closed. On a signal: stop accepting, let
@@ -257,11 +259,13 @@ pub fn init_logging(args: &Args) {
 /// when its last handle goes; use a signal for a graceful stop.
 ///
 /// # Errors
-/// [`ServeError`]: bad flags, a missing model, a port that cannot be bound,
-/// a model that fails to load.
+/// [`ServeError`]: bad flags, a missing model or one that cannot be
+/// downloaded, a port that cannot be bound, a model that fails to load.
 pub async fn serve(args: Args) -> Result<(), ServeError> {
-    let settings = args.validate()?;
+    let mut settings = args.validate()?;
     settings.log_ignored_flags();
+    // `-hf`/`-mu`: fetched (or found in the cache) before anything binds, as llama.cpp does.
+    settings.download_model().await?;
     settings.check_model_file()?;
     let signals = ShutdownSignals::register();
     let addr = SocketAddr::new(settings.host, settings.port);
@@ -356,6 +360,9 @@ pub enum ServeError {
     /// The model failed to load (the message names the file and the cause).
     #[error("{0}")]
     Load(String),
+    /// `-hf`/`-mu`: the model could not be downloaded (or, offline, is not cached).
+    #[error(transparent)]
+    Download(#[from] hub::HubError),
 }
 
 /// SIGINT and SIGTERM handlers, registered when created (before the server

@@ -180,7 +180,7 @@ fn refused_flags_and_variables_stop_the_server_with_one_line() {
     let m = model.to_str().unwrap();
     for (args, env, needle) in [
         (vec!["-m", m, "--mmproj", "proj.gguf"], vec![], "--mmproj: multimodal input is not built yet"),
-        (vec!["-m", m, "--offline", "-hf=ggml-org/x-GGUF"], vec![], "-hf: model downloads are not built yet"),
+        (vec!["-m", m, "--offline", "-dr=ai/smollm2"], vec![], "-dr: Docker Hub downloads are not built"),
         (vec!["-m", m, "--lora", "a.gguf"], vec![], "--lora: LoRA adapters are not built yet"),
         (vec!["-m", m, "--draft", "4"], vec![], "--draft: removed in llama.cpp too"),
         (vec!["-m", m], vec![("LLAMA_ARG_MODELS_DIR", "/models")], "LLAMA_ARG_MODELS_DIR (--models-dir): router mode"),
@@ -244,7 +244,6 @@ async fn accepted_flags_start_and_say_why_they_do_nothing() {
         "-sps: no effect here",
         "--tags: no effect here",
         "--chat-template-kwargs: no effect here",
-        "LLAMA_ARG_OFFLINE (--offline): no effect here",
     ] {
         assert!(log.contains(line), "no {line:?} in\n{log}");
     }
