@@ -4,6 +4,7 @@
 //! `-c`, `-t`, `--temp`, `--top-k`, ...), so that people and scripts moving
 //! over find them where they expect.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
@@ -23,9 +24,12 @@ Examples:
   llama chat                                        talk, multi-turn, in a terminal
   llama info                                        what is in the model file
   llama serve --port 8080                           OpenAI-compatible HTTP server
+  llama generate -hf ggml-org/gemma-3-1b-it-GGUF \"Hi\"  download from Hugging Face, then run
+  llama pull ggml-org/gemma-3-1b-it-GGUF:Q8_0         download only; prints the cached path
 
 The default model is models/SmolLM2-135M-Instruct.Q4_1.gguf (run `make setup`
-to fetch it); pass -m FILE or set LLAMA_MODEL to use another GGUF file.";
+to fetch it); pass -m FILE or set LLAMA_MODEL to use another GGUF file, or
+-hf USER/MODEL[:QUANT] to use one from the Hugging Face hub (cached).";
 
 /// Run llama.cpp models from the command line.
 #[derive(Debug, Parser)]
@@ -76,6 +80,9 @@ pub enum Command {
     /// Start the HTTP server (OpenAI and llama.cpp APIs); takes every `llama-server` flag.
     #[command(after_help = SERVE_EXAMPLES, disable_help_flag = true)]
     Serve(ServeArgs),
+    /// Download a model from the Hugging Face hub (or a URL) into the cache and print its path.
+    #[command(after_help = PULL_EXAMPLES)]
+    Pull(PullArgs),
 }
 
 /// Shown after the server's own `--help`.
@@ -93,6 +100,7 @@ environment variables (see docs/SERVER.md).";
 const GENERATE_EXAMPLES: &str = "\
 Examples:
   llama generate \"The capital of France is\" -n 16
+  llama generate -hf ggml-org/gemma-3-1b-it-GGUF:Q4_K_M --chat \"Hi\"   a model from Hugging Face
   llama generate --chat --system \"Answer briefly.\" \"What is a GGUF file?\"
   llama generate -f prompt.txt --temp 0               greedy, deterministic
   llama generate --seed 42 \"Once upon a time\"       reproducible sampling
@@ -163,13 +171,107 @@ same synthetic tokens; rounds interleave A B A B so that machine noise hits
 both. Reported: median tokens/s of prompt processing (pp) and generation (tg)
 and the ratio ours / baseline.";
 
-/// Where the model comes from.
+const PULL_EXAMPLES: &str = "\
+Examples:
+  llama pull ggml-org/gemma-3-1b-it-GGUF            the Q4_K_M file (else Q8_0, else the first GGUF file)
+  llama pull ggml-org/gemma-3-1b-it-GGUF:q8_0       the file whose name has Q8_0 (any case)
+  llama pull ggml-org/models --hf-file tinyllamas/stories260K.gguf
+  llama pull https://example.com/model.gguf         a plain URL
+  llama generate -m \"$(llama pull ggml-org/gemma-3-1b-it-GGUF)\" \"Hi\"
+
+Files go to the Hugging Face cache that llama.cpp uses too: LLAMA_CACHE, else
+HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub (URLs: LLAMA_CACHE, else
+~/.cache/llama.cpp). A model already there is not downloaded again; an
+interrupted download resumes. Each file is checked against the sha256 the hub
+announces and as a GGUF file before it is kept. HF_TOKEN is sent for gated or
+private repositories; HF_ENDPOINT points at another hub. A progress bar shows
+on a terminal; stdout gets only the path.";
+
+/// llama.cpp's multi-letter short flags for downloads, which clap cannot
+/// parse (`-hf` would be `-h -f`), and the long flags they stand for.
+pub const MULTI_LETTER_FLAGS: &[(&str, &str)] = &[
+    ("-hf", "--hf-repo"),
+    ("-hfr", "--hf-repo"),
+    ("-hff", "--hf-file"),
+    ("-hft", "--hf-token"),
+    ("-mu", "--model-url"),
+];
+
+/// The command line with [`MULTI_LETTER_FLAGS`] spelled long (`-hf x` and
+/// `-hf=x` alike), up to a `--`. `llama serve`'s own parser knows both.
+pub fn normalize_argv(argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = argv.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            out.push(arg);
+            out.extend(args);
+            break;
+        }
+        let (name, value) = match text.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (text, None),
+        };
+        match MULTI_LETTER_FLAGS.iter().find(|(short, _)| *short == name) {
+            Some((_, long)) => out.push(match value {
+                Some(v) => format!("{long}={v}").into(),
+                None => (*long).into(),
+            }),
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Where the model comes from: a file, a Hugging Face repository, a URL.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
     /// GGUF model file [default: models/SmolLM2-135M-Instruct.Q4_1.gguf,
     /// looked up from the current directory and the executable's directory upwards]
     #[arg(short, long, env = "LLAMA_MODEL", value_name = "FILE")]
     pub model: Option<PathBuf>,
+    /// Download the model from a Hugging Face repository into the cache (-hf for short; wins over -m).
+    /// QUANT picks the file whose name has it, any case [default: Q4_K_M, else Q8_0, else the first GGUF file]
+    #[arg(long = "hf-repo", value_name = "USER/MODEL[:QUANT]")]
+    pub hf_repo: Option<String>,
+    /// The file of the --hf-repo repository to use, instead of choosing by QUANT (-hff)
+    #[arg(long = "hf-file", value_name = "FILE", requires = "hf_repo")]
+    pub hf_file: Option<String>,
+    /// Download the model from this URL into the cache, or to -m FILE when given (-mu)
+    #[arg(long = "model-url", value_name = "URL")]
+    pub model_url: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub download: DownloadArgs,
+}
+
+/// How to download.
+#[derive(Debug, Args, Clone)]
+pub struct DownloadArgs {
+    /// Hugging Face access token, for gated or private repositories (-hft; never printed)
+    #[arg(long = "hf-token", env = "HF_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+    /// Use only the download cache: no network; a model that is not cached is an error
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `llama pull`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// A Hugging Face repository, USER/MODEL[:QUANT], or an http(s) URL of a GGUF file
+    #[arg(value_name = "USER/MODEL[:QUANT]|URL")]
+    pub model: String,
+    /// The file of the repository to download, instead of choosing by QUANT (-hff)
+    #[arg(long = "hf-file", value_name = "FILE")]
+    pub hf_file: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub download: DownloadArgs,
 }
 
 /// Context and threads.
@@ -573,6 +675,28 @@ mod tests {
         }
         // `chat` takes them too.
         assert!(Cli::try_parse_from(["llama", "chat", "--json-schema", "{}"]).is_ok());
+    }
+
+    #[test]
+    fn download_flags_in_llama_cpp_spellings() {
+        let argv = |args: &[&str]| normalize_argv(args.iter().map(OsString::from));
+        let cli = Cli::try_parse_from(argv(&["llama", "generate", "-hf", "u/m:Q8_0", "-hff=x.gguf", "hi"])).unwrap();
+        let Command::Generate(g) = cli.command else { panic!("not generate") };
+        assert_eq!((g.model.hf_repo.as_deref(), g.model.hf_file.as_deref()), (Some("u/m:Q8_0"), Some("x.gguf")));
+        assert_eq!(g.prompt.as_deref(), Some("hi"));
+        for sub in ["chat", "embed", "info", "tokenize", "bench"] {
+            let cli = Cli::try_parse_from(argv(&["llama", sub, "-hf", "u/m", "--offline"]));
+            assert!(cli.is_ok(), "{sub}: {:?}", cli.err());
+        }
+        let cli = Cli::try_parse_from(argv(&["llama", "detokenize", "-mu", "http://h/m.gguf", "1"])).unwrap();
+        let Command::Detokenize(d) = cli.command else { panic!("not detokenize") };
+        assert_eq!(d.model.model_url.as_deref(), Some("http://h/m.gguf"));
+        // After `--` everything is left alone; -hff needs -hf.
+        assert_eq!(argv(&["llama", "--", "-hf"])[2], "-hf");
+        assert!(Cli::try_parse_from(argv(&["llama", "info", "-hff", "x.gguf"])).is_err());
+        let cli = Cli::try_parse_from(argv(&["llama", "pull", "u/m", "--hf-file", "a.gguf", "--offline"])).unwrap();
+        let Command::Pull(p) = cli.command else { panic!("not pull") };
+        assert_eq!((p.model.as_str(), p.download.offline), ("u/m", true));
     }
 
     #[test]

@@ -22,7 +22,7 @@ const SPECIAL_TOKENS: &[(&str, &str)] = &[
 
 /// Run `llama info`.
 pub fn run(args: InfoArgs) -> anyhow::Result<Outcome> {
-    let path = model_path::resolve(args.model.model.as_deref())?;
+    let path = model_path::resolve(&args.model)?;
     if !path.exists() {
         return Err(load::describe(llama_core::Error::ModelNotFound { path: path.clone() }, &path));
     }

@@ -14,7 +14,7 @@ use crate::{model_path, output};
 /// terminal, stderr shows a progress bar while the weights load; piped or
 /// redirected stderr stays silent.
 pub fn load(args: &ModelArgs) -> anyhow::Result<Arc<Model>> {
-    let path = model_path::resolve(args.model.as_deref())?;
+    let path = model_path::resolve(args)?;
     let params = ModelParams::default();
     let started = Instant::now();
     let model = if output::stderr_is_tty() {
@@ -28,7 +28,7 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Arc<Model>> {
 
 /// Load only the vocabulary (fast: no weights), for tokenize/detokenize.
 pub fn load_vocab_only(args: &ModelArgs) -> anyhow::Result<Arc<Model>> {
-    let path = model_path::resolve(args.model.as_deref())?;
+    let path = model_path::resolve(args)?;
     let params = ModelParams { vocab_only: true, ..ModelParams::default() };
     Ok(Arc::new(Model::load(&path, &params).map_err(|e| describe(e, &path))?))
 }

@@ -16,6 +16,7 @@ mod info;
 mod load;
 mod model_path;
 mod output;
+mod pull;
 mod serve;
 mod session;
 mod tokens;
@@ -37,7 +38,8 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    // llama.cpp's `-hf`, `-hff`, `-hft`, `-mu` spelled long for clap.
+    let cli = Cli::parse_from(cli::normalize_argv(std::env::args_os()));
     // The server sets up its own logging (it logs at info by default).
     if !matches!(cli.command, Command::Serve(_)) {
         init_tracing(cli.global.verbose);
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args, verbose),
+        Command::Pull(args) => pull::run(args),
     }
 }
 

@@ -506,3 +506,31 @@ fn llama_server_dash_hf_downloads_then_serves() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("llama-server: error: u/other is not in the cache"), "{err}");
 }
+
+#[test]
+fn llama_pull_prints_the_path_and_generate_takes_dash_hf() {
+    let mock = Mock::start(&[("u/smol", &[NAME])], None);
+    let cache = tempfile::tempdir().unwrap();
+    let llama = llama_e2e::paths::cli_binary();
+    let out = with_hub(&llama, &mock, cache.path()).args(["pull", "u/smol:Q4_1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = cache.path().join("models--u--smol/snapshots").join(COMMIT).join(NAME);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", expected.display()));
+    assert!(out.stderr.is_empty(), "no progress bar off a terminal: {}", String::from_utf8_lossy(&out.stderr));
+
+    let before = mock.seen().len();
+    let out = with_hub(&llama, &mock, cache.path())
+        .args(["generate", "-hf", "u/smol:q4_1", "--offline", "-n", "4", "-t", "1", "-c", "256", "--temp", "0"])
+        .arg("The capital of France is")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.stdout.is_empty());
+    assert_eq!(mock.seen().len(), before, "--offline touched the network");
+
+    let out = with_hub(&llama, &mock, cache.path()).args(["pull", "--offline", "u/other"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: u/other is not in the cache"), "{err}");
+}
