@@ -307,7 +307,7 @@ pub struct Args {
     #[arg(long = "no-slots", env = "LLAMA_ARG_NO_ENDPOINT_SLOTS", overrides_with = "slots", value_parser = parse_bool_env)]
     pub no_slots: bool,
 
-    /// Directory for slot save/restore. Recorded only: not built yet.
+    /// Directory of slot save/restore files (POST /slots/{id}?action=...).
     #[arg(long = "slot-save-path", value_name = "PATH")]
     pub slot_save_path: Option<PathBuf>,
 
@@ -741,7 +741,8 @@ pub struct Settings {
     pub cache_prompt: bool,
     /// `--props`: POST /props allowed. Not built yet.
     pub props: bool,
-    /// `--slot-save-path`: directory for slot save/restore. Not built yet.
+    /// `--slot-save-path`: directory of slot save/restore files (`None`:
+    /// POST /slots/{id} answers 501).
     pub slot_save_path: Option<PathBuf>,
     /// `--tags`: informational model tags.
     pub tags: Vec<String>,

@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use llama_runtime::{CoreError, EngineError, Rejected};
+use llama_runtime::{CoreError, EngineError, Rejected, SlotError};
 use serde_json::{Value, json};
 
 /// Everything a request can fail with. Internal details are logged, never
@@ -42,6 +42,11 @@ pub enum AppError {
     /// The request took longer than `--timeout` (408 `timeout_error`).
     #[error("{0}")]
     Timeout(String),
+    /// The request cannot be served in the current state of its target,
+    /// e.g. a slot operation on a slot that is busy with a request (409
+    /// `invalid_request_error`).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is larger than `--max-body` (413 `invalid_request_error`).
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -100,6 +105,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,9 +116,10 @@ impl AppError {
     /// llama.cpp's `type` string for this error.
     pub fn error_type(&self) -> &'static str {
         match self {
-            AppError::InvalidRequest { .. } | AppError::MethodNotAllowed | AppError::PayloadTooLarge { .. } => {
-                "invalid_request_error"
-            }
+            AppError::InvalidRequest { .. }
+            | AppError::MethodNotAllowed
+            | AppError::Conflict(_)
+            | AppError::PayloadTooLarge { .. } => "invalid_request_error",
             AppError::ContextExceeded { .. } => "exceed_context_size_error",
             AppError::Unauthorized => "authentication_error",
             AppError::Forbidden(_) => "permission_error",
@@ -157,6 +164,7 @@ impl AppError {
             StatusCode::NOT_FOUND => AppError::NotFound("File Not Found".into()),
             StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
             StatusCode::REQUEST_TIMEOUT => AppError::Timeout("request timed out".into()),
+            StatusCode::CONFLICT => AppError::Conflict("conflict".into()),
             StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: max_body },
             StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
                 AppError::bad_request(status.canonical_reason().unwrap_or("bad request").to_string())
@@ -286,6 +294,20 @@ impl From<EngineError> for AppError {
     }
 }
 
+impl From<SlotError> for AppError {
+    fn from(e: SlotError) -> Self {
+        match e {
+            // llama.cpp's words for a slot id it does not have.
+            SlotError::NoSuchSlot { .. } => AppError::bad_request(format!("Invalid slot ID: {e}")),
+            SlotError::Busy { .. } => AppError::Conflict(format!("{e}; retry when its request has finished")),
+            SlotError::InvalidState(_) => AppError::bad_request(format!("Invalid slot save file: {e}")),
+            SlotError::Overloaded { .. } => AppError::unavailable(e.to_string(), Some(1)),
+            SlotError::ShuttingDown => AppError::unavailable("the server is shutting down", None),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +372,7 @@ mod tests {
         for (status, ty) in [
             (StatusCode::UNAUTHORIZED, "authentication_error"),
             (StatusCode::NOT_FOUND, "not_found_error"),
+            (StatusCode::CONFLICT, "invalid_request_error"),
             (StatusCode::NOT_IMPLEMENTED, "not_supported_error"),
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error"),
             (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),

@@ -618,9 +618,10 @@ pub static FLAGS: &[Flag] = &[
         .neg(&["--no-slots"])
         .env("LLAMA_ARG_ENDPOINT_SLOTS")
         .imp("slots", "GET /slots; on by default. `--no-slots` answers 501. Also `LLAMA_ARG_NO_ENDPOINT_SLOTS`."),
-    flag(&["--slot-save-path"]).val("PATH").kept(
+    flag(&["--slot-save-path"]).val("PATH").imp(
         "slot_save_path",
-        "Kept as `Settings::slot_save_path`; slot save/restore is not built yet.",
+        "Enables POST /slots/{id}?action=save|restore|erase; files are confined to this directory and signed with \
+         the key in its `.llama-rs-state-key` (see Slot files).",
     ),
     flag(&["--media-path"]).val("PATH").no_effect(MTMD),
     flag(&["--models-dir"]).val("PATH").env("LLAMA_ARG_MODELS_DIR").refused("router mode is not built yet"),

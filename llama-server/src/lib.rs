@@ -119,6 +119,7 @@ routes! {
     get "/props" => native::props,
     post "/props" => native::set_props,
     get "/slots" => native::slots,
+    post "/slots/{id}" => native::slot_action,
     get "/metrics" => native::metrics,
     get "/openapi.json" => openapi::document,
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use llama_core::{ChatMessage, ChatTemplate, Model, SamplingParams};
-use llama_runtime::{CoreError, DynEngine, Engine, Health, ModelFacade, StartError};
+use llama_runtime::{CoreError, DynEngine, Engine, EngineConfig, Health, ModelFacade, StartError};
 
 use crate::args::{Settings, TemplateChoice};
 use crate::auth::{ApiKeys, HostPolicy};
@@ -74,17 +74,38 @@ pub enum LoadError {
     /// The engine could not start (context creation failed).
     #[error(transparent)]
     Engine(#[from] StartError),
+    /// `--slot-save-path` is not a directory, or the key of its slot files
+    /// cannot be made or read.
+    #[error("--slot-save-path {}: {source}", path.display())]
+    SlotSavePath {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Ready {
     /// Load the model and start the engine (blocking: call it on a blocking thread).
     ///
+    /// With `--slot-save-path`, the engine signs and verifies slot states
+    /// with the key of that directory (created there on first use; see
+    /// `native/slot_files.rs`), so saved slots survive a restart.
+    ///
     /// # Errors
     /// [`LoadError`] when the file is missing or invalid, the template does
-    /// not compile, or the context cannot be created.
+    /// not compile, the context cannot be created, or the slot directory's
+    /// key cannot be made or read.
     pub fn load(settings: &Settings, stats: Arc<ServerStats>) -> Result<Ready, LoadError> {
+        let state_key = match &settings.slot_save_path {
+            Some(dir) => Some(
+                crate::native::slot_state_key(dir)
+                    .map_err(|source| LoadError::SlotSavePath { path: dir.clone(), source })?,
+            ),
+            None => None,
+        };
         let model = Arc::new(Model::load(&settings.model_path, &settings.model_params())?);
-        let config = settings.engine_config(model.n_ctx_train());
+        let config = EngineConfig { state_key, ..settings.engine_config(model.n_ctx_train()) };
         let engine = Engine::start(model, config)?;
         Self::with_engine(Arc::new(engine), settings, stats)
     }

@@ -1,11 +1,13 @@
 //! llama.cpp's own API: `/`, `/health`, `/completion`, `/tokenize`,
 //! `/detokenize`, `/apply-template`, `/embedding`, `/props`, `/slots`,
-//! `/metrics`, with llama.cpp's request and response shapes.
+//! `/slots/{id}` (save, restore, erase), `/metrics`, with llama.cpp's
+//! request and response shapes.
 
 mod completion;
 mod embedding;
 mod generation_settings;
 mod props;
+mod slot_files;
 mod slots;
 mod status;
 mod template;
@@ -14,6 +16,7 @@ mod tokenize;
 pub(crate) use completion::{completion, infill};
 pub(crate) use embedding::embedding;
 pub(crate) use props::{props, set_props};
+pub(crate) use slot_files::{slot_action, state_key as slot_state_key};
 pub(crate) use slots::slots;
 pub(crate) use status::{health, index, metrics};
 pub(crate) use template::apply_template;
