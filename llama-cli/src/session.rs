@@ -21,7 +21,7 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// not compile): the runtime's model facade, as the server uses it; the
 /// fallback is logged as a warning.
 pub fn chat_template(model: &Arc<Model>) -> anyhow::Result<ChatTemplate> {
-    let template = LlamaModel::new(Arc::clone(model)).chat_template(None)?;
+    let template = LlamaModel::new(Arc::clone(model)).chat_template(llama_core::TemplateSpec::Model)?;
     if let Some(why) = template.fallback() {
         tracing::warn!("{why}; using ChatML");
     }

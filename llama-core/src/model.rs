@@ -319,8 +319,10 @@ pub(crate) fn apply_builtin_chat_template(
     let template = c(template)?;
     let owned: Vec<(CString, CString)> =
         messages.iter().map(|(role, content)| Ok((c(role)?, c(content)?))).collect::<Result<_>>()?;
-    let chat: Vec<sys::llama_chat_message> =
-        owned.iter().map(|(role, content)| sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() }).collect();
+    let chat: Vec<sys::llama_chat_message> = owned
+        .iter()
+        .map(|(role, content)| sys::llama_chat_message { role: role.as_ptr(), content: content.as_ptr() })
+        .collect();
     let input: usize = messages.iter().map(|(r, t)| r.len() + t.len()).sum();
     // The formats add a few dozen bytes per message; llama.cpp reports the
     // length it needs when the buffer is short, and it is tried once more.

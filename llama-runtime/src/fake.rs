@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, StateKey, Token};
+use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, StateKey, TemplateSpec, Token};
 
 use crate::inference::{
     BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
@@ -166,8 +166,15 @@ impl ModelFacade for FakeModel {
         }
     }
 
-    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError> {
-        Ok(ChatTemplate::new(explicit.unwrap_or(CHATML_TEMPLATE), FAKE_BOS_TEXT, FAKE_EOG_TEXT)?)
+    fn chat_template(&self, spec: TemplateSpec<'_>) -> Result<ChatTemplate, CoreError> {
+        // The fake has no template of its own: ChatML, as for a model without one.
+        Ok(match spec {
+            TemplateSpec::Model => ChatTemplate::new(CHATML_TEMPLATE, FAKE_BOS_TEXT, FAKE_EOG_TEXT)?,
+            TemplateSpec::Jinja(source) => ChatTemplate::new(source, FAKE_BOS_TEXT, FAKE_EOG_TEXT)?,
+            TemplateSpec::Builtin(name) => {
+                ChatTemplate::builtin(name.unwrap_or("chatml"), FAKE_BOS_TEXT, FAKE_EOG_TEXT)?
+            }
+        })
     }
 }
 

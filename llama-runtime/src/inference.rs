@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use llama_core::{ChatTemplate, FimTokens, Pos, SamplingParams, SeqId, Token};
+use llama_core::{ChatTemplate, FimTokens, Pos, SamplingParams, SeqId, TemplateSpec, Token};
 
 use crate::request::CoreError;
 
@@ -109,12 +109,13 @@ pub trait ModelFacade: Send + Sync + 'static {
     /// [`Inference::token_bytes`], where control tokens render as nothing.
     fn token_piece(&self, token: Token) -> Vec<u8>;
 
-    /// The chat template: `explicit` source if given, else the model's own,
-    /// else ChatML (see [`ChatTemplate::for_model`]).
+    /// The chat template `spec` asks for (see [`ChatTemplate::select`]):
+    /// by default the model's own, else ChatML.
     ///
     /// # Errors
-    /// [`llama_core::Error::Template`] when the template does not compile.
-    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError>;
+    /// [`llama_core::Error::Template`] when the template does not compile
+    /// or names no built-in format.
+    fn chat_template(&self, spec: TemplateSpec<'_>) -> Result<ChatTemplate, CoreError>;
 }
 
 /// The caller-side half of an [`Inference`] backend: the [`ModelFacade`]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use llama_core::{
-    Batch, ChatTemplate, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId, Token,
-    log_softmax_of, log_softmax_top,
+    Batch, ChatTemplate, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId,
+    TemplateSpec, Token, log_softmax_of, log_softmax_top,
 };
 
 use crate::config::EngineConfig;
@@ -75,8 +75,8 @@ impl ModelFacade for LlamaModel {
         token_piece(&self.model, token)
     }
 
-    fn chat_template(&self, explicit: Option<&str>) -> Result<ChatTemplate, CoreError> {
-        Ok(ChatTemplate::for_model(&self.model, explicit)?)
+    fn chat_template(&self, spec: TemplateSpec<'_>) -> Result<ChatTemplate, CoreError> {
+        Ok(ChatTemplate::select(&self.model, spec)?)
     }
 }
 

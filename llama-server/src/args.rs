@@ -667,6 +667,10 @@ pub enum TemplateChoice {
     Model,
     /// A Jinja source from `--chat-template` or `--chat-template-file`.
     Source(String),
+    /// llama.cpp's built-in formatter: a format name from `--chat-template`
+    /// (`llama3`, `mistral-v7`, ...), a template it recognizes, or with
+    /// `None` the model's (`--no-jinja`).
+    Builtin(Option<String>),
 }
 
 /// Validated settings, independent of the model.
@@ -930,20 +934,32 @@ impl Args {
                 reason: e.to_string(),
             })?)
         } else if let Some(t) = &self.chat_template {
+            let builtins = llama_core::builtin_chat_templates();
             if let Some((_, src)) = BUILTIN_TEMPLATES.iter().find(|(name, _)| name == t) {
                 TemplateChoice::Source((*src).to_string())
+            } else if builtins.iter().any(|name| name == t) {
+                TemplateChoice::Builtin(Some(t.clone()))
             } else if t.contains("{%") || t.contains("{{") {
                 TemplateChoice::Source(t.clone())
             } else {
-                let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
                 return Err(range(
                     "--chat-template",
                     t,
-                    format!("not a built-in template ({}) nor a Jinja template", names.join(", ")),
+                    format!("not a built-in template ({}) nor a Jinja template", builtins.join(", ")),
                 ));
             }
         } else {
             TemplateChoice::Model
+        };
+        // --no-jinja: llama.cpp's built-in formatter, on the template given or the model's.
+        let chat_template = match chat_template {
+            TemplateChoice::Model if !pair(self.jinja, self.no_jinja, true) => TemplateChoice::Builtin(None),
+            TemplateChoice::Source(src) if !pair(self.jinja, self.no_jinja, true) => {
+                llama_core::ChatTemplate::builtin(&src, "", "")
+                    .map_err(|e| range("--no-jinja", "(template)", e.to_string()))?;
+                TemplateChoice::Builtin(Some(src))
+            }
+            other => other,
         };
 
         if let TemplateChoice::Source(src) = &chat_template {
@@ -1504,6 +1520,12 @@ mod tests {
         assert!(matches!(s.chat_template, TemplateChoice::Source(ref src) if src.contains("<|im_start|>")));
         let s = settings(&["--chat-template", "{{ messages[0]['content'] }}"]).unwrap();
         assert_eq!(s.chat_template, TemplateChoice::Source("{{ messages[0]['content'] }}".into()));
+        // llama.cpp's built-in formats by name, and --no-jinja.
+        let s = settings(&["--chat-template", "llama3"]).unwrap();
+        assert_eq!(s.chat_template, TemplateChoice::Builtin(Some("llama3".into())));
+        assert!(settings(&["--chat-template", "no-such-format"]).is_err());
+        let s = settings(&["--no-jinja", "--chat-template", "chatml"]).unwrap();
+        assert!(matches!(s.chat_template, TemplateChoice::Builtin(Some(ref src)) if src.contains("<|im_start|>")));
     }
 
     #[test]
@@ -1571,13 +1593,8 @@ mod tests {
         for flag in ["--keep", "--context-shift", "--no-cache-prompt", "--ignore-eos"] {
             assert!(!s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))), "{flag}");
         }
-        for flag in ["--tags", "--no-jinja"] {
-            assert!(
-                s.ignored_flags.iter().any(|l| l.starts_with(&format!("{flag}: "))),
-                "{flag}: {:?}",
-                s.ignored_flags
-            );
-        }
+        assert_eq!(s.chat_template, TemplateChoice::Builtin(None));
+        assert!(s.ignored_flags.iter().any(|l| l.starts_with("--tags: ")), "{:?}", s.ignored_flags);
         let d = settings(&[]).unwrap();
         assert_eq!((d.n_keep, d.context_shift, d.cache_prompt, d.jinja, d.slots), (0, false, true, true, true));
         assert!(d.ignored_flags.is_empty(), "{:?}", d.ignored_flags);

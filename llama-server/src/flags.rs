@@ -634,9 +634,9 @@ pub static FLAGS: &[Flag] = &[
         .neg(&["--no-models-autoload"])
         .env("LLAMA_ARG_MODELS_AUTOLOAD")
         .no_effect("only used in router mode, which is not built yet"),
-    flag(&["--jinja"]).neg(&["--no-jinja"]).env("LLAMA_ARG_JINJA").kept(
+    flag(&["--jinja"]).neg(&["--no-jinja"]).env("LLAMA_ARG_JINJA").imp(
         "jinja",
-        "Kept as `Settings::jinja`; templates are always rendered with Jinja (= --jinja, the default); --no-jinja's built-in templates are not wired yet.",
+        "--jinja (default): templates are rendered with Jinja (minijinja); --no-jinja: llama.cpp's built-in formatter (`llama_chat_apply_template`) on the format it recognizes in the template.",
     ),
     flag(&["--reasoning-format"]).val("FORMAT").env("LLAMA_ARG_THINK").no_effect(REASONING),
     flag(&["-rea", "--reasoning"]).val("[on|off|auto]").env("LLAMA_ARG_REASONING").no_effect(REASONING),
@@ -649,7 +649,7 @@ pub static FLAGS: &[Flag] = &[
         .no_effect(REASONING),
     flag(&["--chat-template"]).val("JINJA_TEMPLATE").env("LLAMA_ARG_CHAT_TEMPLATE").imp(
         "chat_template",
-        "A Jinja source, or the built-in name `chatml` (llama.cpp's other built-in names are not available yet). Default: the model's.",
+        "A Jinja source, or a name of llama.cpp's built-in formats (llama3, mistral-v7, gemma, phi3, deepseek3, ...: `llama_chat_builtin_templates`), formatted by llama.cpp. Default: the model's.",
     ),
     flag(&["--chat-template-file"])
         .val("JINJA_TEMPLATE_FILE")

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use llama_core::{ChatMessage, ChatTemplate, Model, SamplingParams};
+use llama_core::{ChatMessage, ChatTemplate, Model, SamplingParams, TemplateSpec};
 use llama_runtime::{CoreError, DynEngine, Engine, EngineConfig, Health, ModelFacade, StartError};
 
 use crate::args::{Settings, TemplateChoice};
@@ -122,11 +122,12 @@ impl Ready {
         stats: Arc<ServerStats>,
     ) -> Result<Ready, LoadError> {
         // The template from the flags, else the model's, else ChatML.
-        let explicit = match &settings.chat_template {
-            TemplateChoice::Source(src) => Some(src.as_str()),
-            TemplateChoice::Model => None,
+        let spec = match &settings.chat_template {
+            TemplateChoice::Source(src) => TemplateSpec::Jinja(src),
+            TemplateChoice::Builtin(name) => TemplateSpec::Builtin(name.as_deref()),
+            TemplateChoice::Model => TemplateSpec::Model,
         };
-        let template = engine.model().chat_template(explicit).map_err(LoadError::Template)?;
+        let template = engine.model().chat_template(spec).map_err(LoadError::Template)?;
         if let Some(why) = template.fallback() {
             tracing::warn!("{why}; using ChatML");
         }

@@ -112,3 +112,27 @@ async fn context_shift_id_slot_model_names_and_a_default_grammar() {
     assert_eq!(status, 200, "{chat}");
     assert_eq!(chat["choices"][0]["message"]["content"], "ok", "{chat}");
 }
+
+#[tokio::test]
+async fn builtin_chat_formats_and_no_jinja() {
+    let messages = json!({"messages": [{"role": "user", "content": "Hi"}]});
+    // A llama.cpp built-in format by name, formatted by llama.cpp.
+    let llama3 = Server::start(&["--chat-template", "llama3"]).await;
+    let (status, body) = post(&llama3, "/apply-template", messages.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["prompt"],
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    let props: Value = reqwest::get(llama3.url("/props")).await.unwrap().json().await.unwrap();
+    assert_eq!(props["chat_template"], "llama3");
+    drop(llama3);
+    // --no-jinja: llama.cpp recognizes the default model's ChatML template.
+    let no_jinja = Server::start(&["--no-jinja"]).await;
+    let (status, body) = post(&no_jinja, "/apply-template", messages).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["prompt"].as_str().unwrap().ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+        "{body}"
+    );
+}
