@@ -447,7 +447,7 @@ pub struct Args {
     )]
     pub jinja: Option<bool>,
 
-    /// llama.cpp's built-in template engine instead of Jinja. Recorded only: not wired yet.
+    /// llama.cpp's built-in chat formatter instead of Jinja (llama_chat_apply_template).
     #[arg(long = "no-jinja", overrides_with = "jinja")]
     pub no_jinja: bool,
 
@@ -517,9 +517,33 @@ pub struct Args {
     #[arg(long = "queue-size", env = "LLAMARS_QUEUE_SIZE", default_value_t = 64, value_name = "N")]
     pub queue_size: usize,
 
-    /// Origins allowed by CORS, comma-separated ("*" = any). Default: CORS off (llama.cpp: "*").
+    /// Origins allowed by CORS, comma-separated: "*" (default) reflects any Origin, "localhost" reflects only local ones.
     #[arg(long = "cors-origins", env = "LLAMA_ARG_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
     pub cors_origins: Vec<String>,
+
+    /// Methods allowed by CORS, comma-separated (default: GET, POST, DELETE, OPTIONS).
+    #[arg(long = "cors-methods", env = "LLAMA_ARG_CORS_METHODS", value_delimiter = ',', value_name = "METHODS")]
+    pub cors_methods: Vec<String>,
+
+    /// Headers allowed by CORS, comma-separated ("*", the default, reflects what the browser asks for).
+    #[arg(long = "cors-headers", env = "LLAMA_ARG_CORS_HEADERS", value_delimiter = ',', value_name = "HEADERS")]
+    pub cors_headers: Vec<String>,
+
+    /// Allow credentials in CORS responses (default on, as llama.cpp).
+    #[arg(
+        long = "cors-credentials",
+        env = "LLAMA_ARG_CORS_CREDENTIALS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_bool_env,
+        overrides_with = "no_cors_credentials"
+    )]
+    pub cors_credentials: Option<bool>,
+
+    /// No credentials in CORS responses.
+    #[arg(long = "no-cors-credentials", overrides_with = "cors_credentials")]
+    pub no_cors_credentials: bool,
 
     /// Extra Host names accepted besides localhost when bound to loopback ("*" = any) (ours).
     #[arg(long = "allowed-hosts", env = "LLAMARS_ALLOWED_HOSTS", value_delimiter = ',', value_name = "HOSTS")]
@@ -673,6 +697,32 @@ pub enum TemplateChoice {
     Builtin(Option<String>),
 }
 
+/// The CORS policy, llama.cpp's by default: any `Origin` reflected, with
+/// credentials, `GET, POST, DELETE, OPTIONS`, and whatever headers the
+/// browser asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Which origins get CORS headers.
+    pub origins: CorsOrigins,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed request headers; `None`: whatever the browser asks for (`*`).
+    pub headers: Option<Vec<String>>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+}
+
+/// `--cors-origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin (reflected when credentials are allowed).
+    Any,
+    /// `localhost`: only origins whose host is `localhost`, `127.0.0.1` or `[::1]`.
+    Localhost,
+    /// These origins.
+    List(Vec<String>),
+}
+
 /// Validated settings, independent of the model.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -720,8 +770,8 @@ pub struct Settings {
     pub n_gpu_layers: Option<i32>,
     /// Admission queue length.
     pub queue_size: usize,
-    /// CORS origins (empty = CORS off).
-    pub cors_origins: Vec<String>,
+    /// The CORS policy (`--cors-*`).
+    pub cors: Cors,
     /// Extra allowed Host names.
     pub allowed_hosts: Vec<String>,
     /// Body limit.
@@ -1060,7 +1110,7 @@ impl Args {
                 Some(GpuLayers::Count(n)) => Some(n),
             },
             queue_size: self.queue_size,
-            cors_origins: self.cors_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
+            cors: self.cors()?,
             allowed_hosts: self
                 .allowed_hosts
                 .iter()
@@ -1255,6 +1305,46 @@ fn kept_flags_given(matches: &ArgMatches) -> Vec<Notice> {
         }
     }
     out
+}
+
+impl Args {
+    /// The CORS policy of the `--cors-*` flags.
+    fn cors(&self) -> Result<Cors, ArgsError> {
+        fn range(flag: &'static str, value: impl ToString, reason: impl Into<String>) -> ArgsError {
+            ArgsError::OutOfRange { flag, value: value.to_string(), reason: reason.into() }
+        }
+        let list = |v: &[String]| -> Vec<String> {
+            v.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect()
+        };
+        let origins = list(&self.cors_origins);
+        let origins = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+            CorsOrigins::Any
+        } else if origins == ["localhost"] {
+            CorsOrigins::Localhost
+        } else {
+            if let Some(bad) = origins.iter().find(|o| axum::http::HeaderValue::from_str(o).is_err()) {
+                return Err(range("--cors-origins", bad, "not a valid origin"));
+            }
+            CorsOrigins::List(origins)
+        };
+        let mut methods: Vec<String> = list(&self.cors_methods).iter().map(|m| m.to_ascii_uppercase()).collect();
+        if methods.is_empty() {
+            methods = ["GET", "POST", "DELETE", "OPTIONS"].map(String::from).to_vec();
+        }
+        if let Some(bad) = methods.iter().find(|m| axum::http::Method::from_bytes(m.as_bytes()).is_err()) {
+            return Err(range("--cors-methods", bad, "not an HTTP method"));
+        }
+        let headers = list(&self.cors_headers);
+        let headers = if headers.is_empty() || headers.iter().any(|h| h == "*") {
+            None
+        } else {
+            if let Some(bad) = headers.iter().find(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()) {
+                return Err(range("--cors-headers", bad, "not a header name"));
+            }
+            Some(headers)
+        };
+        Ok(Cors { origins, methods, headers, credentials: pair(self.cors_credentials, self.no_cors_credentials, true) })
+    }
 }
 
 impl Settings {

@@ -533,20 +533,20 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--path"]).val("PATH").env("LLAMA_ARG_STATIC_PATH").no_effect("no static files are served (no web UI)"),
     flag(&["--cors-origins"]).val("ORIGINS").env("LLAMA_ARG_CORS_ORIGINS").imp(
         "cors_origins",
-        "Comma-separated; `*` = any. Default: CORS off (llama.cpp: `*`); the special value `localhost` is not supported.",
+        "Comma-separated; `*` (default) reflects any Origin, `localhost` only local ones.",
     ),
     flag(&["--cors-methods"])
         .val("METHODS")
         .env("LLAMA_ARG_CORS_METHODS")
-        .no_effect("CORS allows GET, POST and OPTIONS"),
+        .imp("cors_methods", "Default GET, POST, DELETE, OPTIONS."),
     flag(&["--cors-headers"])
         .val("HEADERS")
         .env("LLAMA_ARG_CORS_HEADERS")
-        .no_effect("CORS allows the Authorization, Content-Type and X-Api-Key headers"),
+        .imp("cors_headers", "Default `*`: the headers the browser asks for are allowed."),
     flag(&["--cors-credentials"])
         .neg(&["--no-cors-credentials"])
         .env("LLAMA_ARG_CORS_CREDENTIALS")
-        .no_effect("CORS responses do not allow credentials"),
+        .imp("cors_credentials", "Default on: `Access-Control-Allow-Credentials: true` (a `*` origin is then reflected)."),
     flag(&["--api-prefix"])
         .val("PREFIX")
         .env("LLAMA_ARG_API_PREFIX")

@@ -61,8 +61,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 pub use args::{
-    Args, ArgsError, BUILTIN_TEMPLATES, DEFAULT_MODEL, GpuLayers, LoadMode, MIN_SERVER_CTX_SEQ, OnOffAuto, Settings,
-    TemplateChoice,
+    Args, ArgsError, BUILTIN_TEMPLATES, Cors, CorsOrigins, DEFAULT_MODEL, GpuLayers, LoadMode, MIN_SERVER_CTX_SEQ,
+    OnOffAuto, Settings, TemplateChoice,
 };
 pub use auth::PUBLIC_PATHS;
 pub use error::AppError;
@@ -147,10 +147,7 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(settings.max_body))
         .layer(middleware::from_fn_with_state(settings.max_body, refuse_oversized));
-    let router = match cors_layer(&settings.cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
+    let router = router.layer(cors_layer(&settings.cors));
     router
         .layer(middleware::from_fn_with_state(state.hosts(), auth::check_host))
         .layer(middleware::from_fn_with_state(settings.max_body, json_errors))
@@ -167,21 +164,38 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         }))
 }
 
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+/// The CORS layer of `policy` (llama.cpp's semantics: with credentials, a
+/// wildcard origin or header list is answered by reflecting the request's).
+fn cors_layer(policy: &args::Cors) -> CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowMethods};
+    let origin = match &policy.origins {
+        args::CorsOrigins::Any if policy.credentials => AllowOrigin::mirror_request(),
+        args::CorsOrigins::Any => AllowOrigin::any(),
+        args::CorsOrigins::Localhost => AllowOrigin::predicate(|origin, _| is_local_origin(origin)),
+        args::CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
     };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")]),
-    )
+    let methods = AllowMethods::list(policy.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()));
+    let headers = match &policy.headers {
+        None if policy.credentials => AllowHeaders::mirror_request(),
+        None => AllowHeaders::any(),
+        Some(list) => AllowHeaders::list(list.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .allow_credentials(policy.credentials)
+}
+
+/// An `Origin` whose host is `localhost`, `127.0.0.1` or `[::1]`.
+fn is_local_origin(origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else { return false };
+    let Some((_, rest)) = origin.split_once("://") else { return false };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
+        None => rest.split(':').next().unwrap_or_default().to_owned(),
+    };
+    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// Bodies declared larger than this are refused without reading them.

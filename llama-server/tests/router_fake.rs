@@ -430,27 +430,55 @@ async fn host_check_blocks_dns_rebinding() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// CORS as llama.cpp does it: by default any Origin is reflected with
+/// credentials, methods GET, POST, DELETE, OPTIONS, and the headers the
+/// browser asks for; `--cors-origins` narrows it (a list, or `localhost`).
 #[tokio::test]
-async fn cors_is_off_unless_configured() {
-    let preflight = || {
+async fn cors_is_llama_cpp_s() {
+    let preflight = |origin: &str| {
         Request::options("/v1/chat/completions")
             .header(header::HOST, "localhost")
-            .header(header::ORIGIN, "http://app.example")
+            .header(header::ORIGIN, origin)
             .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
             .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
             .body(Body::empty())
             .unwrap()
     };
-    let (_, headers, _) = send(loading(&[]), preflight()).await;
-    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
-    let (status, headers, _) =
-        send(loading(&["--cors-origins", "http://app.example", "--api-key", "k"]), preflight()).await;
+    let (status, headers, _) = send(loading(&[]), preflight("http://app.example")).await;
     assert!(status.is_success(), "{status}");
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://app.example");
-    let (_, headers, _) = send(loading(&["--cors-origins", "http://other.example"]), preflight()).await;
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS], "authorization,content-type");
+    assert!(headers[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("DELETE"));
+    let (status, headers, _) =
+        send(loading(&["--cors-origins", "http://app.example", "--api-key", "k"]), preflight("http://app.example"))
+            .await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://app.example");
+    let (_, headers, _) =
+        send(loading(&["--cors-origins", "http://other.example"]), preflight("http://app.example")).await;
     assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
-    let (_, headers, _) = send(loading(&["--cors-origins", "*"]), preflight()).await;
+    // Without credentials, `*` is a plain wildcard.
+    let (_, headers, _) =
+        send(loading(&["--cors-origins", "*", "--no-cors-credentials"]), preflight("http://app.example")).await;
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    // `localhost`: only local origins.
+    for (origin, allowed) in [
+        ("http://localhost:5173", true),
+        ("http://127.0.0.1", true),
+        ("http://[::1]:8000", true),
+        ("https://evil.example", false),
+    ] {
+        let (_, headers, _) = send(loading(&["--cors-origins", "localhost"]), preflight(origin)).await;
+        assert_eq!(headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), allowed, "{origin}");
+    }
+    // Narrowed methods and headers.
+    let (_, headers, _) =
+        send(loading(&["--cors-methods", "GET", "--cors-headers", "content-type"]), preflight("http://a.example"))
+            .await;
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_METHODS], "GET");
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type");
 }
 
 /// Switched-off endpoints are 501 whether the model is loaded or not.

@@ -1,6 +1,6 @@
 //! Network-facing safety of the real `llama-server` process: the default
 //! bind address, API keys (and keeping them out of logs), DNS-rebinding
-//! protection through the `Host` header, CORS only when asked for, and
+//! protection through the `Host` header, CORS as llama.cpp does it (and narrowed when asked), and
 //! `Retry-After` on every 503. Plus absurd command-line flags: a clean
 //! non-zero exit with a short message, never an abort.
 
@@ -154,19 +154,20 @@ fn dns_rebinding_host_check_and_cors() {
         let resp = s.send(&Request::get("/v1/models").header("Host", &host)).expect("response");
         assert_eq!(resp.status(), 200, "Host {host}: {}", resp.describe());
     }
-    // CORS is off without --cors-origins: no Access-Control-* header, on a
-    // simple request or a preflight.
+    // CORS by default is llama.cpp's: the Origin is reflected, with
+    // credentials, on a simple request and a preflight.
     for req in [
-        Request::get("/v1/models").header("Origin", "https://evil.example"),
+        Request::get("/v1/models").header("Origin", "https://app.example"),
         Request::new("OPTIONS", "/v1/chat/completions")
-            .header("Origin", "https://evil.example")
+            .header("Origin", "https://app.example")
             .header("Access-Control-Request-Method", "POST")
             .header("Access-Control-Request-Headers", "authorization,content-type"),
     ] {
         let resp = s.send(&req).expect("response");
-        assert!(
-            !resp.head.headers.iter().any(|(n, _)| n.starts_with("access-control-")),
-            "{} {}: CORS header without --cors-origins: {:?}",
+        assert_eq!(
+            (resp.head.header("access-control-allow-origin"), resp.head.header("access-control-allow-credentials")),
+            (Some("https://app.example"), Some("true")),
+            "{} {}: {:?}",
             req.method,
             req.path,
             resp.head.headers
