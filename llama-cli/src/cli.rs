@@ -304,7 +304,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The context-shift setting of each request.
     pub fn context_shift(&self) -> Option<llama_runtime::ContextShift> {
-        self.context_shift.then_some(llama_runtime::ContextShift { n_keep: self.keep })
+        self.context_shift.then_some(llama_runtime::ContextShift { n_keep: self.keep, n_discard: 0 })
     }
 }
 

@@ -390,14 +390,14 @@ fn engine_thread_panic_still_ends_every_request() {
 /// What the fake generates with context shifts, simulated independently:
 /// sample from the whole KV, and when the window is full keep `keep`
 /// cells, drop half of the rest, and go on.
-fn shifted_reference(prompt: &str, n_ctx_seq: usize, keep: usize, n: usize) -> Vec<crate::Token> {
+fn shifted_reference(prompt: &str, n_ctx_seq: usize, keep: usize, discard: usize, n: usize) -> Vec<crate::Token> {
     let mut kv = FakeModel::default().tokenize(prompt, true, true).unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let t = crate::fake::fake_next_token(7, &kv);
         out.push(t);
         if kv.len() >= n_ctx_seq {
-            let discard = ((kv.len() - keep) / 2).max(1);
+            let discard = if discard == 0 { (kv.len() - keep) / 2 } else { discard.min(kv.len() - keep) }.max(1);
             kv.drain(keep..keep + discard);
         }
         kv.push(t);
@@ -415,12 +415,13 @@ async fn context_shift_keeps_generating_past_the_window() {
     assert_eq!(full.finish_reason, FinishReason::ContextFull);
     assert_eq!(full.events.len(), 64 - 6 + 1);
 
-    for (n_keep, keep) in [(3, 3), (0, 0), (-1, 6)] {
+    for (n_keep, keep, n_discard) in [(3, 3, 0), (0, 0, 0), (-1, 6, 0), (3, 3, 10), (3, 3, 1000)] {
         let mut req = greedy("hello", 200);
-        req.context_shift = Some(ContextShift { n_keep });
+        req.context_shift = Some(ContextShift { n_keep, n_discard });
         let out = engine.submit(req).unwrap().collect().await.unwrap();
         assert_eq!(out.finish_reason, FinishReason::MaxTokens, "n_keep {n_keep}");
-        assert_eq!(out.tokens(), shifted_reference("hello", 64, keep, 200), "n_keep {n_keep}");
+        let want = shifted_reference("hello", 64, keep, n_discard as usize, 200);
+        assert_eq!(out.tokens(), want, "n_keep {n_keep} n_discard {n_discard}");
     }
     // A later request does not reuse cells a shift moved: only the kept prefix.
     let again = engine.submit(greedy("hello", 3)).unwrap().collect().await.unwrap();

@@ -99,6 +99,9 @@ pub struct ContextShift {
     /// `-1` keeps the whole prompt. At most the window minus 2 is kept, so
     /// that every shift frees room.
     pub n_keep: i32,
+    /// Cells dropped per shift (llama.cpp's `n_discard`); 0 drops half of
+    /// what follows the kept ones. At most what follows them.
+    pub n_discard: u32,
 }
 
 impl Request {

@@ -932,7 +932,7 @@ impl<I: Inference> Scheduler<I> {
 
 impl<I: Inference> Scheduler<I> {
     /// Context shift for the sequence in `slot_idx`, when it asked for one:
-    /// keep its first `n_keep` cells, drop half of the rest, move the
+    /// keep its first `n_keep` cells, drop `n_discard` (default half) of the rest, move the
     /// remainder down. `false` when it did not ask or the model cannot shift.
     fn shift_context(&mut self, slot_idx: usize) -> bool {
         let slot = &mut self.slots[slot_idx];
@@ -942,7 +942,8 @@ impl<I: Inference> Scheduler<I> {
         }
         let n_past = slot.cache.len();
         let keep = shift_keep(q, n_past);
-        let discard = ((n_past - keep) / 2).max(1);
+        let asked = q.context_shift.map_or(0, |c| c.n_discard as usize);
+        let discard = if asked == 0 { (n_past - keep) / 2 } else { asked.min(n_past - keep) }.max(1);
         if !self.inf.kv_shift(slot.id, keep as Pos, discard as Pos, n_past as Pos) {
             return false;
         }

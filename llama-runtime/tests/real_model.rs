@@ -387,7 +387,7 @@ fn context_shift_generates_past_the_window() {
     assert!(full.events.len() < 64, "{}", full.events.len());
 
     let mut shifted = plain.clone();
-    shifted.context_shift = Some(llama_runtime::ContextShift { n_keep: 4 });
+    shifted.context_shift = Some(llama_runtime::ContextShift { n_keep: 4, n_discard: 0 });
     let out = run(&engine, shifted);
     assert_eq!(out.finish_reason, FinishReason::MaxTokens);
     assert_eq!(out.events.len(), 150);

@@ -99,8 +99,18 @@ pub struct RequestDefaults {
 }
 
 /// The context shift of a request: on with `--context-shift`, keeping the
-/// request's `n_keep` (else `--keep`) prompt tokens.
-pub(crate) fn context_shift(defaults: &RequestDefaults, n_keep: Option<i64>) -> Result<Option<ContextShift>, AppError> {
+/// request's `n_keep` (else `--keep`) prompt tokens and dropping its
+/// `n_discard` (0 or absent: half of the rest) per shift.
+pub(crate) fn context_shift(
+    defaults: &RequestDefaults,
+    n_keep: Option<i64>,
+    n_discard: Option<i64>,
+) -> Result<Option<ContextShift>, AppError> {
+    let n_discard = match n_discard {
+        None => 0,
+        Some(n) => u32::try_from(n)
+            .map_err(|_| AppError::invalid("n_discard", format!("`n_discard` must be >= 0, got {n}")))?,
+    };
     let n_keep = match n_keep {
         None => defaults.n_keep,
         Some(n) => i32::try_from(n)
@@ -108,7 +118,7 @@ pub(crate) fn context_shift(defaults: &RequestDefaults, n_keep: Option<i64>) -> 
             .filter(|&n| n >= -1)
             .ok_or_else(|| AppError::invalid("n_keep", format!("`n_keep` must be -1 or >= 0, got {n}")))?,
     };
-    Ok(defaults.context_shift.then_some(ContextShift { n_keep }))
+    Ok(defaults.context_shift.then_some(ContextShift { n_keep, n_discard }))
 }
 
 /// `id_slot`: -1 (or absent) for any free slot, else a slot number (the

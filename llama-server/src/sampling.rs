@@ -120,6 +120,8 @@ macro_rules! request_struct {
             pub ignore_eos: Option<bool>,
             /// Prompt tokens a context shift keeps (default `--keep`; -1 = all).
             pub n_keep: Option<i64>,
+            /// Cells a context shift drops (0 or absent: half).
+            pub n_discard: Option<i64>,
             /// Run in this slot (-1 or absent: any free slot).
             pub id_slot: Option<i64>,
         }
@@ -151,7 +153,7 @@ macro_rules! request_struct {
                     ignore_eos: self.ignore_eos.unwrap_or(defaults.ignore_eos),
                     n_probs,
                     cache_prompt: self.cache_prompt.unwrap_or(defaults.cache_prompt),
-                    context_shift: $crate::request::context_shift(defaults, self.n_keep)?,
+                    context_shift: $crate::request::context_shift(defaults, self.n_keep, self.n_discard)?,
                     slot: $crate::request::id_slot(self.id_slot)?,
                 })
             }

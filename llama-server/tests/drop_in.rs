@@ -92,9 +92,19 @@ async fn context_shift_id_slot_model_names_and_a_default_grammar() {
     assert_eq!(body["tokens_predicted"], 100, "{body}");
     assert_eq!(body["truncated"], false, "{body}");
     assert_eq!(body["id_slot"], 1, "{body}");
+    assert_eq!(body["generation_settings"]["n_keep"], 4, "{body}");
     // --grammar applies to requests that bring none: lower-case letters and spaces only.
     let content = body["content"].as_str().unwrap();
     assert!(content.chars().all(|c| c.is_ascii_lowercase() || c == ' '), "{content:?}");
+    // A request's own n_discard: shifts drop 8 cells at a time.
+    let (status, body) = post(
+        &server,
+        "/completion",
+        json!({"prompt": "Once upon a time", "n_predict": 100, "ignore_eos": true, "n_discard": 8}),
+    )
+    .await;
+    assert_eq!((status, &body["tokens_predicted"]), (200, &json!(100)), "{body}");
+    assert_eq!(body["generation_settings"]["n_discard"], 8, "{body}");
     // A request's own n_keep is checked.
     let (status, bad) = post(&server, "/completion", json!({"prompt": "x", "n_keep": -5})).await;
     assert_eq!((status, bad["error"]["param"].as_str()), (400, Some("n_keep")), "{bad}");

@@ -17,6 +17,8 @@ pub(super) struct RunSettings<'a> {
     pub stream: bool,
     /// Prompt tokens a context shift keeps.
     pub n_keep: i32,
+    /// Cells a context shift drops (0: half).
+    pub n_discard: u32,
 }
 
 /// The settings object. The sampling parameters' f32 values are written
@@ -104,7 +106,7 @@ impl GenerationSettings {
             mirostat_tau: p.mirostat_tau.into(),
             model: model.to_owned(),
             n_ctx,
-            n_discard: 0,
+            n_discard: run.n_discard,
             n_keep: run.n_keep,
             n_predict,
             n_probs: run.n_probs,
@@ -144,8 +146,15 @@ pub(super) mod tests {
     pub(in crate::native) fn example() -> GenerationSettings {
         let p = SamplingParams { grammar: Some("root ::= \"x\"".into()), ..Default::default() };
         let stop = ["\n".to_string()];
-        let run =
-            RunSettings { n_predict: Some(8), stop: &stop, n_probs: 2, ignore_eos: false, stream: true, n_keep: 0 };
+        let run = RunSettings {
+            n_predict: Some(8),
+            stop: &stop,
+            n_probs: 2,
+            ignore_eos: false,
+            stream: true,
+            n_keep: 0,
+            n_discard: 0,
+        };
         GenerationSettings::new(&p, &run, 512, "m")
     }
 

@@ -81,6 +81,7 @@ pub(crate) async fn props(State(state): State<AppState>) -> Result<Response, App
         ignore_eos: ready.request_defaults.ignore_eos,
         stream: false,
         n_keep: ready.request_defaults.n_keep,
+        n_discard: 0,
     };
     let params = GenerationSettings::new(&ready.defaults, &run, ready.n_ctx_seq, &model);
     let body = Props {
