@@ -24,10 +24,14 @@ pub enum Value {
     Bool(bool),
     /// GGUF type 8.
     Str(String),
+    /// GGUF type 9 (array) of type 8.
+    StrArray(Vec<String>),
+    /// GGUF type 9 (array) of type 5.
+    I32Array(Vec<i32>),
 }
 
 impl Value {
-    fn write(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         match self {
             Value::U32(v) => {
                 out.extend(4u32.to_le_bytes());
@@ -49,11 +53,27 @@ impl Value {
                 out.extend(8u32.to_le_bytes());
                 write_str(out, s);
             }
+            Value::StrArray(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for s in items {
+                    write_str(out, s);
+                }
+            }
+            Value::I32Array(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for v in items {
+                    out.extend(v.to_le_bytes());
+                }
+            }
         }
     }
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.extend((s.len() as u64).to_le_bytes());
     out.extend(s.as_bytes());
 }

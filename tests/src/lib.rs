@@ -18,6 +18,8 @@
 //! - [`stats`]: medians and percentiles, for the suites and the benchmarks.
 //! - [`bench`]: the benchmark suite run by the `bench-suite` binary.
 //! - [`gguf_edit`]: derived test models (a GGUF copy with metadata set).
+//! - [`gguf_write`]: new GGUF files (metadata and F32 tensors).
+//! - [`reranker`]: a tiny random-weight BERT reranker the suites build.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -41,9 +43,11 @@ pub fn wait_or_kill(child: &mut std::process::Child, timeout: std::time::Duratio
 pub mod bench;
 pub mod figures;
 pub mod gguf_edit;
+pub mod gguf_write;
 pub mod http;
 pub mod load;
 pub mod paths;
+pub mod reranker;
 pub mod server;
 pub mod sse;
 pub mod stats;
