@@ -10,8 +10,8 @@ use llama_sys as sys;
 
 use crate::state::Kind;
 use crate::{
-    Backend, Batch, ContextParams, Error, FlashAttn, KvCacheType, MAX_THREADS, Model, Pooling, Pos, Result, SeqId,
-    StateKey, Token,
+    Backend, Batch, ContextParams, Error, FlashAttn, KvCacheType, LoraAdapter, MAX_THREADS, Model, Pooling, Pos,
+    Result, SeqId, StateKey, Token,
 };
 
 /// An inference context over a shared [`Model`]: owns the KV cache and the
@@ -45,6 +45,9 @@ pub struct Context {
     embeddings: bool,
     /// Key that signs and verifies saved states (`None`: the per-process key).
     state_key: Option<StateKey>,
+    /// The LoRA adapters llama.cpp's context may point to, with their
+    /// scales: held so that none is freed while it can be applied.
+    lora: Vec<(Arc<LoraAdapter>, f32)>,
 }
 
 // SAFETY: a llama_context may be used from any thread as long as only one
@@ -103,10 +106,16 @@ impl Context {
         cp.abort_callback = Some(abort_trampoline);
         cp.abort_callback_data = Arc::as_ptr(&abort).cast_mut().cast();
         let mut raw = std::ptr::null_mut();
-        // SAFETY: the model is alive (we hold an Arc for the context's whole
-        // life); the abort data pointer points into the Arc's allocation,
-        // which the Context keeps until after the context is freed.
-        crate::ffi::guard(unsafe { sys::llrs_init_from_model(model.as_ptr(), cp, &mut raw) }, "llama_init_from_model")?;
+        {
+            let _registry = model.adapters_read();
+            // SAFETY: the model is alive (we hold an Arc for the context's
+            // whole life); the abort data pointer points into the Arc's
+            // allocation, which the Context keeps until after the context is
+            // freed; the model's adapter registry, which llama.cpp reads to
+            // size the graphs, is locked against writers.
+            let status = unsafe { sys::llrs_init_from_model(model.as_ptr(), cp, &mut raw) };
+            crate::ffi::guard(status, "llama_init_from_model")?;
+        }
         let ptr = NonNull::new(raw).ok_or_else(|| {
             Error::ContextCreate(format!(
                 "llama.cpp could not create a context with n_ctx={} n_batch={} n_seq_max={} cache types {}/{} \
@@ -128,6 +137,7 @@ impl Context {
             n_batch,
             embeddings: params.embeddings,
             state_key: None,
+            lora: Vec::new(),
         })
     }
 
@@ -227,6 +237,67 @@ impl Context {
         self.embeddings = on;
     }
 
+    /// Apply exactly these LoRA adapters, each with its scale, from the
+    /// next decode on (replacing whatever was applied before; an empty
+    /// list applies none). A scale of 0 leaves an adapter out; negative
+    /// scales subtract it. llama.cpp rebuilds its compute graphs when the
+    /// set changes, so switching costs a graph reservation at the next
+    /// decode; setting the set already applied costs nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] for an adapter loaded for another model, an
+    /// adapter listed twice or a scale that is not finite (nothing changes
+    /// then); [`Error::Exception`] if llama.cpp throws.
+    pub fn set_lora_adapters(&mut self, adapters: &[(Arc<LoraAdapter>, f32)]) -> Result<()> {
+        for (i, (adapter, scale)) in adapters.iter().enumerate() {
+            if !Arc::ptr_eq(adapter.model(), &self.model) {
+                return Err(Error::InvalidParam {
+                    name: "adapters",
+                    reason: format!("{} was loaded for another model", adapter.path().display()),
+                });
+            }
+            if !scale.is_finite() {
+                return Err(Error::InvalidParam {
+                    name: "scale",
+                    reason: format!("the scale of {} must be finite, got {scale}", adapter.path().display()),
+                });
+            }
+            if adapters[..i].iter().any(|(other, _)| Arc::ptr_eq(other, adapter)) {
+                return Err(Error::InvalidParam {
+                    name: "adapters",
+                    reason: format!("{} is listed twice", adapter.path().display()),
+                });
+            }
+        }
+        let mut ptrs: Vec<*mut sys::llama_adapter_lora> = adapters.iter().map(|(a, _)| a.as_ptr()).collect();
+        let mut scales: Vec<f32> = adapters.iter().map(|&(_, s)| s).collect();
+        let mut out = 0;
+        // SAFETY: exclusive access (&mut self); `ptrs` and `scales` hold
+        // `adapters.len()` elements each (non-null arrays even when empty),
+        // every adapter is alive and loaded for this context's model. On
+        // success llama.cpp keeps the pointers of the adapters with a
+        // non-zero scale, which `self.lora` then holds. Through the shim.
+        let status = unsafe {
+            sys::llrs_set_adapters_lora(self.raw(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr(), &mut out)
+        };
+        if let Err(e) = crate::ffi::guard(status, "llama_set_adapters_lora") {
+            // llama.cpp may have kept any of the old or the new adapters:
+            // hold them all.
+            self.lora.extend(adapters.iter().cloned());
+            return Err(e);
+        }
+        self.lora = adapters.iter().filter(|(_, s)| *s != 0.0).cloned().collect();
+        Ok(())
+    }
+
+    /// The LoRA adapters applied, with their non-zero scales, as the last
+    /// successful [`set_lora_adapters`](Self::set_lora_adapters) set them
+    /// (after a failed call, also those it tried to apply: llama.cpp may
+    /// point to any of them).
+    pub fn lora_adapters(&self) -> &[(Arc<LoraAdapter>, f32)] {
+        &self.lora
+    }
+
     fn check_batch(&self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Err(Error::EmptyBatch);
@@ -283,9 +354,13 @@ impl Context {
         self.check_batch(batch)?;
         self.outputs.clear();
         let mut code = 0;
+        let registry = self.model.adapters_read();
         // SAFETY: the batch was validated against this context (size, seq ids,
-        // token ids, positions); its arrays stay alive for the call.
+        // token ids, positions); its arrays stay alive for the call; the
+        // adapters the context applies are alive (held in `self.lora`) and
+        // the model's adapter registry is locked against writers.
         let status = unsafe { sys::llrs_decode(self.raw(), batch.raw(), &mut code) };
+        drop(registry);
         crate::ffi::guard(status, "llama_decode")?;
         self.finish(code, batch)
     }
@@ -311,8 +386,10 @@ impl Context {
         }
         self.outputs.clear();
         let mut code = 0;
+        let registry = self.model.adapters_read();
         // SAFETY: as in `decode`.
         let status = unsafe { sys::llrs_encode(self.raw(), batch.raw(), &mut code) };
+        drop(registry);
         crate::ffi::guard(status, "llama_encode")?;
         self.finish(code, batch)
     }

@@ -26,6 +26,25 @@ pub enum Error {
         /// The path that was given.
         path: PathBuf,
     },
+    /// The file is not a LoRA adapter we are willing to hand to llama.cpp
+    /// (missing, not GGUF, truncated, not an adapter, unusable tensors).
+    #[error("invalid LoRA adapter: {0}")]
+    InvalidAdapter(GgufError),
+    /// A valid LoRA adapter made for another model: another architecture,
+    /// a tensor the model does not have, or other dimensions.
+    #[error("LoRA adapter {} does not fit the model: {reason}", path.display())]
+    AdapterMismatch {
+        /// The adapter's path.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// llama.cpp refused to load an adapter that passed our checks.
+    #[error("llama.cpp failed to load the LoRA adapter {}", path.display())]
+    AdapterLoad {
+        /// The adapter's path.
+        path: PathBuf,
+    },
     /// The progress callback asked to stop loading.
     #[error("model loading was cancelled")]
     LoadCancelled,

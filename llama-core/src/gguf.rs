@@ -29,6 +29,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+mod adapter;
 mod error;
 mod ggml_type;
 mod info;
@@ -36,6 +37,7 @@ mod model;
 mod parse;
 mod value;
 
+pub use adapter::{ADAPTER_TENSOR_TYPES, validate_adapter, validate_adapter_bytes};
 pub use error::GgufError;
 pub use ggml_type::GgmlType;
 pub use info::{GgufInfo, TensorInfo};
@@ -89,7 +91,12 @@ const FIRST_READ: u64 = 2 << 20;
 /// [`GgufError::NotFound`], [`GgufError::NotAFile`] and [`GgufError::Io`] for
 /// the path itself; any other variant for a malformed or inconsistent file.
 pub fn validate(path: impl AsRef<Path>) -> Result<GgufInfo, GgufError> {
-    let path = path.as_ref();
+    validate_with(path.as_ref(), |parsed| model::check(&parsed.info, parsed.tokens.as_ref()))
+}
+
+/// Read the header of the file at `path` with bounded reads, parse it and
+/// run `check` on the result (the model checks, or the adapter checks).
+fn validate_with(path: &Path, check: impl Fn(&parse::Parsed) -> Result<(), GgufError>) -> Result<GgufInfo, GgufError> {
     let io_err = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => GgufError::NotFound { path: path.to_owned() },
         _ => GgufError::Io { path: path.to_owned(), source },
@@ -124,7 +131,7 @@ pub fn validate(path: impl AsRef<Path>) -> Result<GgufInfo, GgufError> {
         }
         match parse::parse(&buf, file_size) {
             Ok(parsed) => {
-                model::check(&parsed.info, parsed.tokens.as_ref())?;
+                check(&parsed)?;
                 return Ok(parsed.info);
             }
             Err(parse::Stop::Invalid(e)) => return Err(e),
@@ -143,9 +150,17 @@ pub fn validate(path: impl AsRef<Path>) -> Result<GgufInfo, GgufError> {
 ///
 /// Any [`GgufError`] variant but the path-related ones.
 pub fn validate_bytes(bytes: &[u8]) -> Result<GgufInfo, GgufError> {
+    validate_bytes_with(bytes, |parsed| model::check(&parsed.info, parsed.tokens.as_ref()))
+}
+
+/// [`validate_bytes`] with another `check` (see [`validate_with`]).
+fn validate_bytes_with(
+    bytes: &[u8],
+    check: impl Fn(&parse::Parsed) -> Result<(), GgufError>,
+) -> Result<GgufInfo, GgufError> {
     match parse::parse(bytes, bytes.len() as u64) {
         Ok(parsed) => {
-            model::check(&parsed.info, parsed.tokens.as_ref())?;
+            check(&parsed)?;
             Ok(parsed.info)
         }
         Err(parse::Stop::Invalid(e)) => Err(e),

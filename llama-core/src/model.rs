@@ -1,8 +1,10 @@
 //! A loaded model: weights, vocabulary and metadata.
 
+use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use llama_sys as sys;
 
@@ -53,14 +55,32 @@ pub struct Model {
     ptr: NonNull<sys::llama_model>,
     vocab: Vocab,
     path: PathBuf,
+    /// Each tensor's dimensions as the validated file declares them
+    /// (ggml's `ne` order), for checking LoRA adapters against the model.
+    tensor_dims: HashMap<String, Vec<u64>>,
+    /// Guards llama.cpp's registry of the model's LoRA adapters
+    /// (`llama_model::loras`, a `std::set`): loading and freeing an adapter
+    /// write it (exclusive), creating a context and decoding read it
+    /// (shared; llama.cpp sizes its compute graphs by every registered
+    /// adapter). See the `Sync` argument below.
+    adapters_lock: RwLock<()>,
 }
 
 // SAFETY: a `llama_model` is not written after `llama_model_load_from_file`
-// returns, by any call this crate makes: llama.cpp's own server and
-// examples share one model between several contexts on several threads,
-// and every `llama_model_*` / `llama_vocab_*` query we expose takes a
-// `const` pointer and only reads. Load and free own the pointer
-// exclusively.
+// returns, by any call this crate makes but one, which is locked:
+// llama.cpp's own server and examples share one model between several
+// contexts on several threads, and every `llama_model_*` /
+// `llama_vocab_*` query we expose takes a `const` pointer and only reads.
+// Load and free own the pointer exclusively.
+//
+// The locked write: `llama_adapter_lora_init` inserts the new adapter into
+// the model's `loras` set and `llama_adapter_lora_free` erases it, while
+// `llama_init_from_model` and `llama_decode`/`llama_encode` (when a
+// context reserves its graphs) iterate that set. `LoraAdapter::load` and
+// its `Drop` hold `adapters_lock` exclusively for those calls;
+// `Context::new`, `decode` and `encode` hold it shared. Nothing else
+// touches the set (the model's destructor frees adapters left in it, and
+// none can be: each holds an `Arc<Model>`).
 //
 // One exception is load-bearing and must be kept in mind: the non-const
 // `llama_init_from_model` (called by `Context::new`, possibly from several
@@ -133,7 +153,8 @@ impl Model {
             return Err(Error::ModelNotFound { path: path.to_path_buf() });
         }
         // Nothing reaches llama.cpp's loader unchecked.
-        crate::gguf::validate(path)?;
+        let info = crate::gguf::validate(path)?;
+        let tensor_dims = info.tensors.into_iter().map(|t| (t.name, t.dims)).collect();
         let c_path = path_to_cstring(path)?;
 
         // SAFETY: returns a plain struct by value.
@@ -172,11 +193,17 @@ impl Model {
         // SAFETY: the vocab pointer is valid while the model lives, and the
         // Vocab is stored inside the Model, so it cannot outlive it.
         let vocab = unsafe { Vocab::from_raw(vocab_ptr) };
-        Ok(Model { ptr, vocab, path: path.to_path_buf() })
+        Ok(Model { ptr, vocab, path: path.to_path_buf(), tensor_dims, adapters_lock: RwLock::new(()) })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut sys::llama_model {
         self.ptr.as_ptr()
+    }
+
+    /// Shared access to llama.cpp's adapter registry, for the calls that
+    /// read it (context creation, decode, encode); see `adapters_lock`.
+    pub(crate) fn adapters_read(&self) -> RwLockReadGuard<'_, ()> {
+        self.adapters_lock.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The file this model was loaded from.
@@ -285,6 +312,159 @@ impl Drop for Model {
         // here, and no Context can outlive the Model (they hold an Arc).
         unsafe { sys::llama_model_free(self.ptr.as_ptr()) };
     }
+}
+
+/// A LoRA adapter loaded for one [`Model`]: low-rank deltas to some of its
+/// weights, applied by the contexts that activate it
+/// ([`Context::set_lora_adapters`](crate::Context::set_lora_adapters)) with
+/// a scale of their choosing. Immutable once loaded; share it with
+/// `Arc<LoraAdapter>`. It holds an `Arc` of its model, and contexts hold
+/// an `Arc` of the adapters they apply, so neither is freed while in use.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use llama_core::{Context, ContextParams, LoraAdapter, Model, ModelParams};
+/// let model = Arc::new(Model::load("models/SmolLM2-135M-Instruct.Q4_1.gguf", &ModelParams::default())?);
+/// let adapter = Arc::new(LoraAdapter::load(&model, "my-adapter.gguf")?);
+/// let mut ctx = Context::new(model, &ContextParams::default())?;
+/// ctx.set_lora_adapters(&[(adapter, 0.5)])?;
+/// # Ok::<(), llama_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LoraAdapter {
+    ptr: NonNull<sys::llama_adapter_lora>,
+    model: Arc<Model>,
+    path: PathBuf,
+}
+
+// SAFETY: after `llama_adapter_lora_init` returns, llama.cpp only reads an
+// adapter (its tensors and pair map, from the graph of any context that
+// applies it, and its metadata map): every `llama_adapter_*` query takes a
+// `const` pointer. The one write, `llama_adapter_lora_free`, happens in
+// `Drop`, when no `Arc` (hence no context) is left. Its registration in
+// the model is guarded by the model's adapter lock (see `Model`'s `Sync`).
+unsafe impl Send for LoraAdapter {}
+// SAFETY: see `Send` above: all shared access is read-only.
+unsafe impl Sync for LoraAdapter {}
+
+impl LoraAdapter {
+    /// Validate the adapter file in safe Rust — its GGUF structure and
+    /// metadata ([`gguf::validate_adapter`](crate::gguf::validate_adapter)),
+    /// then its fit to `model`: the same architecture, every base tensor
+    /// present in the model with the dimensions llama.cpp expects — and
+    /// load it with llama.cpp.
+    ///
+    /// # Errors
+    /// [`Error::InvalidAdapter`] for a file the validator refuses (missing,
+    /// not GGUF, truncated, not a LoRA adapter, unusable tensors);
+    /// [`Error::AdapterMismatch`] for an adapter made for another model;
+    /// [`Error::AdapterLoad`] when llama.cpp cannot load a file that passed
+    /// both; [`Error::Exception`] if llama.cpp throws.
+    pub fn load(model: &Arc<Model>, path: impl AsRef<Path>) -> Result<LoraAdapter> {
+        let path = path.as_ref();
+        let info = crate::gguf::validate_adapter(path).map_err(Error::InvalidAdapter)?;
+        let mismatch = |reason: String| Error::AdapterMismatch { path: path.to_path_buf(), reason };
+        let arch = info.architecture().unwrap_or_default();
+        let model_arch = model.architecture().unwrap_or_default();
+        if arch != model_arch {
+            return Err(mismatch(format!("the adapter is for `{arch}` models, the model is `{model_arch}`")));
+        }
+        check_fit(&info, &model.tensor_dims).map_err(mismatch)?;
+        let c_path = path_to_cstring(path)?;
+        let mut raw = std::ptr::null_mut();
+        {
+            let _registry = model.adapters_lock.write().unwrap_or_else(PoisonError::into_inner);
+            // SAFETY: the model is alive (we hold an Arc, and keep it in the
+            // adapter); `c_path` is a valid C string; the registry the call
+            // writes is locked exclusively. Through the shim: a C++
+            // exception becomes a typed error.
+            let status = unsafe { sys::llrs_adapter_lora_init(model.as_ptr(), c_path.as_ptr(), &mut raw) };
+            crate::ffi::guard(status, "llama_adapter_lora_init")?;
+        }
+        let ptr = NonNull::new(raw).ok_or_else(|| Error::AdapterLoad { path: path.to_path_buf() })?;
+        Ok(LoraAdapter { ptr, model: Arc::clone(model), path: path.to_path_buf() })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::llama_adapter_lora {
+        self.ptr.as_ptr()
+    }
+
+    /// The model this adapter was loaded for.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The value of one of the adapter's GGUF metadata keys, as text
+    /// (`adapter.lora.alpha`, `adapter.lora.task_name`,
+    /// `adapter.lora.prompt_prefix`, ...). Arrays are not kept by llama.cpp.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        let key = CString::new(key).ok()?;
+        // SAFETY: read-only query on a live adapter; `key` is a valid C
+        // string; llama.cpp writes at most `len` bytes into `buf` and
+        // returns the length it needed, `fill_string` sizes the buffer.
+        fill_string(|buf, len| unsafe { sys::llama_adapter_meta_val_str(self.as_ptr(), key.as_ptr(), buf, len) })
+    }
+
+    /// Every scalar GGUF metadata key/value pair, values as text.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        // SAFETY: read-only query on a live adapter.
+        let n = unsafe { sys::llama_adapter_meta_count(self.as_ptr()) }.max(0);
+        (0..n)
+            .filter_map(|i| {
+                // SAFETY: `i` is in 0..count; buffer protocol as in `meta`.
+                let k = fill_string(|b, l| unsafe { sys::llama_adapter_meta_key_by_index(self.as_ptr(), i, b, l) })?;
+                // SAFETY: as above.
+                let v =
+                    fill_string(|b, l| unsafe { sys::llama_adapter_meta_val_str_by_index(self.as_ptr(), i, b, l) })?;
+                Some((k, v))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoraAdapter {
+    fn drop(&mut self) {
+        let _registry = self.model.adapters_lock.write().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: `ptr` came from llama_adapter_lora_init and is freed only
+        // here; no context applies it any more (each holds an Arc of the
+        // adapters it applies); the model is alive (our Arc) and its
+        // adapter registry, which the call writes, is locked exclusively.
+        unsafe { sys::llama_adapter_lora_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// Whether every `lora_a`/`lora_b` pair of a validated adapter fits a
+/// tensor of the model, with the dimensions llama.cpp's loader compares
+/// (`llama-adapter.cpp`); the reason when not.
+fn check_fit(info: &crate::gguf::GgufInfo, model: &HashMap<String, Vec<u64>>) -> std::result::Result<(), String> {
+    let dim = |d: &[u64], i: usize| d.get(i).copied().unwrap_or(1);
+    for a in info.tensors.iter().filter(|t| t.name.ends_with(".lora_a")) {
+        let base = a.name.trim_end_matches(".lora_a");
+        let b = info.tensor(&format!("{base}.lora_b")).map(|t| t.dims.as_slice()).unwrap_or_default();
+        let Some(w) = model.get(base) else {
+            return Err(format!("the model has no tensor `{base}`"));
+        };
+        if w.iter().skip(2).any(|&d| d != 1) {
+            return Err(format!("`{base}` has {} dimensions; adapters for such tensors are not supported", w.len()));
+        }
+        let fits = if base.ends_with("token_embd.weight") {
+            dim(w, 0) == dim(b, 1) && dim(w, 1) == dim(&a.dims, 1)
+        } else {
+            dim(w, 0) == dim(&a.dims, 0) && dim(w, 1) == dim(b, 1)
+        };
+        if !fits {
+            return Err(format!(
+                "`{base}` is {w:?} in the model, which lora_a {:?} and lora_b {b:?} do not fit",
+                a.dims
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The names of llama.cpp's built-in chat formats (`llama3`, `chatml`,

@@ -100,6 +100,15 @@ int llrs_state_seq_set_data(llama_context * ctx, const uint8_t * src, size_t siz
     return guard([&] { *out = llama_state_seq_set_data(ctx, src, size, seq_id); });
 }
 
+int llrs_adapter_lora_init(llama_model * model, const char * path_lora, llama_adapter_lora ** out) {
+    return guard([&] { *out = llama_adapter_lora_init(model, path_lora); });
+}
+
+int llrs_set_adapters_lora(llama_context * ctx, llama_adapter_lora ** adapters, size_t n_adapters, float * scales,
+                           int32_t * out) {
+    return guard([&] { *out = llama_set_adapters_lora(ctx, adapters, n_adapters, scales); });
+}
+
 int llrs_test_throw(void) {
     return guard([] { throw std::runtime_error("llrs test exception"); });
 }

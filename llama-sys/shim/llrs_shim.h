@@ -52,6 +52,13 @@ int llrs_state_set_data(struct llama_context * ctx, const uint8_t * src, size_t 
 int llrs_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, llama_seq_id seq_id,
                             size_t * out);
 
+// LoRA adapters. llama_adapter_lora_init catches the std::exceptions of
+// its own loader, but not everything around them (the adapter's allocation,
+// registering it with the model); llama_set_adapters_lora allocates.
+int llrs_adapter_lora_init(struct llama_model * model, const char * path_lora, struct llama_adapter_lora ** out);
+int llrs_set_adapters_lora(struct llama_context * ctx, struct llama_adapter_lora ** adapters, size_t n_adapters,
+                           float * scales, int32_t * out);
+
 int llrs_chat_apply_template(const char * tmpl, const struct llama_chat_message * chat, size_t n_msg, bool add_ass,
                              char * buf, int32_t length, int32_t * out);
 

@@ -257,6 +257,16 @@ pub enum GgufError {
         /// The text (cut to 64 characters).
         text: String,
     },
+    /// A tensor of a LoRA adapter file that llama.cpp could not use: a
+    /// name that is not `<base tensor>.lora_a` / `.lora_b`, half of a pair,
+    /// an element type or shape the adapter code does not handle.
+    #[error("adapter tensor `{name}`: {reason}")]
+    InvalidAdapterTensor {
+        /// The tensor name (or the base tensor's, for a pair).
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A special-token id lies outside the vocabulary.
     #[error("`{key}` = {id} is outside the vocabulary (0..{n_vocab})")]
     SpecialTokenOutOfVocab {

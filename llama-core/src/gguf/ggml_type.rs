@@ -65,6 +65,8 @@ impl GgmlType {
     pub const Q8_0: GgmlType = GgmlType(8);
     /// `q6_K`: blocks of 256 elements, 210 bytes each.
     pub const Q6_K: GgmlType = GgmlType(14);
+    /// `bf16`.
+    pub const BF16: GgmlType = GgmlType(30);
 
     /// The type with this numeric id (valid or not).
     pub const fn from_id(id: u32) -> GgmlType {
