@@ -72,7 +72,7 @@ mod vocab;
 
 pub use backend::Backend;
 pub use batch::{Batch, MAX_BATCH, MAX_SEQS_PER_TOKEN};
-pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, TemplateSpec};
+pub use chat::{CHATML_TEMPLATE, ChatMessage, ChatTemplate, RenderOptions, TemplateCaps, TemplateSpec};
 pub use context::Context;
 pub use context_params::{ContextParams, FlashAttn, KvCacheType, MAX_THREADS, MIN_CTX, Pooling, default_threads};
 pub use decoder::TokenDecoder;

@@ -124,8 +124,9 @@ fn python_methods_filters_and_helpers_work() {
     )
     .unwrap();
     let out = t.render(&[msg("user", "x, y ,z"), msg("assistant", "ok \"q\"")], false).unwrap();
-    // Python spellings (`True`) and insertion-ordered JSON, as transformers renders them.
-    assert_eq!(out, r#"3|Y|True|x; y ;z|a=1|{"role":"assistant","content":"ok \"q\""}|user|2"#);
+    // Python spellings (`True`) and insertion-ordered JSON with Python's
+    // separators (`json.dumps`), as transformers renders them.
+    assert_eq!(out, r#"3|Y|True|x; y ;z|a=1|{"role": "assistant", "content": "ok \"q\""}|user|2"#);
 }
 
 #[test]
