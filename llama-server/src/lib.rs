@@ -362,7 +362,7 @@ pub enum ServeError {
     #[error(transparent)]
     Args(#[from] ArgsError),
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -370,7 +370,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The tokio runtime could not start.
-    #[error("cannot start the tokio runtime: {0}")]
+    #[error("cannot start the tokio runtime")]
     Runtime(#[source] std::io::Error),
     /// The model failed to load (the message names the file and the cause).
     #[error("{0}")]

@@ -69,7 +69,7 @@ pub enum LoadError {
     #[error(transparent)]
     Model(#[from] llama_core::Error),
     /// The chat template (from the flags or the model) does not compile.
-    #[error("chat template: {0}")]
+    #[error("chat template")]
     Template(#[source] CoreError),
     /// The engine could not start (context creation failed).
     #[error(transparent)]
