@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, Pooling, StateKey};
 
+use crate::lora::{LoraSpec, MAX_LORA_ADAPTERS};
 use crate::request::StartError;
 
 /// Smallest context window per sequence (`n_ctx_seq`, one slot's) that [`Engine::start`](crate::Engine::start) accepts.
@@ -82,6 +83,10 @@ pub struct EngineConfig {
     /// states saved by this process are restored. Set one (kept secret) to
     /// restore states across restarts.
     pub state_key: Option<StateKey>,
+    /// LoRA adapters to load at start (llama.cpp's `--lora`,
+    /// `--lora-scaled`), each with its initial global scale. Their ids are
+    /// their indices here. At most [`MAX_LORA_ADAPTERS`].
+    pub lora: Vec<LoraSpec>,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +110,7 @@ impl Default for EngineConfig {
             type_v: KvCacheType::F16,
             pooling: Pooling::Unspecified,
             state_key: None,
+            lora: Vec::new(),
         }
     }
 }
@@ -179,6 +185,15 @@ impl EngineConfig {
         if self.slow_consumer_timeout.is_zero() {
             return bad("slow_consumer_timeout", "must be positive".into());
         }
+        if self.lora.len() > MAX_LORA_ADAPTERS {
+            return bad("lora", format!("at most {MAX_LORA_ADAPTERS} adapters, got {}", self.lora.len()));
+        }
+        if let Some((id, spec)) = self.lora.iter().enumerate().find(|(_, l)| !l.scale.is_finite()) {
+            return bad(
+                "lora",
+                format!("adapter {id} ({}): the scale must be finite, got {}", spec.path.display(), spec.scale),
+            );
+        }
         if self.type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
             return bad("type_v", format!("a quantized V cache ({}) needs flash attention, which is off", self.type_v));
         }
@@ -218,6 +233,11 @@ mod tests {
             ("prefill_chunk", EngineConfig { prefill_chunk: 0, ..Default::default() }),
             ("event_capacity", EngineConfig { event_capacity: 0, ..Default::default() }),
             ("stall_timeout", EngineConfig { stall_timeout: Duration::ZERO, ..Default::default() }),
+            ("lora", EngineConfig { lora: vec![LoraSpec::new("a.gguf", f32::NAN)], ..Default::default() }),
+            (
+                "lora",
+                EngineConfig { lora: vec![LoraSpec::new("a.gguf", 1.0); MAX_LORA_ADAPTERS + 1], ..Default::default() },
+            ),
         ];
         for (want, cfg) in cases {
             match cfg.validate() {

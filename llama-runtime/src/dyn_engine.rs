@@ -9,6 +9,7 @@ use crate::config::EngineConfig;
 use crate::engine::{Embeddings, Engine};
 use crate::handle::Handle;
 use crate::inference::{Inference, ModelFacade};
+use crate::lora::{LoraAdapterInfo, LoraError};
 use crate::metrics::{Health, Metrics, SlotInfo};
 use crate::request::{Prompt, Rejected, Request};
 use crate::slot::{SavedSlot, SlotOp};
@@ -46,6 +47,13 @@ pub trait DynEngine: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// The future resolves to a [`SlotError`](crate::SlotError), as [`Engine::erase_slot`].
     fn erase_slot(&self, slot: u32) -> SlotOp<usize>;
+    /// [`Engine::lora_adapters`].
+    fn lora_adapters(&self) -> Vec<LoraAdapterInfo>;
+    /// [`Engine::set_lora_scales`].
+    ///
+    /// # Errors
+    /// [`LoraError`], as [`Engine::set_lora_scales`].
+    fn set_lora_scales(&self, scales: &[(usize, f32)]) -> Result<(), LoraError>;
     /// [`Engine::model`].
     fn model(&self) -> &dyn ModelFacade;
     /// [`Engine::config`].
@@ -81,6 +89,14 @@ impl<I: Inference> DynEngine for Engine<I> {
 
     fn erase_slot(&self, slot: u32) -> SlotOp<usize> {
         Engine::erase_slot(self, slot)
+    }
+
+    fn lora_adapters(&self) -> Vec<LoraAdapterInfo> {
+        Engine::lora_adapters(self)
+    }
+
+    fn set_lora_scales(&self, scales: &[(usize, f32)]) -> Result<(), LoraError> {
+        Engine::set_lora_scales(self, scales)
     }
 
     fn model(&self) -> &dyn ModelFacade {

@@ -19,6 +19,7 @@ use crate::handle::{Handle, RequestControl, channel};
 use crate::inbox::{Admission, EmbedJob, Inbox, PushError};
 use crate::inference::{Inference, ModelBackend, SamplerOf};
 use crate::llama::LlamaInference;
+use crate::lora::{LoraAdapterInfo, LoraError, LoraTable};
 use crate::metrics::{Health, Metrics, MetricsCell, SlotInfo};
 use crate::request::{
     Embedding, EngineError, MAX_N_PROBS, MAX_STOP_BYTES, MAX_STOP_STRINGS, Prompt, Rejected, Request, StartError,
@@ -79,6 +80,8 @@ pub(crate) struct Front<M: ModelBackend> {
     pub(crate) metrics: Arc<MetricsCell>,
     pub(crate) abort: Arc<AtomicBool>,
     pub(crate) next_id: AtomicU64,
+    /// The backend's LoRA adapters and their global scales.
+    pub(crate) lora: LoraTable,
 }
 
 impl<I: Inference> Drop for Inner<I> {
@@ -187,17 +190,37 @@ impl<I: Inference> Engine<I> {
         let inbox = Arc::new(Inbox::new(config.queue_capacity, Arc::clone(&metrics)));
         let exit = Arc::new(ExitSignal::new());
         let abort = inference.abort_flag();
+        let lora = LoraTable::new(inference.lora_adapters());
         let sched = Scheduler::new(inference, config.clone(), n_ctx_seq, Arc::clone(&inbox), Arc::clone(&metrics));
         let guard = ThreadGuard { inbox: Arc::clone(&inbox), metrics: Arc::clone(&metrics), exit: Arc::clone(&exit) };
         metrics.mark_progress(Instant::now(), false);
         let thread = std::thread::Builder::new().name("llama-engine".into()).spawn(move || run(sched, guard))?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                front: Front { model, config, n_ctx_seq, inbox, metrics, abort, next_id: AtomicU64::new(1) },
+                front: Front { model, config, n_ctx_seq, inbox, metrics, abort, next_id: AtomicU64::new(1), lora },
                 thread: Mutex::new(Some(thread)),
                 exit,
             }),
         })
+    }
+
+    /// The LoRA adapters the engine loaded ([`EngineConfig::lora`]), in id
+    /// order, with their current global scales (llama.cpp's
+    /// `GET /lora-adapters`).
+    pub fn lora_adapters(&self) -> Vec<LoraAdapterInfo> {
+        self.inner.lora.list()
+    }
+
+    /// Replace the global LoRA scales (llama.cpp's `POST /lora-adapters`):
+    /// each listed adapter `(id, scale)` gets its scale, every other one 0.
+    /// Requests submitted from now on without their own
+    /// [`Request::lora`] use them; requests already submitted keep theirs.
+    ///
+    /// # Errors
+    /// [`LoraError`] for an unknown id or a scale that is not finite;
+    /// nothing changes then.
+    pub fn set_lora_scales(&self, scales: &[(usize, f32)]) -> Result<(), LoraError> {
+        self.inner.lora.set_global(scales)
     }
 
     /// The configuration the engine was started with.
@@ -429,6 +452,7 @@ impl<M: ModelBackend> Front<M> {
                 format!("slot {slot} does not exist; there are {} slots", self.config.n_seq_max),
             ));
         }
+        let lora = self.lora.resolve(req.lora.as_deref()).map_err(|e| Rejected::param("lora", e.to_string()))?;
         let sampler = self.model.prepare_sampling(&req.sampling).map_err(Rejected::Invalid)?;
         let tokens = self.prompt_tokens(req.prompt)?;
         let n_prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
@@ -452,6 +476,7 @@ impl<M: ModelBackend> Front<M> {
             deterministic: req.deterministic,
             context_shift: req.context_shift,
             slot: req.slot,
+            lora,
             submitted: Instant::now(),
             control,
             sink,

@@ -10,6 +10,13 @@
 //! request's output does not depend on how it was batched — and any KV
 //! corruption changes it. Decodes run in micro-batches and honour the abort
 //! flag between them; failures can be injected.
+//!
+//! LoRA adapters: the fake "loads" the adapters of
+//! [`EngineConfig::lora`](crate::EngineConfig::lora) without reading them.
+//! Each KV cell remembers the scales applied when it was decoded, and the
+//! next token depends on them ([`fake_next_token_with_lora`]): a sequence
+//! decoded under another set than its own, or reusing a prefix computed
+//! under another set, generates other tokens.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +27,7 @@ use llama_core::{CHATML_TEMPLATE, ChatTemplate, Pos, SamplingParams, SeqId, Stat
 use crate::inference::{
     BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
 };
+use crate::lora::LoraAdapterInfo;
 use crate::request::CoreError;
 
 /// Vocabulary size of the fake model.
@@ -46,12 +54,42 @@ pub fn fake_piece(token: Token) -> Vec<u8> {
 }
 
 /// The fake model's choice after `history` (the sequence's whole KV) for a
-/// request with `seed`.
+/// request with `seed`, without LoRA adapters.
 pub fn fake_next_token(seed: u32, history: &[Token]) -> Token {
+    next_token(seed, history.iter().map(|&t| (t, 0)))
+}
+
+/// What the fake's KV cells remember of the LoRA scales they were decoded
+/// with: 0 without adapters (every scale 0), else a hash of the scales.
+pub fn fake_lora_hash(scales: &[f32]) -> u64 {
+    if scales.iter().all(|&s| s == 0.0) {
+        return 0;
+    }
+    let mut h: u64 = 0x8422_2325_cbf2_9ce4;
+    for s in scales {
+        h ^= u64::from(s.to_bits());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
+}
+
+/// The fake model's choice after `history`, every cell decoded with the
+/// LoRA scales whose [`fake_lora_hash`] is `lora`: what a request with
+/// that set generates when it runs alone.
+pub fn fake_next_token_with_lora(seed: u32, history: &[Token], lora: u64) -> Token {
+    next_token(seed, history.iter().map(|&t| (t, lora)))
+}
+
+/// The next token after `cells`: `(token, LoRA hash)` per KV cell.
+fn next_token(seed: u32, cells: impl Iterator<Item = (Token, u64)>) -> Token {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(seed);
-    for &t in history {
+    for (t, lora) in cells {
         h ^= t as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        if lora != 0 {
+            h ^= lora;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
     h ^= h >> 29;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -74,6 +112,11 @@ pub struct FakeControl {
     pub log: Vec<Vec<(SeqId, Pos, usize)>>,
     /// Keep `log` (off by default, to bound memory in long runs).
     pub record: bool,
+    /// The LoRA scales applied in each decode of `log` (kept with it).
+    pub lora_log: Vec<Vec<f32>>,
+    /// The next [`Inference::set_lora`] fails (and leaves the applied set
+    /// unknown: the fake then applies none).
+    pub fail_set_lora: bool,
 }
 
 impl std::fmt::Debug for FakeControl {
@@ -201,6 +244,12 @@ pub struct FakeInference {
     ubatches: u64,
     /// Keys the checksum of saved states.
     state_key: [u8; 32],
+    /// The "loaded" adapters.
+    lora: Vec<LoraAdapterInfo>,
+    /// The scales applied now, and their hash.
+    active_lora: (Vec<f32>, u64),
+    /// Per sequence, the LoRA hash of each KV cell (parallel to `kv`).
+    kv_lora: Vec<Vec<u64>>,
 }
 
 /// The magic of the fake's saved states.
@@ -230,6 +279,9 @@ impl FakeInference {
             control: Arc::new(Mutex::new(FakeControl::default())),
             ubatches: 0,
             state_key: [0; 32],
+            lora: Vec::new(),
+            active_lora: (Vec::new(), 0),
+            kv_lora: vec![Vec::new(); n_seq as usize],
         }
     }
 
@@ -240,6 +292,8 @@ impl FakeInference {
         if let Some(key) = &config.state_key {
             fake.state_key = *key.as_bytes();
         }
+        fake.lora = config.lora.iter().enumerate().map(|(id, l)| LoraAdapterInfo::new(id, &l.path, l.scale)).collect();
+        fake.active_lora = (vec![0.0; fake.lora.len()], 0);
         fake
     }
 
@@ -288,6 +342,7 @@ impl FakeInference {
             }
             for &(s, t) in ub {
                 self.kv[s].push(t);
+                self.kv_lora[s].push(self.active_lora.1);
             }
         }
         match fail {
@@ -343,6 +398,7 @@ impl Inference for FakeInference {
             let mut ctl = self.control.lock().unwrap_or_else(PoisonError::into_inner);
             if ctl.record {
                 ctl.log.push(batch.iter().map(|e| (e.seq, e.pos, e.tokens.len())).collect());
+                ctl.lora_log.push(self.active_lora.0.clone());
             }
             (ctl.fail_next.take(), ctl.delay_per_token, ctl.on_ubatch.take())
         };
@@ -370,7 +426,8 @@ impl Inference for FakeInference {
             return Err(SampleError::Internal(format!("fake: entry {entry} is no output of seq {seq}")));
         }
         let seed = self.seeds[seq as usize].ok_or_else(|| SampleError::Internal("fake: no sampler".into()))?;
-        let token = fake_next_token(seed, &self.kv[seq as usize]);
+        let s = seq as usize;
+        let token = next_token(seed, self.kv[s].iter().copied().zip(self.kv_lora[s].iter().copied()));
         let top = (0..n_probs.min(3) as Token).map(|k| ((token + k) % FAKE_VOCAB, -(k as f32) - 0.5)).collect();
         Ok(Sampled { token, logprob: (n_probs > 0).then_some(-0.5), top })
     }
@@ -390,6 +447,7 @@ impl Inference for FakeInference {
     fn kv_seq_rm(&mut self, seq: SeqId, from: Pos) -> bool {
         if let Some(kv) = self.kv.get_mut(seq as usize) {
             kv.truncate(from.max(0) as usize);
+            self.kv_lora[seq as usize].truncate(from.max(0) as usize);
         }
         true
     }
@@ -401,6 +459,7 @@ impl Inference for FakeInference {
             return false;
         }
         kv.drain(keep..keep + discard);
+        self.kv_lora[seq as usize].drain(keep..keep + discard);
         true
     }
 
@@ -441,7 +500,28 @@ impl Inference for FakeInference {
             return Err(refuse("the state does not fit this fake"));
         }
         self.kv[seq as usize].clone_from(&tokens);
+        // A state does not say which adapters computed it.
+        self.kv_lora[seq as usize] = vec![0; tokens.len()];
         Ok(tokens)
+    }
+
+    fn lora_adapters(&self) -> Vec<LoraAdapterInfo> {
+        self.lora.clone()
+    }
+
+    fn set_lora(&mut self, scales: &[f32]) -> Result<(), CoreError> {
+        let fail = std::mem::take(&mut self.control.lock().unwrap_or_else(PoisonError::into_inner).fail_set_lora);
+        if fail {
+            self.active_lora = (vec![0.0; self.lora.len()], 0);
+            let reason = "fake: injected failure".into();
+            return Err(llama_core::Error::InvalidParam { name: "lora", reason }.into());
+        }
+        if scales.len() != self.lora.len() || scales.iter().any(|s| !s.is_finite()) {
+            let reason = format!("fake: scales {scales:?} for {} adapters", self.lora.len());
+            return Err(llama_core::Error::InvalidParam { name: "lora", reason }.into());
+        }
+        self.active_lora = (scales.to_vec(), fake_lora_hash(scales));
+        Ok(())
     }
 
     fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {

@@ -32,6 +32,8 @@ pub(crate) struct Admission<S> {
     pub(crate) context_shift: Option<crate::request::ContextShift>,
     /// The slot the request must run in, if any.
     pub(crate) slot: Option<u32>,
+    /// The LoRA scales it runs with (resolved at submit).
+    pub(crate) lora: crate::lora::LoraSet,
     pub(crate) submitted: Instant,
     pub(crate) control: Arc<RequestControl>,
     pub(crate) sink: EventSink,

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use llama_core::{ChatTemplate, FimTokens, Pos, SamplingParams, SeqId, TemplateSpec, Token};
 
+use crate::lora::LoraAdapterInfo;
 use crate::request::CoreError;
 
 /// One sequence's share of a decode step: `tokens` at positions
@@ -248,6 +249,31 @@ pub trait Inference: Send + 'static {
     /// an error `seq` holds what it held before or nothing; the caller
     /// clears it to be sure.
     fn set_seq_state(&mut self, seq: SeqId, bytes: &[u8]) -> Result<Vec<Token>, CoreError>;
+
+    /// The LoRA adapters this backend loaded, in id order, each with its
+    /// initial global scale. None by default.
+    fn lora_adapters(&self) -> Vec<LoraAdapterInfo> {
+        Vec::new()
+    }
+
+    /// Apply the LoRA adapters with `scales` (one per adapter of
+    /// [`lora_adapters`](Self::lora_adapters), in order; 0 leaves one out)
+    /// from the next [`decode`](Self::decode) on, replacing the set
+    /// applied before. The default, for backends without adapters,
+    /// accepts only all-zero scales.
+    ///
+    /// # Errors
+    /// A [`CoreError`] when the scales do not fit the adapters or the
+    /// backend fails; the applied set is then unknown, and the caller sets
+    /// one again before the next decode.
+    fn set_lora(&mut self, scales: &[f32]) -> Result<(), CoreError> {
+        if scales.iter().all(|&s| s == 0.0) {
+            Ok(())
+        } else {
+            Err(llama_core::Error::InvalidParam { name: "lora", reason: "this backend has no LoRA adapters".into() }
+                .into())
+        }
+    }
 
     /// The pooled, unnormalized embedding of `tokens` (at most `n_ubatch`
     /// tokens). Must leave the KV of the generation slots untouched.

@@ -70,6 +70,7 @@ mod handle;
 mod inbox;
 mod inference;
 mod llama;
+mod lora;
 mod metrics;
 mod request;
 mod scheduler;
@@ -90,6 +91,7 @@ pub use handle::{Canceller, Handle};
 pub use inference::{BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled};
 pub use llama::{LlamaInference, LlamaModel};
 pub use llama_core::{SamplingParams, Token};
+pub use lora::{LoraAdapterInfo, LoraError, LoraSpec, MAX_LORA_ADAPTERS};
 pub use metrics::{Health, Metrics, SlotInfo, SlotState};
 pub use request::{
     Collector, ContextShift, CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES,

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use llama_core::{
-    Batch, ChatTemplate, Context, ContextParams, Error, Model, Pooling, Pos, Sampler, SamplingParams, SeqId,
-    TemplateSpec, Token, log_softmax_of, log_softmax_top,
+    Batch, ChatTemplate, Context, ContextParams, Error, LoraAdapter, Model, Pooling, Pos, Sampler, SamplingParams,
+    SeqId, TemplateSpec, Token, log_softmax_of, log_softmax_top,
 };
 
 use crate::config::EngineConfig;
 use crate::inference::{
     BatchEntry, DecodeError, Inference, ModelBackend, ModelFacade, ModelInfo, SampleError, Sampled,
 };
+use crate::lora::LoraAdapterInfo;
 use crate::request::{CoreError, StartError};
 
 /// The [`ModelFacade`] over a llama-core [`Model`]: what the server and the
@@ -110,6 +111,9 @@ pub struct LlamaInference {
     /// multiple of `n_seq_max`; a one-sequence context avoids both.
     embed_ctx: Option<Context>,
     n_ctx_seq: u32,
+    /// The LoRA adapters of `EngineConfig::lora`, loaded for the model.
+    lora: Vec<Arc<LoraAdapter>>,
+    lora_info: Vec<LoraAdapterInfo>,
 }
 
 impl LlamaInference {
@@ -117,9 +121,25 @@ impl LlamaInference {
     /// unified: each slot gets its own `n_ctx / n_seq_max` cells, so that one
     /// request's cache layout does not depend on the others'.
     ///
+    /// The adapters of `config.lora` are loaded first (validated and
+    /// checked against the model by llama-core), none applied yet.
+    ///
     /// # Errors
+    /// [`StartError::Adapter`] for an adapter that cannot be loaded;
     /// [`StartError::Context`] when llama.cpp cannot create the context(s).
     pub fn new(model: Arc<Model>, config: &EngineConfig) -> Result<(Self, LlamaModel), StartError> {
+        let mut lora = Vec::with_capacity(config.lora.len());
+        let mut lora_info = Vec::with_capacity(config.lora.len());
+        for (id, spec) in config.lora.iter().enumerate() {
+            let adapter = LoraAdapter::load(&model, &spec.path)
+                .map_err(|source| StartError::Adapter { path: spec.path.clone(), source })?;
+            let meta = |key| adapter.meta(key).unwrap_or_default();
+            lora_info.push(
+                LoraAdapterInfo::new(id, &spec.path, spec.scale)
+                    .with_meta(meta("adapter.lora.task_name"), meta("adapter.lora.prompt_prefix")),
+            );
+            lora.push(Arc::new(adapter));
+        }
         let per_seq = config.n_ctx_seq();
         let params = ContextParams {
             n_ctx: per_seq * config.n_seq_max,
@@ -169,6 +189,8 @@ impl LlamaInference {
             outputs: Vec::new(),
             embed_ctx,
             n_ctx_seq,
+            lora,
+            lora_info,
         };
         let mut facade = LlamaModel::new(model);
         facade.n_ctx_seq = n_ctx_seq;
@@ -276,6 +298,20 @@ impl Inference for LlamaInference {
 
     fn set_seq_state(&mut self, seq: SeqId, bytes: &[u8]) -> Result<Vec<Token>, CoreError> {
         Ok(self.ctx.set_seq_state_with_tokens(bytes, seq)?)
+    }
+
+    fn lora_adapters(&self) -> Vec<LoraAdapterInfo> {
+        self.lora_info.clone()
+    }
+
+    fn set_lora(&mut self, scales: &[f32]) -> Result<(), CoreError> {
+        if scales.len() != self.lora.len() {
+            let reason = format!("{} scales for {} adapters", scales.len(), self.lora.len());
+            return Err(Error::InvalidParam { name: "lora", reason }.into());
+        }
+        let set: Vec<(Arc<LoraAdapter>, f32)> =
+            self.lora.iter().zip(scales).map(|(a, &s)| (Arc::clone(a), s)).collect();
+        Ok(self.ctx.set_lora_adapters(&set)?)
     }
 
     fn embed(&mut self, tokens: &[Token]) -> Result<Vec<f32>, CoreError> {

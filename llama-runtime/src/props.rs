@@ -2,7 +2,8 @@
 //! tick with a virtual clock through random interleavings of submit, cancel,
 //! drop, deadlines, slow and stalled readers, injected decode failures,
 //! aborts inside a decode, embedding jobs, slot save / restore / erase
-//! (genuine and edited states) and shutdown.
+//! (genuine and edited states), LoRA adapter sets (per request and global,
+//! failed switches) and shutdown.
 //!
 //! Case count: `PROPTEST_CASES` (default 256 here; CI may raise it).
 
@@ -17,9 +18,12 @@ use proptest::sample::Index;
 use tokio::sync::oneshot;
 
 use crate::engine::Front;
-use crate::fake::{FAKE_EOG, FakeControl, FakeInference, FakeModel, fake_next_token, fake_piece};
+use crate::fake::{
+    FAKE_EOG, FakeControl, FakeInference, FakeModel, fake_lora_hash, fake_next_token_with_lora, fake_piece,
+};
 use crate::inbox::{EmbedJob, Inbox};
 use crate::inference::{DecodeError, ModelFacade};
+use crate::lora::{LoraSpec, LoraTable};
 use crate::metrics::MetricsCell;
 use crate::scheduler::{Scheduler, Tick};
 use crate::slot::{SlotJob, SlotOp};
@@ -51,6 +55,8 @@ struct Spec {
     ignore_eos: bool,
     n_probs: u32,
     reader: Reader,
+    /// The request's own LoRA list (ids up to one past the last adapter).
+    lora: Option<Vec<(usize, f32)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +75,10 @@ enum Op {
     /// Restore the `Index`th saved state (edited when the flag is set).
     RestoreSlot(Index, u8, bool),
     EraseSlot(u8),
+    /// Replace the global LoRA scales (ids up to one past the last adapter).
+    SetLora(Vec<(usize, f32)>),
+    /// The next switch of LoRA adapters fails.
+    FailLora,
     Shutdown(u16),
 }
 
@@ -85,14 +95,18 @@ fn spec() -> impl Strategy<Value = Spec> {
         (prop::option::of((any::<Index>(), any::<Index>())), "[abc \n]{0,24}", 0u32..3),
         (prop::option::weighted(0.7, 0u32..12), prop::collection::vec("[a-z ]{1,2}", 0..3)),
         (prop::option::weighted(0.3, 0u64..80), any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.1)),
-        (0u32..3, prop_oneof![6 => Just(Reader::Eager), 3 => Just(Reader::Lazy), 1 => Just(Reader::Never)]),
+        (
+            0u32..3,
+            prop_oneof![6 => Just(Reader::Eager), 3 => Just(Reader::Lazy), 1 => Just(Reader::Never)],
+            prop::option::weighted(0.4, lora_list()),
+        ),
     )
         .prop_map(
             |(
                 (base, text, seed),
                 (max_tokens, stop),
                 (deadline_ms, cache_prompt, deterministic, ignore_eos),
-                (n_probs, reader),
+                (n_probs, reader, lora),
             )| Spec {
                 base,
                 text,
@@ -105,8 +119,15 @@ fn spec() -> impl Strategy<Value = Spec> {
                 ignore_eos,
                 n_probs,
                 reader,
+                lora,
             },
         )
+}
+
+/// A LoRA list: ids 0..3 (the configs have at most two adapters), scales
+/// that collide often, so that sets are shared as well as different.
+fn lora_list() -> impl Strategy<Value = Vec<(usize, f32)>> {
+    prop::collection::vec((0usize..3, prop_oneof![Just(0.0f32), Just(0.5), Just(1.0)]), 0..3)
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -128,13 +149,19 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::SaveSlot),
         1 => (any::<Index>(), any::<u8>(), prop::bool::weighted(0.2)).prop_map(|(i, s, e)| Op::RestoreSlot(i, s, e)),
         1 => any::<u8>().prop_map(Op::EraseSlot),
+        1 => lora_list().prop_map(Op::SetLora),
+        1 => Just(Op::FailLora),
         1 => (0u16..200).prop_map(Op::Shutdown),
     ]
 }
 
 fn config() -> impl Strategy<Value = EngineConfig> {
-    (1u32..=4, 16u32..40, 0u32..12, 1u32..=16, 1usize..4, 1usize..8, 1usize..4).prop_map(
-        |(n_seq, per_seq, extra_batch, ubatch, queue, chunk, events)| {
+    (
+        (1u32..=4, 16u32..40, 0u32..12, 1u32..=16),
+        (1usize..4, 1usize..8, 1usize..4),
+        prop::collection::vec(prop_oneof![Just(0.0f32), Just(1.0)], 0..=2),
+    )
+        .prop_map(|((n_seq, per_seq, extra_batch, ubatch), (queue, chunk, events), lora)| {
             let n_batch = n_seq + extra_batch;
             EngineConfig {
                 n_ctx: per_seq * n_seq,
@@ -149,10 +176,10 @@ fn config() -> impl Strategy<Value = EngineConfig> {
                 embeddings: true,
                 stall_timeout: Duration::from_secs(1),
                 slow_consumer_timeout: Duration::from_millis(SLOW_CONSUMER_MS),
+                lora: lora.iter().enumerate().map(|(i, &scale)| LoraSpec::new(format!("a{i}.gguf"), scale)).collect(),
                 ..EngineConfig::default()
             }
-        },
-    )
+        })
 }
 
 #[derive(Debug)]
@@ -164,6 +191,8 @@ struct Tracked {
     events: Vec<Event>,
     cancelled: bool,
     dropped: bool,
+    /// [`fake_lora_hash`] of the LoRA scales the request runs with.
+    lora: u64,
 }
 
 type EmbedReply = oneshot::Receiver<Result<Vec<Embedding>, EngineError>>;
@@ -181,6 +210,8 @@ struct Harness {
     slot_replies: Vec<SlotReply>,
     saved: Vec<SavedSlot>,
     steps_checked: usize,
+    /// The global LoRA scales, as the harness set them.
+    global_lora: Vec<f32>,
     failures_injected: bool,
     shutdown: bool,
     finished: bool,
@@ -192,6 +223,8 @@ impl Harness {
         let metrics = Arc::new(MetricsCell::new(cfg.n_seq_max as usize));
         let inbox = Arc::new(Inbox::new(cfg.queue_capacity, Arc::clone(&metrics)));
         let fake = FakeInference::for_config(&cfg);
+        let lora = LoraTable::new(crate::inference::Inference::lora_adapters(&fake));
+        let global_lora = cfg.lora.iter().map(|l| l.scale).collect();
         let ctl = fake.control();
         ctl.lock().unwrap().record = true;
         let abort = crate::inference::Inference::abort_flag(&fake);
@@ -205,6 +238,7 @@ impl Harness {
             metrics,
             abort,
             next_id: AtomicU64::new(1),
+            lora,
         };
         let base = Instant::now();
         Harness {
@@ -220,6 +254,7 @@ impl Harness {
             slot_replies: Vec::new(),
             saved: Vec::new(),
             steps_checked: 0,
+            global_lora,
             failures_injected: false,
             shutdown: false,
             finished: false,
@@ -250,11 +285,25 @@ impl Harness {
         req.deterministic = spec.deterministic;
         req.ignore_eos = spec.ignore_eos;
         req.n_probs = spec.n_probs;
+        req.lora = spec.lora.clone();
+        let n_lora = self.global_lora.len();
+        let bad_lora = spec.lora.as_ref().is_some_and(|l| l.iter().any(|&(id, _)| id >= n_lora));
+        let lora = match &spec.lora {
+            Some(list) => {
+                let mut scales = vec![0.0; n_lora];
+                for &(id, scale) in list.iter().filter(|(id, _)| *id < n_lora) {
+                    scales[id] = scale;
+                }
+                fake_lora_hash(&scales)
+            }
+            None => fake_lora_hash(&self.global_lora),
+        };
         let depth = self.front.metrics.queue_depth.load(std::sync::atomic::Ordering::Relaxed);
         let too_long = prompt.len() >= self.n_ctx_seq;
         match self.front.submit(req) {
             Ok(handle) => {
                 prop_assert!(!self.shutdown, "accepted after shutdown");
+                prop_assert!(!bad_lora, "accepted an unknown adapter id: {:?}", spec.lora);
                 prop_assert!(!too_long, "accepted a prompt of {} tokens, window {}", prompt.len(), self.n_ctx_seq);
                 prop_assert!(depth < self.cfg.queue_capacity, "accepted into a full queue");
                 prop_assert_eq!(handle.n_prompt_tokens() as usize, prompt.len());
@@ -267,16 +316,21 @@ impl Harness {
                     events: Vec::new(),
                     cancelled: false,
                     dropped: false,
+                    lora,
                 });
             }
             Err(Rejected::ShuttingDown) => prop_assert!(self.shutdown),
             Err(Rejected::PromptTooLong { n_prompt, n_ctx }) => {
-                prop_assert!(too_long);
+                prop_assert!(too_long && !bad_lora);
                 prop_assert_eq!(n_prompt as usize, prompt.len());
                 prop_assert_eq!(n_ctx as usize, self.n_ctx_seq);
             }
+            Err(Rejected::Invalid(e)) if bad_lora => {
+                prop_assert!(!self.shutdown);
+                prop_assert!(matches!(e.get(), llama_core::Error::InvalidParam { name: "lora", .. }), "{e}");
+            }
             Err(Rejected::Overloaded { queue_capacity }) => {
-                prop_assert!(!too_long && !self.shutdown);
+                prop_assert!(!too_long && !self.shutdown && !bad_lora);
                 prop_assert_eq!(queue_capacity, self.cfg.queue_capacity);
                 prop_assert_eq!(depth, self.cfg.queue_capacity, "overloaded with room in the queue");
             }
@@ -390,6 +444,15 @@ impl Harness {
                 }
             }
         }
+        // One LoRA set per step: every sequence's own, and the one the backend applied.
+        let ctl = self.ctl.lock().unwrap();
+        prop_assert_eq!(ctl.lora_log.len(), self.sched.lora_log.len());
+        let steps = self.sched.lora_log[self.steps_checked..].iter().zip(&ctl.lora_log[self.steps_checked..]);
+        for ((seqs, set), applied) in steps {
+            prop_assert!(seqs.iter().all(|s| s == set), "a step mixed LoRA sets: {:?} under {:?}", seqs, set);
+            prop_assert_eq!(set.scales(), applied.as_slice());
+        }
+        drop(ctl);
         self.steps_checked = self.sched.step_log.len();
         Ok(())
     }
@@ -479,6 +542,23 @@ impl Harness {
                 self.front.push_slot_job(slot, SlotJob::Erase { slot, reply });
                 self.slot_replies.push(SlotReply::Erase(slot, op));
             }
+            Op::SetLora(list) => {
+                let n = self.global_lora.len();
+                let result = self.front.lora.set_global(&list);
+                if list.iter().any(|&(id, _)| id >= n) {
+                    prop_assert!(result.is_err(), "an unknown id was accepted: {:?}", list);
+                } else {
+                    prop_assert!(result.is_ok(), "{:?}: {:?}", list, result);
+                    self.global_lora = vec![0.0; n];
+                    for (id, scale) in list {
+                        self.global_lora[id] = scale;
+                    }
+                }
+            }
+            Op::FailLora => {
+                self.ctl.lock().unwrap().fail_set_lora = true;
+                self.failures_injected = true;
+            }
             Op::Shutdown(ms) => {
                 self.front.inbox.close(self.now + Duration::from_millis(u64::from(ms)));
                 self.shutdown = true;
@@ -560,7 +640,7 @@ impl Harness {
                 prop_assert_eq!(t.top_logprobs.len(), r.spec.n_probs as usize);
             }
         }
-        let (want_tokens, want_text, want_reason) = reference(&r.prompt, &r.spec, self.n_ctx_seq);
+        let (want_tokens, want_text, want_reason) = reference(&r.prompt, &r.spec, r.lora, self.n_ctx_seq);
         match r.events.last() {
             Some(Event::Done(d)) => {
                 prop_assert_eq!(&tokens, &want_tokens, "tokens of {:?}", r.spec);
@@ -607,7 +687,7 @@ fn earliest_stop(text: &str, stops: &[String]) -> Option<(usize, String)> {
 
 /// What the fake model generates for a request run alone, computed on the
 /// whole text (no streaming).
-fn reference(prompt: &[Token], spec: &Spec, n_ctx_seq: usize) -> (Vec<Token>, String, FinishReason) {
+fn reference(prompt: &[Token], spec: &Spec, lora: u64, n_ctx_seq: usize) -> (Vec<Token>, String, FinishReason) {
     if spec.max_tokens == Some(0) {
         return (Vec::new(), String::new(), FinishReason::MaxTokens);
     }
@@ -616,7 +696,7 @@ fn reference(prompt: &[Token], spec: &Spec, n_ctx_seq: usize) -> (Vec<Token>, St
     let mut dec = TokenDecoder::new();
     let mut text = String::new();
     loop {
-        let t = fake_next_token(spec.seed, &hist);
+        let t = fake_next_token_with_lora(spec.seed, &hist, lora);
         toks.push(t);
         let eog = t == FAKE_EOG && !spec.ignore_eos;
         if !eog {

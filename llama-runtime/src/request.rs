@@ -86,6 +86,12 @@ pub struct Request {
     /// for it if it is busy; other requests may go ahead meanwhile. `None`:
     /// whichever free slot caches the longest prefix.
     pub slot: Option<u32>,
+    /// LoRA adapter scales for this request, `(adapter id, scale)` as
+    /// llama.cpp's per-request `lora` field: listed adapters get their
+    /// scale, every other one 0. `None`: the engine's global scales at
+    /// submit time ([`Engine::set_lora_scales`](crate::Engine::set_lora_scales)).
+    /// Requests with different sets never share a decode step.
+    pub lora: Option<Vec<(usize, f32)>>,
 }
 
 /// Context shift (llama.cpp's `--context-shift`): when a generating
@@ -120,6 +126,7 @@ impl Request {
             deterministic: false,
             context_shift: None,
             slot: None,
+            lora: None,
         }
     }
 }
@@ -486,6 +493,15 @@ pub enum StartError {
     /// llama.cpp could not create the context.
     #[error("could not create the inference context: {0}")]
     Context(#[from] llama_core::Error),
+    /// A LoRA adapter of [`EngineConfig::lora`](crate::EngineConfig::lora)
+    /// could not be loaded (missing, not an adapter, made for another model).
+    #[error("could not load the LoRA adapter {}: {source}", path.display())]
+    Adapter {
+        /// The adapter's path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: llama_core::Error,
+    },
     /// The engine thread could not be spawned.
     #[error("could not spawn the engine thread: {0}")]
     Thread(#[from] std::io::Error),

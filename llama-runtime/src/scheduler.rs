@@ -19,6 +19,7 @@ use crate::config::EngineConfig;
 use crate::handle::{EventSink, RequestControl, SendError, done_event};
 use crate::inbox::{Admission, EmbedJob, Inbox};
 use crate::inference::{BatchEntry, DecodeError, Inference, SampleError, Sampled, SamplerOf};
+use crate::lora::LoraSet;
 use crate::metrics::{MetricsCell, SlotInfo, SlotState};
 use crate::request::{
     ContextShift, Embedding, EngineError, Event, FinishReason, Timings, TokenEvent, TopLogprob, Usage,
@@ -59,6 +60,8 @@ struct Sequence {
     context_shift: Option<ContextShift>,
     /// Tokens dropped from the KV by context shifts (after the kept ones).
     n_discarded: usize,
+    /// The LoRA scales every step of this sequence runs with.
+    lora: LoraSet,
     deadline: Option<Instant>,
     decoder: TokenDecoder,
     stop: StopMatcher,
@@ -86,6 +89,9 @@ struct Slot {
     /// Exactly the tokens at positions `0..cache.len()` of this sequence's
     /// KV cache. Kept after a request ends, for prefix reuse.
     cache: Vec<Token>,
+    /// The LoRA scales `cache` was computed with: only a request with the
+    /// same set may reuse it.
+    cache_lora: LoraSet,
     seq: Option<Sequence>,
     /// Tick of the last use (least recently used slots are evicted first).
     last_used: u64,
@@ -132,12 +138,21 @@ pub(crate) struct Scheduler<I: Inference> {
     n_ticks: u64,
     rotation: usize,
     embed: Option<EmbedWork>,
+    /// The LoRA scales applied in the backend; `None` when unknown (a
+    /// failed switch), so that the next step sets them again.
+    active_lora: Option<LoraSet>,
+    /// Adapters off: what empty slots' caches count as.
+    no_lora: LoraSet,
     /// Request ids in admission order (checked by the property tests).
     #[cfg(test)]
     pub(crate) admission_log: Vec<u64>,
     /// Every decode step: `(request id, deterministic, pos, n_tokens)` per entry.
     #[cfg(test)]
     pub(crate) step_log: Vec<Vec<(u64, bool, Pos, usize)>>,
+    /// Every decode step: the LoRA set of each entry's sequence, and the
+    /// set the backend was told to apply (checked by the property tests).
+    #[cfg(test)]
+    pub(crate) lora_log: Vec<(Vec<LoraSet>, LoraSet)>,
 }
 
 impl<I: Inference> Scheduler<I> {
@@ -149,10 +164,12 @@ impl<I: Inference> Scheduler<I> {
         metrics: Arc<MetricsCell>,
     ) -> Self {
         let abort = inf.abort_flag();
+        let no_lora = LoraSet::zeros(inf.lora_adapters().len());
         let slots = (0..cfg.n_seq_max)
             .map(|i| Slot {
                 id: i as SeqId,
                 cache: Vec::new(),
+                cache_lora: no_lora.clone(),
                 seq: None,
                 last_used: 0,
                 last_prompt: 0,
@@ -171,10 +188,15 @@ impl<I: Inference> Scheduler<I> {
             n_ticks: 0,
             rotation: 0,
             embed: None,
+            // A new context applies no adapters.
+            active_lora: Some(no_lora.clone()),
+            no_lora,
             #[cfg(test)]
             admission_log: Vec::new(),
             #[cfg(test)]
             step_log: Vec::new(),
+            #[cfg(test)]
+            lora_log: Vec::new(),
         }
     }
 
@@ -227,8 +249,8 @@ impl<I: Inference> Scheduler<I> {
             return Tick::Finished;
         }
         let mut worked = self.embed_one() | slot_work;
-        if let Some(items) = self.plan() {
-            self.execute(items);
+        if let Some((items, lora)) = self.plan() {
+            self.execute(items, lora);
             worked = true;
         }
         if worked {
@@ -444,7 +466,8 @@ impl<I: Inference> Scheduler<I> {
             .enumerate()
             .filter(|(i, s)| s.seq.is_none() && adm.slot.is_none_or(|p| p as usize == *i))
             .map(|(i, s)| {
-                let common = if reuse { common_prefix(&s.cache, &adm.tokens) } else { 0 };
+                // KV computed under other adapters is no prefix of this request's.
+                let common = if reuse && s.cache_lora == adm.lora { common_prefix(&s.cache, &adm.tokens) } else { 0 };
                 (i, common, s.cache.len(), s.last_used)
             })
             .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2).then(b.3.cmp(&a.3)).then(b.0.cmp(&a.0))))
@@ -465,6 +488,7 @@ impl<I: Inference> Scheduler<I> {
             keep = 0;
         }
         self.slots[idx].cache.truncate(keep);
+        self.slots[idx].cache_lora = adm.lora.clone();
         self.slots[idx].last_used = self.n_ticks;
         self.metrics.prompt_tokens_total.fetch_add(n_prompt as u64, Relaxed);
         self.metrics.cached_tokens_total.fetch_add(keep as u64, Relaxed);
@@ -483,6 +507,7 @@ impl<I: Inference> Scheduler<I> {
             deterministic: adm.deterministic,
             context_shift: adm.context_shift,
             n_discarded: 0,
+            lora: adm.lora,
             deadline: adm.deadline,
             decoder: TokenDecoder::new(),
             stop: StopMatcher::new(adm.stop),
@@ -568,6 +593,9 @@ impl<I: Inference> Scheduler<I> {
             Ok(tokens) => {
                 let s = &mut self.slots[idx];
                 s.cache.clone_from(&tokens);
+                // A saved state does not say which adapters computed it: it
+                // counts as computed without any.
+                s.cache_lora = self.no_lora.clone();
                 s.last_used = self.n_ticks;
                 Ok(tokens)
             }
@@ -645,34 +673,43 @@ impl<I: Inference> Scheduler<I> {
             .is_some_and(|q| q.outbox.is_empty() && (q.is_prefilling(slot.cache.len()) || q.pending.is_some()))
     }
 
-    /// Choose this step's batch. Deterministic sequences run alone, each in
-    /// its own step; every other sequence shares the other steps. Steps rotate
-    /// over these groups.
-    fn plan(&mut self) -> Option<Vec<Item>> {
+    /// Choose this step's batch and the LoRA set it runs with.
+    /// Deterministic sequences run alone, each in its own step; every other
+    /// sequence shares the other steps with the sequences of the same LoRA
+    /// set (llama.cpp applies one set per decode). Steps rotate over these
+    /// groups: deterministic sequences oldest first, then one group per
+    /// LoRA set, ordered by their oldest sequence.
+    fn plan(&mut self) -> Option<(Vec<Item>, LoraSet)> {
         let mut det: Vec<(u64, usize)> = Vec::new();
-        let mut shared = false;
+        // (oldest order, the set) per set of the shared sequences.
+        let mut shared: Vec<(u64, LoraSet)> = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if !self.runnable(slot) {
                 continue;
             }
             match &slot.seq {
                 Some(q) if q.deterministic => det.push((q.order, i)),
-                Some(_) => shared = true,
+                Some(q) => match shared.iter_mut().find(|(_, set)| *set == q.lora) {
+                    Some(group) => group.0 = group.0.min(q.order),
+                    None => shared.push((q.order, q.lora.clone())),
+                },
                 None => {}
             }
         }
         det.sort_unstable();
-        let n_groups = det.len() + usize::from(shared);
+        shared.sort_unstable_by_key(|(order, _)| *order);
+        let n_groups = det.len() + shared.len();
         if n_groups == 0 {
             return None;
         }
         let pick = self.rotation % n_groups;
         self.rotation = self.rotation.wrapping_add(1);
-        if shared && pick == det.len() {
-            Some(self.plan_shared())
+        if let Some(&(_, slot)) = det.get(pick) {
+            let lora = self.slots[slot].seq.as_ref().map_or_else(|| self.no_lora.clone(), |q| q.lora.clone());
+            Some((vec![self.item(slot, self.cfg.solo_chunk())], lora))
         } else {
-            let slot = det[pick].1;
-            Some(vec![self.item(slot, self.cfg.solo_chunk())])
+            let lora = shared.swap_remove(pick - det.len()).1;
+            Some((self.plan_shared(&lora), lora))
         }
     }
 
@@ -703,15 +740,16 @@ impl<I: Inference> Scheduler<I> {
         }
     }
 
-    /// Every runnable non-deterministic sequence: one token per decoding
-    /// sequence, then prompt chunks (oldest request first) within `n_batch`.
-    fn plan_shared(&self) -> Vec<Item> {
+    /// Every runnable non-deterministic sequence of LoRA set `lora`: one
+    /// token per decoding sequence, then prompt chunks (oldest request
+    /// first) within `n_batch`.
+    fn plan_shared(&self, lora: &LoraSet) -> Vec<Item> {
         let mut budget = self.cfg.n_batch as usize;
         let mut items = Vec::new();
         let mut prefilling: Vec<(u64, usize)> = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(q) = slot.seq.as_ref() else { continue };
-            if q.deterministic || !self.runnable(slot) {
+            if q.deterministic || q.lora != *lora || !self.runnable(slot) {
                 continue;
             }
             if q.is_prefilling(slot.cache.len()) {
@@ -744,7 +782,7 @@ impl<I: Inference> Scheduler<I> {
 
     // ---- executing ---------------------------------------------------------
 
-    fn execute(&mut self, items: Vec<Item>) {
+    fn execute(&mut self, items: Vec<Item>, lora: LoraSet) {
         // Arm cancellation inside the decode for requests with prompt work.
         self.abort.store(false, SeqCst);
         let mut cancelled_early = false;
@@ -758,6 +796,26 @@ impl<I: Inference> Scheduler<I> {
             self.disarm(&items);
             return;
         }
+        // Switch adapters only when the step's set differs from the applied
+        // one: llama.cpp rebuilds its graphs after a switch.
+        if self.active_lora.as_ref() != Some(&lora) {
+            self.active_lora = None;
+            if let Err(e) = self.inf.set_lora(lora.scales()) {
+                for it in &items {
+                    if self.slots[it.slot].seq.is_some() {
+                        self.end(it.slot, End::Failed(EngineError::Decode(e.clone())));
+                    }
+                }
+                self.disarm(&items);
+                return;
+            }
+            self.active_lora = Some(lora.clone());
+        }
+        #[cfg(test)]
+        self.lora_log.push((
+            items.iter().filter_map(|it| self.slots[it.slot].seq.as_ref().map(|q| q.lora.clone())).collect(),
+            lora,
+        ));
         #[cfg(test)]
         self.step_log.push(
             items
