@@ -127,6 +127,8 @@ impl Context {
         let (n_ctx_seq, n_seq_max, n_batch) = unsafe {
             (sys::llama_n_ctx_seq(ptr.as_ptr()), sys::llama_n_seq_max(ptr.as_ptr()), sys::llama_n_batch(ptr.as_ptr()))
         };
+        // Positions past a learned position embedding abort llama.cpp.
+        let n_ctx_seq = model.max_positions().map_or(n_ctx_seq, |max| n_ctx_seq.min(max));
         Ok(Context {
             ptr,
             model,
@@ -161,7 +163,10 @@ impl Context {
         unsafe { sys::llama_n_ctx(self.raw()) }
     }
 
-    /// KV cells available to one sequence.
+    /// Positions available to one sequence: its KV cells, and no more
+    /// than the model's learned position embedding has rows
+    /// ([`Model::max_positions`]); [`decode`](Self::decode) refuses
+    /// positions past it.
     pub fn n_ctx_seq(&self) -> u32 {
         self.n_ctx_seq
     }

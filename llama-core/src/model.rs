@@ -206,6 +206,16 @@ impl Model {
         self.adapters_lock.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The most positions a sequence may use, when the model has learned
+    /// absolute position embeddings (`position_embd.weight`: BERT, GPT-2,
+    /// StarCoder): one row per position, and llama.cpp's row lookup
+    /// asserts (aborting the process) on a position past the last row.
+    /// `None` for models without (rotary, ALiBi).
+    pub fn max_positions(&self) -> Option<u32> {
+        let rows = *self.tensor_dims.get("position_embd.weight")?.get(1)?;
+        Some(u32::try_from(rows).unwrap_or(u32::MAX))
+    }
+
     /// The file this model was loaded from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -342,6 +342,12 @@ impl Vocab {
         self.special(unsafe { sys::llama_vocab_eos(self.raw()) })
     }
 
+    /// Separator token (BERT's `[SEP]`, XLM-R's `</s>`), if the model has one.
+    pub fn sep(&self) -> Option<Token> {
+        // SAFETY: read-only query on a live vocab.
+        self.special(unsafe { sys::llama_vocab_sep(self.raw()) })
+    }
+
     /// End-of-turn token, if the model has one.
     pub fn eot(&self) -> Option<Token> {
         // SAFETY: read-only query on a live vocab.
@@ -358,6 +364,21 @@ impl Vocab {
     pub fn add_bos(&self) -> bool {
         // SAFETY: read-only query on a live vocab.
         unsafe { sys::llama_vocab_get_add_bos(self.raw()) }
+    }
+
+    /// Whether the model's metadata asks for EOS after a text
+    /// (`tokenizer.ggml.add_eos_token`); rerankers use it to lay out a
+    /// query and a document.
+    pub fn add_eos(&self) -> bool {
+        // SAFETY: read-only query on a live vocab.
+        unsafe { sys::llama_vocab_get_add_eos(self.raw()) }
+    }
+
+    /// Whether the model's metadata asks for a separator between two texts
+    /// (`tokenizer.ggml.add_sep_token`; on by default for WordPiece).
+    pub fn add_sep(&self) -> bool {
+        // SAFETY: read-only query on a live vocab.
+        unsafe { sys::llama_vocab_get_add_sep(self.raw()) }
     }
 
     /// The fill-in-the-middle tokens the model has (code models: prefix,
