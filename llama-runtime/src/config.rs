@@ -72,9 +72,12 @@ pub struct EngineConfig {
     pub type_v: KvCacheType,
     /// How [`Engine::embed`](crate::Engine::embed) pools an input's tokens
     /// (llama.cpp's `--pooling`): `Unspecified` is the model's own choice,
-    /// else the mean. `Mean`, `Cls` and `Last` give one vector per input;
-    /// `None` and `Rank` are refused (per-token embeddings and reranking
-    /// are not served by this engine).
+    /// else the mean. `Mean`, `Cls` and `Last` give one vector per input.
+    /// `Rank` (with `embeddings`) starts the engine for reranking: the
+    /// embedding context runs the model's classification head and serves
+    /// [`Engine::rerank`](crate::Engine::rerank) instead of
+    /// [`Engine::embed`](crate::Engine::embed). `None` is refused
+    /// (per-token embeddings are not served by this engine).
     pub pooling: Pooling,
     /// The key that signs the slot states [`Engine::save_slot`](crate::Engine::save_slot)
     /// returns, and that a state must verify under for
@@ -135,11 +138,11 @@ impl EngineConfig {
         fn bad(field: &'static str, reason: String) -> Result<(), StartError> {
             Err(StartError::InvalidConfig { field, reason })
         }
-        if matches!(self.pooling, Pooling::None | Pooling::Rank) {
-            return bad(
-                "pooling",
-                format!("{:?} pooling is not supported: embeddings are one vector per input", self.pooling),
-            );
+        if self.pooling == Pooling::None {
+            return bad("pooling", "None pooling is not supported: embeddings are one vector per input".into());
+        }
+        if self.pooling == Pooling::Rank && !self.embeddings {
+            return bad("pooling", "Rank pooling (reranking) runs on the embedding context: set `embeddings`".into());
         }
         if self.n_seq_max == 0 || self.n_seq_max > MAX_SEQ {
             return bad("n_seq_max", format!("must be in 1..={MAX_SEQ}, got {}", self.n_seq_max));
@@ -211,10 +214,14 @@ mod tests {
         for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Last] {
             EngineConfig { pooling, ..EngineConfig::default() }.validate().unwrap();
         }
-        for pooling in [Pooling::None, Pooling::Rank] {
-            let err = EngineConfig { pooling, ..EngineConfig::default() }.validate().unwrap_err();
-            assert!(matches!(err, StartError::InvalidConfig { field: "pooling", .. }), "{err}");
+        for embeddings in [false, true] {
+            let err = EngineConfig { pooling: Pooling::None, embeddings, ..EngineConfig::default() }.validate();
+            assert!(matches!(err, Err(StartError::InvalidConfig { field: "pooling", .. })), "{err:?}");
         }
+        // Reranking runs on the embedding context.
+        EngineConfig { pooling: Pooling::Rank, embeddings: true, ..EngineConfig::default() }.validate().unwrap();
+        let err = EngineConfig { pooling: Pooling::Rank, ..EngineConfig::default() }.validate();
+        assert!(matches!(err, Err(StartError::InvalidConfig { field: "pooling", .. })), "{err:?}");
     }
 
     #[test]

@@ -12,10 +12,11 @@ use crate::inference::{Inference, ModelFacade};
 use crate::lora::{LoraAdapterInfo, LoraError};
 use crate::metrics::{Health, Metrics, SlotInfo};
 use crate::request::{Prompt, Rejected, Request};
+use crate::rerank::Reranking;
 use crate::slot::{SavedSlot, SlotOp};
 
 /// What a caller does with a running [`Engine`], whatever its backend:
-/// submit requests, embed, save, restore and erase slots, read the
+/// submit requests, embed, rerank, save, restore and erase slots, read the
 /// counters, stop it, and reach the model's [`ModelFacade`]. Implemented by every `Engine<I>`; a server
 /// holds `Arc<dyn DynEngine>` so that the same handlers run over llama.cpp
 /// and over the fake backend of its router tests.
@@ -32,6 +33,11 @@ pub trait DynEngine: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`Rejected`], as [`Engine::embed`].
     fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected>;
+    /// [`Engine::rerank`].
+    ///
+    /// # Errors
+    /// [`Rejected`], as [`Engine::rerank`].
+    fn rerank(&self, query: &str, documents: &[String]) -> Result<Reranking, Rejected>;
     /// [`Engine::save_slot`].
     ///
     /// # Errors
@@ -77,6 +83,10 @@ impl<I: Inference> DynEngine for Engine<I> {
 
     fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected> {
         Engine::embed(self, inputs, normalize)
+    }
+
+    fn rerank(&self, query: &str, documents: &[String]) -> Result<Reranking, Rejected> {
+        Engine::rerank(self, query, documents)
     }
 
     fn save_slot(&self, slot: u32) -> SlotOp<SavedSlot> {

@@ -204,6 +204,11 @@ impl<I: Inference> Engine<I> {
         })
     }
 
+    /// The caller-side state (for the operations defined in other modules).
+    pub(crate) fn front(&self) -> &Front<I::Model> {
+        &self.inner.front
+    }
+
     /// The LoRA adapters the engine loaded ([`EngineConfig::lora`]), in id
     /// order, with their current global scales (llama.cpp's
     /// `GET /lora-adapters`).
@@ -259,13 +264,17 @@ impl<I: Inference> Engine<I> {
     /// Each input may have at most `min(n_ubatch, n_ctx_seq)` tokens.
     ///
     /// # Errors
-    /// [`Rejected`]: embeddings are off, the queue is full, the engine is
-    /// shutting down, or an input is refused ([`Rejected::Input`] says
+    /// [`Rejected`]: embeddings are off ([`Rejected::RerankingOnly`] when
+    /// the engine was started for reranking), the queue is full, the engine
+    /// is shutting down, or an input is refused ([`Rejected::Input`] says
     /// which and why).
     pub fn embed(&self, inputs: Vec<Prompt>, normalize: bool) -> Result<Embeddings, Rejected> {
         let inner = &*self.inner;
         if !inner.config.embeddings {
             return Err(Rejected::EmbeddingsDisabled);
+        }
+        if inner.config.pooling == llama_core::Pooling::Rank {
+            return Err(Rejected::RerankingOnly);
         }
         if inner.inbox.is_closed() {
             return Err(Rejected::ShuttingDown);
@@ -516,6 +525,13 @@ fn check_stop(stop: Vec<String>) -> Result<Vec<String>, Rejected> {
 #[must_use = "futures do nothing unless awaited; dropping it abandons the job"]
 pub struct Embeddings {
     rx: oneshot::Receiver<Result<Vec<Embedding>, EngineError>>,
+}
+
+impl Embeddings {
+    /// The job answered through `rx`.
+    pub(crate) fn new(rx: oneshot::Receiver<Result<Vec<Embedding>, EngineError>>) -> Self {
+        Embeddings { rx }
+    }
 }
 
 impl Future for Embeddings {

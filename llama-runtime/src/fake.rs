@@ -148,6 +148,14 @@ impl Default for FakeModel {
             n_params: 0,
             size_bytes: 0,
             fim: Default::default(),
+            // BOS query EOS document EOS, as a model with add_eos and no separator.
+            rerank: crate::RerankFormat {
+                bos: Some(FAKE_BOS),
+                eos: Some(FAKE_EOG),
+                add_bos: true,
+                add_eos: true,
+                ..Default::default()
+            },
         };
         FakeModel { info }
     }

@@ -11,6 +11,7 @@ use llama_core::{ChatTemplate, FimTokens, Pos, SamplingParams, SeqId, TemplateSp
 
 use crate::lora::LoraAdapterInfo;
 use crate::request::CoreError;
+use crate::rerank::RerankFormat;
 
 /// One sequence's share of a decode step: `tokens` at positions
 /// `pos, pos + 1, ...` of sequence `seq`.
@@ -159,6 +160,8 @@ pub struct ModelInfo {
     pub size_bytes: u64,
     /// Its fill-in-the-middle tokens (code models).
     pub fim: FimTokens,
+    /// How it lays out a query and a document for [`Engine::rerank`](crate::Engine::rerank).
+    pub rerank: RerankFormat,
 }
 
 /// What the engine thread needs from a model context. Exactly one thread

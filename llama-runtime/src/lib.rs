@@ -73,6 +73,7 @@ mod llama;
 mod lora;
 mod metrics;
 mod request;
+mod rerank;
 mod scheduler;
 mod slot;
 mod stop;
@@ -97,4 +98,5 @@ pub use request::{
     Collector, ContextShift, CoreError, Done, Embedding, EngineError, Event, FinishReason, MAX_N_PROBS, MAX_STOP_BYTES,
     MAX_STOP_STRINGS, Output, Prompt, Rejected, Request, StartError, Timings, TokenEvent, TopLogprob, Usage,
 };
+pub use rerank::{RerankFormat, RerankScore, Reranking};
 pub use slot::{SavedSlot, SlotError, SlotOp};

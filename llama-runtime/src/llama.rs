@@ -42,6 +42,7 @@ impl LlamaModel {
             n_params: model.n_params(),
             size_bytes: model.size_bytes(),
             fim: model.vocab().fim(),
+            rerank: crate::RerankFormat::of(&model),
         };
         let n_ctx_seq = model.n_ctx_train().max(1);
         LlamaModel { model, info, n_ctx_seq }

@@ -386,6 +386,15 @@ pub enum Rejected {
     /// [`Engine::embed`](crate::Engine::embed) on an engine started without `embeddings`.
     #[error("embeddings are disabled on this engine")]
     EmbeddingsDisabled,
+    /// [`Engine::rerank`](crate::Engine::rerank) on an engine not started
+    /// for reranking (`embeddings` with rank pooling).
+    #[error("reranking is disabled on this engine")]
+    RerankingDisabled,
+    /// [`Engine::embed`](crate::Engine::embed) on an engine started for
+    /// reranking: its embedding context ranks (one score per input) and
+    /// serves [`Engine::rerank`](crate::Engine::rerank), not embeddings.
+    #[error("this engine was started for reranking; it does not serve embeddings")]
+    RerankingOnly,
     /// The prompt does not leave room for a single generated token.
     #[error("the prompt has {n_prompt} tokens, but the context window is {n_ctx} tokens")]
     PromptTooLong {
