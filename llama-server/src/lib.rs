@@ -37,6 +37,7 @@ mod sse;
 mod state;
 mod submit;
 mod timings;
+mod tool_calls;
 
 // Response bodies are `Serialize` structs whose fields are declared in
 // alphabetical order, and whose f32 values are widened to f64: the bytes

@@ -10,7 +10,7 @@ mod response;
 mod response_format;
 mod usage;
 
-pub(crate) use chat::chat_completions;
+pub(crate) use chat::{PromptFields, chat_completions, chat_prompt};
 pub(crate) use completions::completions;
 pub(crate) use embeddings::embeddings;
 pub(crate) use models::models;

@@ -52,6 +52,21 @@ pub(crate) fn response_format_grammar(rf: Option<&ResponseFormat>) -> Result<Opt
     }
 }
 
+/// The JSON schema `response_format` asks the output to follow (any
+/// object for `json_object`), for a grammar that also takes tool calls.
+pub(crate) fn response_format_schema(rf: Option<&ResponseFormat>) -> Option<OrderedJson> {
+    let rf = rf?;
+    match rf.kind.as_str() {
+        "json_object" => Some(
+            rf.schema
+                .clone()
+                .unwrap_or_else(|| OrderedJson::Object(vec![("type".into(), OrderedJson::String("object".into()))])),
+        ),
+        "json_schema" => rf.json_schema.as_ref().and_then(|j| j.schema.clone()).or_else(|| rf.schema.clone()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
