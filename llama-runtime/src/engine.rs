@@ -250,7 +250,8 @@ impl<I: Inference> Engine<I> {
     ///
     /// # Errors
     /// [`Rejected`]: the queue is full ([`Rejected::Overloaded`]), the engine
-    /// is shutting down, or the request does not validate (prompt too long,
+    /// is shutting down, the model cannot generate ([`Rejected::CannotGenerate`]),
+    /// or the request does not validate (prompt too long,
     /// bad sampling parameters or grammar, tokens outside the vocabulary).
     pub fn submit(&self, req: Request) -> Result<Handle, Rejected> {
         self.inner.front.submit(req)
@@ -450,6 +451,9 @@ impl<M: ModelBackend> Front<M> {
     fn try_submit(&self, req: Request) -> Result<Handle, Rejected> {
         if self.inbox.is_closed() {
             return Err(Rejected::ShuttingDown);
+        }
+        if self.model.info().encoder_only {
+            return Err(Rejected::CannotGenerate);
         }
         let stop = check_stop(req.stop)?;
         if req.n_probs > MAX_N_PROBS {

@@ -156,6 +156,7 @@ impl Default for FakeModel {
                 add_eos: true,
                 ..Default::default()
             },
+            encoder_only: false,
         };
         FakeModel { info }
     }

@@ -162,6 +162,11 @@ pub struct ModelInfo {
     pub fim: FimTokens,
     /// How it lays out a query and a document for [`Engine::rerank`](crate::Engine::rerank).
     pub rerank: RerankFormat,
+    /// Its attention is not causal (`{arch}.attention.causal = false`:
+    /// BERT-style embedding and reranking models): it cannot generate
+    /// text, and the engine refuses requests for it
+    /// ([`Rejected::CannotGenerate`](crate::Rejected::CannotGenerate)).
+    pub encoder_only: bool,
 }
 
 /// What the engine thread needs from a model context. Exactly one thread

@@ -43,6 +43,10 @@ impl LlamaModel {
             size_bytes: model.size_bytes(),
             fim: model.vocab().fim(),
             rerank: crate::RerankFormat::of(&model),
+            encoder_only: model
+                .architecture()
+                .and_then(|arch| model.meta(&format!("{arch}.attention.causal")))
+                .is_some_and(|causal| causal.trim() == "false"),
         };
         let n_ctx_seq = model.n_ctx_train().max(1);
         LlamaModel { model, info, n_ctx_seq }

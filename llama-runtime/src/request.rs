@@ -395,6 +395,11 @@ pub enum Rejected {
     /// serves [`Engine::rerank`](crate::Engine::rerank), not embeddings.
     #[error("this engine was started for reranking; it does not serve embeddings")]
     RerankingOnly,
+    /// [`Engine::submit`](crate::Engine::submit) on an engine whose model
+    /// cannot generate text (its attention is not causal: an embedding or
+    /// reranking model, [`ModelInfo::encoder_only`](crate::ModelInfo::encoder_only)).
+    #[error("this model cannot generate text: its attention is not causal (an embedding or reranking model)")]
+    CannotGenerate,
     /// The prompt does not leave room for a single generated token.
     #[error("the prompt has {n_prompt} tokens, but the context window is {n_ctx} tokens")]
     PromptTooLong {

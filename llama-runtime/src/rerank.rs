@@ -287,6 +287,16 @@ mod tests {
         assert!(matches!(engine.rerank("q", &docs[..1]).unwrap_err(), Rejected::ShuttingDown));
     }
 
+    #[tokio::test]
+    async fn an_encoder_reranks_but_does_not_generate() {
+        let cfg = config(Pooling::Rank);
+        let model = FakeModel::default().with_info(|i| i.encoder_only = true);
+        let engine = Engine::with_inference(FakeInference::for_config(&cfg), model, cfg).unwrap();
+        let err = engine.submit(crate::Request::new("hello")).unwrap_err();
+        assert!(matches!(err, Rejected::CannotGenerate), "{err}");
+        assert_eq!(engine.rerank("q", &["d".to_owned()]).unwrap().await.unwrap().len(), 1);
+    }
+
     #[test]
     fn llama_cpp_layouts() {
         let m = FakeModel::default();

@@ -130,9 +130,12 @@ mod runtime {
         }
         let again = engine.rerank(QUERY, &docs).unwrap().await.unwrap();
         assert_eq!(scores, again, "deterministic");
-        // The engine ranks; it does not embed.
+        // The engine ranks; it does not embed, and an encoder does not generate.
         let err = engine.embed(vec!["a".into()], true).unwrap_err();
         assert!(matches!(err, Rejected::RerankingOnly), "{err}");
+        assert!(engine.model().info().encoder_only);
+        let err = engine.submit(llama_runtime::Request::new("what")).unwrap_err();
+        assert!(matches!(err, Rejected::CannotGenerate), "{err}");
         // A pair past the model's positions names its document.
         let long = ["a".to_owned(), "a ".repeat(200)];
         match engine.rerank(QUERY, &long).unwrap_err() {
