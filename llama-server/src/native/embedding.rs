@@ -50,9 +50,11 @@ pub(crate) async fn embedding(
         }
     };
     let ready = state.ready()?;
-    // `input` is read when `content` is absent, but errors name `content`.
-    let value = req.content.as_ref().or(req.input.as_ref());
-    let param = "content";
+    // `input` is read when `content` is absent; errors name the field given.
+    let (value, param) = match (&req.content, &req.input) {
+        (None, Some(input)) => (Some(input), "input"),
+        (content, _) => (content.as_ref(), "content"),
+    };
     let inputs = embedding_inputs(value, param, &ready)?;
     let result = ready.engine.embed(inputs, normalize).map_err(|r| AppError::from_rejected(r, param))?.await?;
     let body: Vec<NativeEmbedding<'_>> =

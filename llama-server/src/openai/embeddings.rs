@@ -89,9 +89,6 @@ fn base64_f32(values: &[f32]) -> String {
 pub(crate) fn embedding_inputs(value: Option<&Value>, param: &str, ready: &Ready) -> Result<Vec<Prompt>, AppError> {
     let value = value.ok_or_else(|| AppError::invalid(param, format!("missing required field `{param}`")))?;
     let prompts = parse_prompts(value, param, true, MAX_EMBED_INPUTS)?;
-    if prompts.len() > MAX_EMBED_INPUTS {
-        return Err(AppError::invalid(param, format!("at most {MAX_EMBED_INPUTS} inputs per request")));
-    }
     prompts.iter().map(|p| p.to_prompt(ready, param)).collect()
 }
 
