@@ -464,7 +464,7 @@ pub struct Args {
     #[arg(long = "chat-template-file", env = "LLAMA_ARG_CHAT_TEMPLATE_FILE", value_name = "FNAME")]
     pub chat_template_file: Option<PathBuf>,
 
-    /// Extra template variables, a JSON object. Checked and recorded; not passed to the template yet.
+    /// Extra template variables, a JSON object (a request's `chat_template_kwargs` wins).
     #[arg(long = "chat-template-kwargs", env = "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", value_name = "STRING")]
     pub chat_template_kwargs: Option<String>,
 
@@ -811,8 +811,8 @@ pub struct Settings {
     /// `--jinja` (true, the default) / `--no-jinja`. Templates are always
     /// rendered with Jinja; llama.cpp's built-in engine is not wired.
     pub jinja: bool,
-    /// `--chat-template-kwargs`: extra template variables. Not passed to
-    /// the template yet.
+    /// `--chat-template-kwargs`: extra template variables, passed to every
+    /// chat template render (a request's `chat_template_kwargs` wins).
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
     /// `-hf`/`-hff`/`-mu`: where [`Settings::download_model`] fetches the
     /// model from before it loads (`None`: `model_path` is a local file).

@@ -585,9 +585,9 @@ pub static FLAGS: &[Flag] = &[
         .val("FNAME")
         .env("LLAMA_ARG_SSL_CERT_FILE")
         .no_effect("TLS is not built in: the server speaks plain HTTP (put a TLS proxy in front)"),
-    flag(&["--chat-template-kwargs"]).val("STRING").env("LLAMA_ARG_CHAT_TEMPLATE_KWARGS").kept(
+    flag(&["--chat-template-kwargs"]).val("STRING").env("LLAMA_ARG_CHAT_TEMPLATE_KWARGS").imp(
         "chat_template_kwargs",
-        "Must be a JSON object (refused otherwise); kept as `Settings::chat_template_kwargs`, not passed to the template yet.",
+        "A JSON object (refused otherwise): extra variables for the chat template (e.g. `{\"enable_thinking\": false}`); a request's `chat_template_kwargs` wins.",
     ),
     flag(&["-to", "--timeout"])
         .val("N")
@@ -658,7 +658,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--skip-chat-parsing"])
         .neg(&["--no-skip-chat-parsing"])
         .env("LLAMA_ARG_SKIP_CHAT_PARSING")
-        .no_effect("chat output is never parsed: everything is `content` (as with --skip-chat-parsing)"),
+        .no_effect("tool calls are read from the output of requests with tools; a request's `parse_tool_calls: false` leaves it all `content`"),
     flag(&["--prefill-assistant"])
         .neg(&["--no-prefill-assistant"])
         .env("LLAMA_ARG_PREFILL_ASSISTANT")

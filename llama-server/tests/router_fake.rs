@@ -819,7 +819,7 @@ async fn chat_fields_out_of_range_are_400_naming_the_field() {
         (json!({"logprobs": true, "top_logprobs": -1}), Some("top_logprobs")),
         (json!({"top_logprobs": 2}), Some("top_logprobs")),
         (json!({"logprobs": false, "top_logprobs": 2}), Some("top_logprobs")),
-        (json!({"tools": [{"type": "function"}]}), Some("tools")),
+        (json!({"tools": [{"type": "function"}]}), Some("tools[0].function")),
         (json!({"response_format": {"type": "yaml"}}), Some("response_format")),
         (json!({"response_format": {"type": "json_schema"}}), Some("response_format")),
         (
@@ -1940,3 +1940,282 @@ fn the_expected_outputs_are_well_formed() {
     assert!(eos && tokens.last() == Some(&FAKE_EOG));
     assert!(!text_of(&tokens).contains('\u{FFFD}'));
 }
+
+// ---- tool calling ----
+
+/// A tool as OpenAI clients send it. (`json!` sorts keys: bodies where
+/// their order matters are written out with [`WEATHER_TOOL`].)
+fn weather_tool() -> Value {
+    serde_json::from_str(WEATHER_TOOL).unwrap()
+}
+
+/// [`weather_tool`] as JSON text, keys in OpenAI's order.
+const WEATHER_TOOL: &str = r#"{"type": "function", "function": {"name": "get_weather", "description": "Weather <now> & here's why", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}"#;
+
+/// POST a JSON text as it is (keys in its order).
+async fn post_text(f: &common::oneshot::Fake, path: &str, body: String) -> (StatusCode, Value) {
+    let (status, _, v) = f.send(post(path, body)).await;
+    (status, v)
+}
+
+/// A conversation with a call and its result.
+fn weather_round_trip() -> Value {
+    json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+    ])
+}
+
+/// Every malformed tool field is a 400 naming it, on the chat route and
+/// on `/apply-template`, before anything is generated.
+#[tokio::test]
+async fn tool_fields_are_validated_naming_the_field() {
+    let f = fake(&[]);
+    let weather = weather_tool();
+    let cases = [
+        (json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}), "tools[0].function.name"),
+        (json!({"tools": [{"type": "code_interpreter"}]}), "tools[0].type"),
+        (json!({"tools": [{"type": "function"}]}), "tools[0].function"),
+        (json!({"tools": [weather, weather]}), "tools[1].function.name"),
+        (json!({"tools": {"a": 1}}), "tools"),
+        (json!({"tools": [weather], "tool_choice": "always"}), "tool_choice"),
+        (
+            json!({"tools": [weather], "tool_choice": {"type": "function", "function": {"name": "other"}}}),
+            "tool_choice.function.name",
+        ),
+        (json!({"tool_choice": "required"}), "tool_choice"),
+        (json!({"tools": [weather], "parallel_tool_calls": "yes"}), "parallel_tool_calls"),
+    ];
+    for path in ["/v1/chat/completions", "/apply-template"] {
+        for (extra, param) in &cases {
+            let (status, v) = f.post(path, chat("hi", extra.clone())).await;
+            assert_invalid(status, &v, Some(param));
+        }
+    }
+    // What only a generation checks: a grammar of the request's own next
+    // to the tools' (the generic format of the fake's ChatML always has one),
+    // and a malformed schema.
+    let generation_cases = [
+        (json!({"tools": [weather], "grammar": "root ::= \"x\""}), "grammar"),
+        (json!({"tools": [weather], "tool_choice": "required", "json_schema": {"type": "string"}}), "json_schema"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "required": "x"}}}]}),
+            "tools[0].function.parameters",
+        ),
+    ];
+    for (extra, param) in generation_cases {
+        let (status, v) = f.post("/v1/chat/completions", chat("hi", extra)).await;
+        assert_invalid(status, &v, Some(param));
+    }
+    let call = json!({"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+    let message_cases = [
+        (json!({"role": "user", "content": "x", "tool_calls": [call]}), "messages[0].tool_calls"),
+        (
+            json!({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 5}}]}),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            json!({"role": "assistant", "tool_calls": [{"type": "x", "function": {"name": "f"}}]}),
+            "messages[0].tool_calls[0].type",
+        ),
+        (json!({"role": "assistant", "tool_calls": [{"id": "c"}]}), "messages[0].tool_calls[0].function"),
+        (
+            json!({"role": "assistant", "tool_calls": [{"function": {"name": ""}}]}),
+            "messages[0].tool_calls[0].function.name",
+        ),
+        (json!({"role": "tool", "content": "x", "tool_call_id": 5}), "messages[0].tool_call_id"),
+    ];
+    for path in ["/v1/chat/completions", "/apply-template"] {
+        for (message, param) in &message_cases {
+            let (status, v) = f.post(path, json!({"messages": [message]})).await;
+            assert_invalid(status, &v, Some(param));
+        }
+    }
+}
+
+/// The fake's ChatML template renders no tools: the generic format. Its
+/// prompt describes the tools and the JSON answer in a system message;
+/// the output is constrained by a grammar (which the fake checks and
+/// ignores), and an output that is no call comes back as `content`, whole
+/// and streamed, exactly what the fake generated.
+#[tokio::test]
+async fn a_tool_request_answered_in_text_is_content() {
+    // One token per byte: room for the tools' description.
+    let f = fake(&["-c", "4096"]);
+    for choice in ["auto", "required", "none"] {
+        let body = format!(
+            r#"{{"messages": [{{"role": "user", "content": "Weather?"}}], "tools": [{WEATHER_TOOL}], "tool_choice": "{choice}", "max_tokens": 12, "seed": 5}}"#
+        );
+        let (status, applied) = post_text(&f, "/apply-template", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{applied}");
+        let prompt = applied["prompt"].as_str().unwrap().to_owned();
+        if choice == "none" {
+            assert_eq!(prompt, chatml("Weather?"), "tool_choice none adds nothing to ChatML");
+        } else {
+            assert!(prompt.starts_with("<|im_start|>system\nYou can call these tools"), "{prompt}");
+            assert!(
+                prompt.contains(r#"{"name": "get_weather", "description": "Weather <now> & here's why""#),
+                "{prompt}"
+            );
+            assert!(prompt.ends_with(&chatml("Weather?")), "{prompt}");
+        }
+        let (tokens, _) = generate(5, &prompt_tokens(&prompt), 12);
+        let want = text_of(&tokens).trim_start().to_owned();
+
+        let (status, v) = post_text(&f, "/v1/chat/completions", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_schema("ChatCompletion", &v);
+        let choice0 = &v["choices"][0];
+        assert_eq!(choice0["message"]["content"], want, "{choice}: {v}");
+        assert!(choice0["message"].get("tool_calls").is_none(), "{v}");
+        assert!(["stop", "length"].contains(&choice0["finish_reason"].as_str().unwrap()), "{v}");
+
+        let streamed_body = format!("{}, \"stream\": true}}", body.trim_end_matches('}'));
+        let (status, v) = post_text(&f, "/v1/chat/completions", streamed_body).await;
+        assert_eq!(status, StatusCode::OK);
+        let events = sse_events(&v);
+        let mut streamed = String::new();
+        for e in events.iter().filter(|e| e.is_object()) {
+            assert_schema("ChatCompletionChunk", e);
+            let delta = &e["choices"][0]["delta"];
+            assert!(delta.get("tool_calls").is_none(), "{e}");
+            streamed.push_str(delta["content"].as_str().unwrap_or(""));
+        }
+        assert_eq!(streamed, want, "{choice}");
+        assert_eq!(events.last().unwrap(), "[DONE]");
+    }
+}
+
+/// A Hugging Face tool-calling template (Qwen 2.5's) gets the tools and
+/// the calls as `transformers` gives them: `tools` in the request's key
+/// order, `tojson` as Python's `json.dumps` (no HTML escapes, `", "` and
+/// `": "`), arguments as objects.
+#[tokio::test]
+async fn a_tool_calling_template_renders_as_transformers_does() {
+    let f = fake(&["--chat-template", QWEN25_TEMPLATE, "-c", "4096"]);
+    let body = format!(r#"{{"messages": {}, "tools": [{WEATHER_TOOL}]}}"#, weather_round_trip());
+    let (status, v) = post_text(&f, "/apply-template", body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["prompt"].as_str().unwrap(),
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n\n\
+         You may call one or more functions to assist with the user query.\n\n\
+         You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n\
+         {\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather <now> & here's why\", \
+         \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n\
+         </tools>\n\nFor each function call, return a json object with function name and arguments within \
+         <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n\
+         </tool_call><|im_end|>\n\
+         <|im_start|>user\nWeather in Paris?<|im_end|>\n\
+         <|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n\
+         <|im_start|>user\n<tool_response>\nSunny\n</tool_response><|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // Its model writes <tool_call>s with tool_choice auto: no grammar, the
+    // fake's letters come back as content.
+    let (status, v) = f
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": weather_round_trip(), "tools": [weather_tool()], "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+}
+
+/// A conversation with tool calls but no tools still renders its calls.
+#[tokio::test]
+async fn tool_calls_in_the_conversation_render_without_tools() {
+    let f = fake(&[]);
+    let (status, v) = f.post("/apply-template", json!({"messages": weather_round_trip()})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["prompt"],
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n\
+         <|im_start|>assistant\n{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}}<|im_end|>\n\
+         <|im_start|>tool\nSunny<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+/// `--chat-template-kwargs` reaches the template; a request's
+/// `chat_template_kwargs` wins.
+#[tokio::test]
+async fn chat_template_kwargs_reach_the_template() {
+    let template =
+        "{{ enable_thinking }}|{{ extra | default('-') }}|{% for m in messages %}{{ m.content }}{% endfor %}";
+    let f = fake(&["--chat-template", template, "--chat-template-kwargs", r#"{"enable_thinking": false}"#]);
+    let one = json!([{"role": "user", "content": "u"}]);
+    let (_, v) = f.post("/apply-template", json!({"messages": one})).await;
+    assert_eq!(v["prompt"], "False|-|u");
+    let kwargs = r#"{"enable_thinking": true, "extra": {"b": 1, "a": [2]}}"#;
+    let body = format!(r#"{{"messages": {one}, "chat_template_kwargs": {kwargs}}}"#);
+    let (_, v) = post_text(&f, "/apply-template", body).await;
+    assert_eq!(v["prompt"], r#"True|{"b": 1, "a": [2]}|u"#);
+    let kwargs: Value = serde_json::from_str(kwargs).unwrap();
+    let (status, v) =
+        f.post("/v1/chat/completions", json!({"messages": one, "chat_template_kwargs": kwargs, "max_tokens": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, v) = f.post("/apply-template", json!({"messages": one, "chat_template_kwargs": [1]})).await;
+    assert_invalid(status, &v, Some("chat_template_kwargs"));
+}
+
+/// Qwen 2.5 Instruct's chat template (Hermes-style `<tool_call>`s), as its
+/// tokenizer_config.json ships it.
+const QWEN25_TEMPLATE: &str = r##"{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"##;

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use llama_core::json_schema::OrderedJson;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::error::AppError;
 use crate::extract::Json;
@@ -26,7 +25,7 @@ pub struct ApplyTemplateRequest {
     /// `parallel_tool_calls`, as for `/v1/chat/completions`.
     pub parallel_tool_calls: Option<bool>,
     /// Extra template variables, as for `/v1/chat/completions`.
-    pub chat_template_kwargs: Option<Map<String, Value>>,
+    pub chat_template_kwargs: Option<OrderedJson>,
 }
 
 /// The `/apply-template` body.

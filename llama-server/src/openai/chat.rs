@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use llama_core::json_schema::OrderedJson;
 use llama_runtime::{Done, Prompt, TokenEvent, Usage as Counts};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use super::messages::{InMessage, Message as InputMessage, convert_messages, render_chat, render_json};
 use super::response::{CHAT, Envelope, Plan, StreamOptions};
@@ -61,8 +60,8 @@ request_with_sampling! {
         pub parallel_tool_calls: Option<bool>,
         /// llama.cpp: read tool calls from the output (default true).
         pub parse_tool_calls: Option<bool>,
-        /// llama.cpp: extra chat template variables, over `--chat-template-kwargs`.
-        pub chat_template_kwargs: Option<Map<String, Value>>,
+        /// llama.cpp: extra chat template variables (an object), over `--chat-template-kwargs`.
+        pub chat_template_kwargs: Option<OrderedJson>,
     }
 }
 
@@ -199,7 +198,7 @@ pub(crate) struct PromptFields<'a> {
     pub tools: Option<&'a [OrderedJson]>,
     pub tool_choice: Option<&'a OrderedJson>,
     pub parallel_tool_calls: Option<bool>,
-    pub chat_template_kwargs: Option<&'a Map<String, Value>>,
+    pub chat_template_kwargs: Option<&'a OrderedJson>,
     pub response_format: Option<&'a ResponseFormat>,
     /// `grammar` or `json_schema` is set (they cannot be combined with a
     /// tool grammar): the field's name.
@@ -221,12 +220,22 @@ pub(crate) struct ChatPrompt {
 
 /// The template variables of `--chat-template-kwargs` and of the request's
 /// `chat_template_kwargs` (which win).
-fn template_kwargs(state: &AppState, request: Option<&Map<String, Value>>) -> Vec<(String, OrderedJson)> {
-    let mut merged = state.settings().chat_template_kwargs.clone();
-    if let Some(request) = request {
-        merged.extend(request.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    merged.into_iter().filter_map(|(k, v)| Some((k, serde_json::from_value::<OrderedJson>(v).ok()?))).collect()
+///
+/// # Errors
+/// A 400 naming `chat_template_kwargs` when the request's is not an object.
+fn template_kwargs(state: &AppState, request: Option<&OrderedJson>) -> Result<Vec<(String, OrderedJson)>, AppError> {
+    let request = match request {
+        None | Some(OrderedJson::Null) => &[][..],
+        Some(OrderedJson::Object(entries)) => entries.as_slice(),
+        Some(_) => {
+            return Err(AppError::invalid("chat_template_kwargs", "`chat_template_kwargs` must be a JSON object"));
+        }
+    };
+    let flags = state.settings().chat_template_kwargs.iter().filter(|(k, _)| !request.iter().any(|(r, _)| r == *k));
+    Ok(flags
+        .filter_map(|(k, v)| Some((k.clone(), serde_json::from_value::<OrderedJson>(v.clone()).ok()?)))
+        .chain(request.iter().cloned())
+        .collect())
 }
 
 /// Validate the messages and tools of a chat request and render its
@@ -240,8 +249,8 @@ pub(crate) async fn chat_prompt(
     let tools = Tools::from_request(fields.tools, fields.tool_choice, fields.parallel_tool_calls)?;
     let messages = convert_messages(fields.messages)?;
     let rf_grammar = response_format_grammar(fields.response_format)?;
+    let kwargs = template_kwargs(state, fields.chat_template_kwargs)?;
     let ready = state.ready()?;
-    let kwargs = template_kwargs(state, fields.chat_template_kwargs);
     if tools.is_none() && kwargs.is_empty() && messages.iter().all(|m| m.tool_calls.is_empty()) {
         let prompt = render_chat(&ready, messages.into_iter().map(InputMessage::into_chat).collect()).await?;
         return Ok((ready, ChatPrompt { prompt, grammar: rf_grammar, reader: None }));
