@@ -26,6 +26,8 @@ use llama_core::{gbnf, json_schema};
 mod chat_template;
 #[path = "../fuzz/src/targets/gbnf_parse.rs"]
 mod gbnf_parse;
+#[path = "../fuzz/src/targets/gguf_adapter.rs"]
+mod gguf_adapter;
 #[path = "../fuzz/src/targets/gguf_validate.rs"]
 mod gguf_validate;
 #[path = "../fuzz/src/targets/json_schema.rs"]
@@ -44,6 +46,11 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 #[test]
 fn gguf_validate_corpus() {
     assert!(replay("gguf_validate", gguf_validate::gguf_validate) > 0);
+}
+
+#[test]
+fn gguf_adapter_corpus() {
+    assert!(replay("gguf_adapter", gguf_adapter::gguf_adapter) > 0);
 }
 
 #[test]

@@ -832,13 +832,21 @@ async fn list_repo(
         }
         body.extend_from_slice(&chunk);
     }
-    let bad = |reason: String| HubError::BadResponse { url: shown.clone(), reason };
-    let info: ModelInfo = serde_json::from_slice(&body).map_err(|e| bad(format!("not the model JSON: {e}")))?;
-    let commit = info.sha.filter(|c| is_commit(c)).ok_or_else(|| bad("no commit (`sha`)".into()))?;
+    read_listing(&repo.repo, &body).map_err(|reason| HubError::BadResponse { url: shown, reason })
+}
+
+/// The commit and the files of a listing's JSON `body`: files whose name is
+/// not a safe repository path are skipped, hashes that are not hex dropped.
+///
+/// # Errors
+/// Why the body is not a listing.
+fn read_listing(repo: &str, body: &[u8]) -> Result<(String, Vec<RepoFile>), String> {
+    let info: ModelInfo = serde_json::from_slice(body).map_err(|e| format!("not the model JSON: {e}"))?;
+    let commit = info.sha.filter(|c| is_commit(c)).ok_or_else(|| "no commit (`sha`)".to_string())?;
     let mut files = Vec::with_capacity(info.siblings.len());
     for s in info.siblings {
         if !is_valid_repo_path(&s.rfilename) {
-            tracing::warn!("{}: skipping the file name {:?}", repo.repo, s.rfilename);
+            tracing::warn!("{repo}: skipping the file name {:?}", s.rfilename);
             continue;
         }
         let sha256 = s.lfs.as_ref().and_then(|l| l.sha256.clone()).filter(|h| is_hex(h, 64)).map(|h| h.to_lowercase());
@@ -847,6 +855,43 @@ async fn list_repo(
         files.push(RepoFile { path: s.rfilename, oid: sha256.clone().or(git_oid), sha256, size });
     }
     Ok((commit, files))
+}
+
+/// The hub module's parsers of what the hub sends, for the fuzz targets
+/// (`llama-core/fuzz/model`) and their corpus replay. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    /// One file of a listing: path, blob name, LFS sha256, size.
+    pub type ListedFile = (String, Option<String>, Option<String>, Option<u64>);
+
+    /// A listing's JSON body read as the download reads it: the commit and
+    /// the files.
+    ///
+    /// # Errors
+    /// Why the body is not a listing.
+    pub fn read_listing(body: &[u8]) -> Result<(String, Vec<ListedFile>), String> {
+        let (commit, files) = super::read_listing("fuzz/listing", body)?;
+        Ok((commit, files.into_iter().map(|f| (f.path, f.oid, f.sha256, f.size)).collect()))
+    }
+
+    /// The sha256 the download expects from these `X-Linked-Etag` and `ETag`
+    /// header values (a value that is not a valid header value is absent).
+    pub fn sha256_from_headers(x_linked_etag: Option<&[u8]>, etag: Option<&[u8]>) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [("x-linked-etag", x_linked_etag), ("etag", etag)] {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v).ok()) {
+                headers.insert(name, v);
+            }
+        }
+        super::sha256_from_headers(&headers)
+    }
+
+    /// Whether `path` is a repository path that is safe to join under the cache.
+    pub fn is_valid_repo_path(path: &str) -> bool {
+        super::is_valid_repo_path(path)
+    }
 }
 
 async fn resolve_hub(repo: &RepoSpec, file: Option<&str>, options: &Options) -> Result<PathBuf, HubError> {

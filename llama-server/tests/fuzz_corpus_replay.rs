@@ -1,9 +1,9 @@
-//! The committed corpus of the `server_request` fuzz target
-//! (`llama-core/fuzz/corpus/server_request/`) and the inputs of its fixed
-//! findings (`llama-core/fuzz/regressions/server_request/`), replayed
+//! The committed corpora of the fuzz targets that need llama-server
+//! (`llama-core/fuzz/corpus/{server_request,hub_inputs,server_flags}/`) and
+//! the inputs of their fixed findings (`llama-core/fuzz/regressions/<target>/`), replayed
 //! through the same function cargo-fuzz runs (compiled into this test by
 //! `#[path]`): every body to every endpoint of the router, with the real
-//! model. Seconds in a debug build; no nightly, no libFuzzer. The other
+//! model; the hub's inputs; server argv vectors. Seconds in a debug build; no nightly, no libFuzzer. The other
 //! targets are replayed in `llama-core/tests/fuzz_corpus_replay.rs`.
 
 use std::path::Path;
@@ -11,6 +11,10 @@ use std::path::Path;
 #[path = "../../llama-core/fuzz/src/replay.rs"]
 mod replay;
 
+#[path = "../../llama-core/fuzz/model/src/targets/hub_inputs.rs"]
+mod hub_inputs;
+#[path = "../../llama-core/fuzz/model/src/targets/server_flags.rs"]
+mod server_flags;
 #[path = "../../llama-core/fuzz/model/src/targets/server_request.rs"]
 mod server_request;
 
@@ -23,4 +27,14 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 #[test]
 fn server_request_corpus() {
     assert!(replay("server_request", server_request::server_request) > 0);
+}
+
+#[test]
+fn hub_inputs_corpus() {
+    assert!(replay("hub_inputs", hub_inputs::hub_inputs) > 0);
+}
+
+#[test]
+fn server_flags_corpus() {
+    assert!(replay("server_flags", server_flags::server_flags) > 0);
 }

@@ -2,7 +2,8 @@
 //! the same source files as the crates they belong to, without llama.cpp
 //! (and its CMake build) in the instrumented build.
 //!
-//! - `gguf`: llama-core's GGUF validator (`llama-core/src/gguf.rs`, `gguf/`);
+//! - `gguf`: llama-core's GGUF validator (`llama-core/src/gguf.rs`, `gguf/`),
+//!   LoRA adapter files included;
 //! - `json_schema`: llama-core's JSON schema → GBNF converter
 //!   (`llama-core/src/json_schema.rs`, used by the server and the CLI);
 //! - `gbnf`: llama-core's GBNF parser (`llama-core/src/gbnf.rs`, `gbnf/`);
@@ -31,7 +32,12 @@ pub use llama_core_src::error::{Error, Result};
 pub use llama_core_src::gbnf;
 pub use llama_core_src::gguf;
 pub use llama_core_src::json_schema;
-pub use model_stand_in::Model;
+pub use model_stand_in::{Model, builtin_chat_templates};
+
+/// What `chat.rs` calls `crate::model` (llama.cpp's built-in chat formats).
+mod model {
+    pub(crate) use crate::model_stand_in::apply_builtin_chat_template;
+}
 
 /// A token id (as in llama-core).
 pub type Token = i32;
@@ -67,6 +73,21 @@ mod model_stand_in {
         }
     }
 
+    /// Stands in for `llama_core::builtin_chat_templates`: no built-in
+    /// formats without llama.cpp.
+    pub fn builtin_chat_templates() -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Stands in for llama.cpp's built-in formatter: it knows no format.
+    pub(crate) fn apply_builtin_chat_template(
+        _template: &str,
+        _messages: &[(&str, &str)],
+        _add_generation_prompt: bool,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     impl Vocab {
         /// Empty pieces.
         pub fn token_to_piece(&self, _token: Token, _special: bool) -> Result<Vec<u8>> {
@@ -90,6 +111,7 @@ mod model_stand_in {
 pub mod targets {
     pub mod chat_template;
     pub mod gbnf_parse;
+    pub mod gguf_adapter;
     pub mod gguf_validate;
     pub mod json_schema;
 }
@@ -98,6 +120,7 @@ pub mod replay;
 
 pub use targets::chat_template::chat_template;
 pub use targets::gbnf_parse::gbnf_parse;
+pub use targets::gguf_adapter::gguf_adapter;
 pub use targets::gguf_validate::gguf_validate;
 pub use targets::json_schema::json_schema;
 
@@ -121,6 +144,11 @@ mod corpus_replay {
     #[test]
     fn gguf_validate() {
         replay_files("gguf_validate", &sample("gguf_validate"), crate::gguf_validate);
+    }
+
+    #[test]
+    fn gguf_adapter() {
+        assert!(replay_files("gguf_adapter", &sample("gguf_adapter"), crate::gguf_adapter) > 0);
     }
 
     #[test]
