@@ -698,7 +698,7 @@ fn body_cases(base: &Base) -> Vec<Case> {
     let mut out = Vec::new();
     let paths = nodes(&base.body);
     // deep: every node, arrays and objects, 10 000 and 100 000 deep. Tools
-    // get a definition to nest into (any non-empty `tools` is a 400 anyway).
+    // get a definition to nest into (so the nesting reaches the schema path).
     let mut deep_base = base.body.clone();
     if deep_base.get("tools").is_some() {
         set(
