@@ -16,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 PURE="gguf_validate gguf_adapter json_schema chat_template gbnf_parse"
-MODEL="tokenize_special state_restore server_request hub_inputs server_flags"
+MODEL="tokenize_special state_restore server_request hub_inputs server_flags tool_calls tool_grammar"
 
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address); RUSTC_BOOTSTRAP
 # lets the stable toolchain accept them. The model targets link llama.cpp:
@@ -37,7 +37,7 @@ options() {
         # The server keeps the model, an engine thread and tokio workers; LSan
         # would report what they hold at exit.
         server_request) echo "-max_len=4096 -timeout=60 -detect_leaks=0" ;;
-        hub_inputs | server_flags) echo "-max_len=4096 -timeout=10" ;;
+        hub_inputs | server_flags | tool_calls | tool_grammar) echo "-max_len=4096 -timeout=10" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
     if [ -f "$here/dict/$1.dict" ]; then echo "-dict=$here/dict/$1.dict"; fi

@@ -77,6 +77,10 @@ pub use request::RequestDefaults;
 pub use request::{MAX_CHOICES, MAX_STOP, MAX_STOP_BYTES};
 pub use sampling::MAX_GRAMMAR_BYTES;
 pub use state::{AppState, LoadError, Phase, Ready};
+/// Tool calling's output readers and grammar builder, for the fuzz targets
+/// (`llama-core/fuzz/model`). Not a stable API.
+#[doc(hidden)]
+pub use tool_calls::fuzzing as tool_calls_fuzzing;
 
 use crate::extract::BodyLimit;
 

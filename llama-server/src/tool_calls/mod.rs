@@ -281,6 +281,56 @@ fn call_id(format: Format, from_model: Option<&str>) -> String {
     random_id("call_")
 }
 
+/// The readers of tool calls and the grammar builder, for the fuzz targets
+/// (`llama-core/fuzz/model`: `tool_calls`, `tool_grammar`) and their corpus
+/// replay. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use llama_core::json_schema::OrderedJson;
+
+    pub use super::{Call, Format, Parsed, parse_output};
+
+    /// A call's fragment in a stream: its index, on the first fragment its
+    /// id and name, and more of its arguments.
+    pub type CallFragment = (usize, Option<(String, String)>, String);
+
+    /// The deltas a streamed output gives, piece by piece, then at its end:
+    /// `Ok(text)` for `content`, `Err(fragment)` for a call's.
+    pub fn stream(format: Format, pieces: &[&str]) -> Vec<Result<String, CallFragment>> {
+        let mut reader = super::ToolStream::new(format);
+        let mut deltas: Vec<super::StreamDelta> = pieces.iter().flat_map(|p| reader.push(p)).collect();
+        deltas.extend(reader.finish());
+        deltas
+            .into_iter()
+            .map(|d| match d {
+                super::StreamDelta::Content(text) => Ok(text),
+                super::StreamDelta::Call { index, head, arguments } => Err((index, head, arguments)),
+            })
+            .collect()
+    }
+
+    /// The grammar for a request's `tools`, `tool_choice` and
+    /// `parallel_tool_calls` in `format` (`response`: a `response_format`
+    /// schema), as a chat completion builds it: `Ok(None)` when the output
+    /// is not constrained.
+    ///
+    /// # Errors
+    /// The 400 message for fields [`Tools::from_request`](super::Tools::from_request)
+    /// or the grammar builder refuse.
+    pub fn grammar(
+        format: Format,
+        tools: &[OrderedJson],
+        choice: Option<&OrderedJson>,
+        parallel: Option<bool>,
+        response: Option<&OrderedJson>,
+    ) -> Result<Option<String>, String> {
+        let Some(tools) = super::Tools::from_request(Some(tools), choice, parallel).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        super::tool_grammar(format, &tools, response).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,8 +180,10 @@ fn call_object(s: &str, start: usize) -> Option<CallObject> {
                     "id" => call.id = serde_json::from_str::<String>(value).ok(),
                     k if ARGUMENT_KEYS.contains(&k) => {
                         if b[value_start] == b'"' {
-                            // Arguments given as a JSON string: their text.
+                            // Arguments given as a JSON string: their text,
+                            // which must be JSON too (else the call stays text).
                             call.arguments = serde_json::from_str::<String>(value).ok()?;
+                            serde_json::from_str::<serde::de::IgnoredAny>(&call.arguments).ok()?;
                             call.streamable = false;
                         } else {
                             call.streamable = call.name.is_some() && b[value_start] == b'{';
