@@ -275,7 +275,11 @@ pub struct Args {
     #[arg(long = "embeddings", visible_alias = "embedding", env = "LLAMA_ARG_EMBEDDINGS", value_parser = parse_bool_env)]
     pub embeddings: bool,
 
-    /// Embedding pooling: mean, cls or last (none and rank are refused when the model loads). Default: the model's.
+    /// Enable the reranking endpoints (POST /rerank and its aliases): the embedding context runs with rank pooling.
+    #[arg(long = "reranking", visible_alias = "rerank", env = "LLAMA_ARG_RERANKING", value_parser = parse_bool_env)]
+    pub reranking: bool,
+
+    /// Embedding pooling: mean, cls or last; rank with --embeddings is --reranking (none is refused). Default: the model's.
     #[arg(long, env = "LLAMA_ARG_POOLING", value_parser = pooling, value_name = "{none,mean,cls,last,rank}")]
     pub pooling: Option<Pooling>,
 
@@ -750,8 +754,12 @@ pub struct Settings {
     pub n_predict: Option<u32>,
     /// Accepted API keys (empty = no auth).
     pub api_keys: Vec<String>,
-    /// Embeddings endpoints on.
+    /// Embeddings endpoints on (also on with `reranking`, as in llama.cpp:
+    /// they then answer that the model ranks).
     pub embeddings: bool,
+    /// `--reranking` (or `--embeddings --pooling rank`): POST /rerank and
+    /// its aliases on; the embedding context uses rank pooling.
+    pub reranking: bool,
     /// /metrics on.
     pub metrics: bool,
     /// /slots on.
@@ -895,6 +903,9 @@ impl Args {
             return Err(ArgsError::Refused { flag: flag.clone(), reason });
         }
 
+        if let Some(p) = self.pooling.filter(|&p| self.reranking && p != Pooling::Rank) {
+            return Err(range("--pooling", format!("{p:?}").to_lowercase(), "--reranking ranks with rank pooling"));
+        }
         if self.cache_type_v.is_quantized() && self.flash_attn == FlashAttn::Off {
             return Err(range(
                 "--cache-type-v",
@@ -1097,7 +1108,8 @@ impl Args {
             ubatch_size,
             n_predict,
             api_keys,
-            embeddings: self.embeddings,
+            embeddings: self.embeddings || self.reranking,
+            reranking: self.reranking || (self.embeddings && self.pooling == Some(Pooling::Rank)),
             metrics: self.metrics,
             slots: pair(self.slots, self.no_slots, true),
             chat_template,
@@ -1419,7 +1431,12 @@ impl Settings {
             flash_attn: self.flash_attn,
             type_k: self.cache_type_k,
             type_v: self.cache_type_v,
-            pooling: self.pooling.unwrap_or_default(),
+            pooling: match self.pooling {
+                _ if self.reranking => Pooling::Rank,
+                // Without embeddings nothing pools (llama.cpp ignores it too).
+                Some(Pooling::Rank) | None => Pooling::Unspecified,
+                Some(p) => p,
+            },
             ..EngineConfig::default()
         }
     }
@@ -1624,6 +1641,32 @@ mod tests {
         assert!(!s.slots);
         assert!(s.metrics);
         assert!(s.embeddings);
+    }
+
+    #[test]
+    fn reranking_turns_on_embeddings_with_rank_pooling() {
+        for flags in [
+            &["--reranking"][..],
+            &["--rerank"],
+            &["--embedding", "--pooling", "rank"],
+            &["--rerank", "--pooling", "rank"],
+        ] {
+            let s = settings(flags).unwrap();
+            assert!(s.reranking && s.embeddings, "{flags:?}");
+            let c = s.engine_config(512);
+            assert!(c.embeddings && c.pooling == Pooling::Rank, "{flags:?}");
+            c.validate().unwrap();
+        }
+        // Rank pooling without embeddings pools nothing, as in llama.cpp.
+        let s = settings(&["--pooling", "rank"]).unwrap();
+        assert!(!s.reranking && !s.embeddings);
+        assert_eq!(s.engine_config(512).pooling, Pooling::Unspecified);
+        s.engine_config(512).validate().unwrap();
+        // Another pooling contradicts reranking.
+        let err = settings(&["--reranking", "--pooling", "mean"]).unwrap_err();
+        assert!(err.to_string().contains("--pooling mean"), "{err}");
+        let s = settings(&["--embedding", "--pooling", "cls"]).unwrap();
+        assert!(!s.reranking && s.engine_config(512).pooling == Pooling::Cls);
     }
 
     #[test]

@@ -233,6 +233,17 @@ impl AppError {
             Rejected::EmbeddingsDisabled => {
                 AppError::NotSupported("this server does not serve embeddings; start it with --embeddings".into())
             }
+            Rejected::RerankingOnly => AppError::NotSupported(
+                "this server was started with --reranking: its model ranks documents (POST /rerank) and does not \
+                 serve embeddings"
+                    .into(),
+            ),
+            Rejected::CannotGenerate => AppError::NotSupported(
+                "this model cannot generate text: its attention is not causal (an embedding or reranking model)".into(),
+            ),
+            Rejected::RerankingDisabled => {
+                AppError::NotSupported("This server does not support reranking. Start it with `--reranking`".into())
+            }
             Rejected::PromptTooLong { n_prompt, n_ctx } => {
                 AppError::ContextExceeded { n_prompt_tokens: n_prompt, n_ctx }
             }

@@ -488,7 +488,7 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--spm-infill"]).no_effect("/infill always lays out prefix, suffix, middle (the suffix-prefix-middle order is not built)"),
     flag(&["--pooling"]).val("{none,mean,cls,last,rank}").env("LLAMA_ARG_POOLING").imp(
         "pooling",
-        "mean, cls, last: how /embedding and /v1/embeddings pool; default: the model's own, else mean. `none` (per-token vectors) and `rank` (reranking) are refused at load.",
+        "mean, cls, last: how /embedding and /v1/embeddings pool; default: the model's own, else mean. `rank` with --embedding is --reranking (alone it has no effect; another value with --reranking is refused). `none` (per-token vectors) is refused at load.",
     ),
     flag(&["-np", "--parallel"])
         .val("N")
@@ -566,9 +566,10 @@ pub static FLAGS: &[Flag] = &[
     flag(&["--embedding", "--embeddings"])
         .env("LLAMA_ARG_EMBEDDINGS")
         .imp("embeddings", "Enables the embeddings routes (generation stays available)."),
-    flag(&["--rerank", "--reranking"])
-        .env("LLAMA_ARG_RERANKING")
-        .refused("the reranking endpoint is not built yet"),
+    flag(&["--rerank", "--reranking"]).env("LLAMA_ARG_RERANKING").imp(
+        "reranking",
+        "POST /reranking, /rerank, /v1/rerank, /v1/reranking for a reranker model (a classification head): embeddings on, rank pooling. The embeddings routes then answer 501 (the model ranks, it does not embed).",
+    ),
     flag(&["--api-key"])
         .val("KEY")
         .env("LLAMA_API_KEY")
@@ -1064,7 +1065,7 @@ mod tests {
         assert_eq!(n.refused.len(), 1);
         assert_eq!(n.refused[0].flag, "LLAMA_ARG_MMPROJ (--mmproj)");
         assert!(n.ignored.is_empty(), "HF_TOKEN is clap's now: {:?}", n.ignored);
-        let (_, n) = pre(&[], &[("LLAMA_ARG_RERANKING", "true")]).unwrap();
+        let (_, n) = pre(&[], &[("LLAMA_ARG_MODELS_DIR", "/models")]).unwrap();
         assert_eq!(n.refused.len(), 1);
     }
 

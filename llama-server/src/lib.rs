@@ -71,6 +71,7 @@ pub use flags::{ExitAction, FLAGS, Flag, FlagClass, FlagParser, markdown_table};
 pub use listen::HEADER_READ_TIMEOUT;
 pub use logit_bias::{MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TEXT_BYTES};
 pub use logprobs::MAX_TOP_LOGPROBS;
+pub use native::MAX_RERANK_DOCUMENTS;
 pub use openai::embeddings::MAX_EMBED_INPUTS;
 pub use openapi::DOCUMENT as OPENAPI_DOCUMENT;
 pub use request::RequestDefaults;
@@ -118,6 +119,10 @@ routes! {
     post "/v1/embeddings" => openai::embeddings,
     post "/embedding" => native::embedding,
     post "/embeddings" => native::embedding,
+    post "/reranking" => native::rerank,
+    post "/rerank" => native::rerank,
+    post "/v1/rerank" => native::rerank,
+    post "/v1/reranking" => native::rerank,
     post "/tokenize" => native::tokenize,
     post "/detokenize" => native::detokenize,
     post "/apply-template" => native::apply_template,

@@ -184,7 +184,7 @@ fn refused_flags_and_variables_stop_the_server_with_one_line() {
         (vec!["-m", m, "--lora", "a.gguf"], vec![], "--lora: LoRA adapters are not built yet"),
         (vec!["-m", m, "--draft", "4"], vec![], "--draft: removed in llama.cpp too"),
         (vec!["-m", m], vec![("LLAMA_ARG_MODELS_DIR", "/models")], "LLAMA_ARG_MODELS_DIR (--models-dir): router mode"),
-        (vec!["-m", m], vec![("LLAMA_ARG_RERANKING", "1")], "LLAMA_ARG_RERANKING (--rerank): the reranking endpoint"),
+        (vec!["-m", m], vec![("LLAMA_ARG_MMPROJ_URL", "http://x")], "LLAMA_ARG_MMPROJ_URL (--mmproj-url): multimodal"),
     ] {
         let o = run(&args, &env);
         let err = stderr(&o);
@@ -192,7 +192,7 @@ fn refused_flags_and_variables_stop_the_server_with_one_line() {
         assert_eq!(err.lines().count(), 1, "{args:?} {env:?}: one line, got {err}");
         assert!(err.contains(needle), "{args:?} {env:?}: {err}");
     }
-    // A switch's variable set to false does not ask for the feature.
+    // A switch's variable set to false turns it off and is no error.
     let o = run(&["-m", "/nonexistent/model.gguf"], &[("LLAMA_ARG_RERANKING", "0")]);
     assert!(stderr(&o).contains("model file not found"), "{}", stderr(&o));
 }

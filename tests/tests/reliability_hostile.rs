@@ -194,7 +194,7 @@ fn cases() -> Vec<Case> {
         case("n_keep negative", n, native(json!({"n_keep": -5})), Handled),
         case("n_discard negative", n, native(json!({"n_discard": -5})), Handled),
         case("top_n negative", n, native(json!({"top_n": -1})), Handled),
-        case("rerank route", "/v1/rerank", json!({"query": "a", "documents": ["b"], "top_n": -1}), Status(404)),
+        case("rerank, off", "/v1/rerank", json!({"query": "a", "documents": ["b"], "top_n": -1}), Status(501)),
         // stop strings
         case("10000 stop strings", c, completions(json!({"stop": vec!["x"; 10_000]})), Reject("stop")),
         case("stop of 1 MB", c, completions(json!({"stop": "s".repeat(1 << 20)})), Reject("")),
