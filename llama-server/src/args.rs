@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use llama_core::{FlashAttn, KvCacheType, MAX_THREADS, ModelParams, Pooling};
-use llama_runtime::EngineConfig;
+use llama_runtime::{EngineConfig, LoraSpec, MAX_LORA_ADAPTERS};
 
 use crate::flags::{self, FLAGS, FlagClass, FlagParser, Notice, Notices};
 use crate::hub;
@@ -314,6 +314,23 @@ pub struct Args {
     /// Directory of slot save/restore files (POST /slots/{id}?action=...).
     #[arg(long = "slot-save-path", value_name = "PATH")]
     pub slot_save_path: Option<PathBuf>,
+
+    /// LoRA adapter file(s), comma-separated; repeatable. Loaded with scale 1.
+    #[arg(long = "lora", value_name = "FNAME")]
+    pub lora: Vec<String>,
+
+    /// LoRA adapters with their scale, `FNAME:SCALE`, comma-separated; repeatable.
+    #[arg(long = "lora-scaled", value_name = "FNAME:SCALE,...")]
+    pub lora_scaled: Vec<String>,
+
+    /// Load the LoRA adapters with scale 0 (apply them later with POST /lora-adapters).
+    #[arg(long = "lora-init-without-apply")]
+    pub lora_init_without_apply: bool,
+
+    /// `--lora` and `--lora-scaled` values in command-line order (their
+    /// order gives the adapters' ids): `(scaled, value)`.
+    #[arg(skip)]
+    lora_in_order: Vec<(bool, String)>,
 
     /// Model tags, comma-separated (informational).
     #[arg(long, env = "LLAMA_ARG_TAGS", value_delimiter = ',', value_name = "STRING")]
@@ -806,6 +823,10 @@ pub struct Settings {
     /// `--slot-save-path`: directory of slot save/restore files (`None`:
     /// POST /slots/{id} answers 501).
     pub slot_save_path: Option<PathBuf>,
+    /// `--lora`, `--lora-scaled`: the LoRA adapters to load, in
+    /// command-line order (their ids), with their initial global scales (0
+    /// with `--lora-init-without-apply`).
+    pub lora: Vec<LoraSpec>,
     /// `--tags`: informational model tags.
     pub tags: Vec<String>,
     /// `--pooling`: the embedding pooling asked for (`None`: the model's).
@@ -837,6 +858,82 @@ pub struct Settings {
 
 /// The built-in chat templates `--chat-template NAME` accepts.
 pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[("chatml", llama_core::CHATML_TEMPLATE)];
+
+/// The `--lora` and `--lora-scaled` values in command-line order: clap
+/// keeps each flag's values apart, with their positions.
+fn lora_in_order(matches: &clap::ArgMatches) -> Vec<(bool, String)> {
+    let mut all: Vec<(usize, bool, String)> = Vec::new();
+    for (id, scaled) in [("lora", false), ("lora_scaled", true)] {
+        if let (Some(indices), Some(values)) = (matches.indices_of(id), matches.get_many::<String>(id)) {
+            all.extend(indices.zip(values).map(|(i, v)| (i, scaled, v.clone())));
+        }
+    }
+    all.sort_by_key(|&(i, _, _)| i);
+    all.into_iter().map(|(_, scaled, v)| (scaled, v)).collect()
+}
+
+/// llama.cpp's `parse_csv_row`: fields separated by commas; a field that
+/// starts with `"` is quoted (commas inside it are kept, `""` is a quote).
+fn parse_csv_row(input: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut in_quotes = false;
+    let mut chars = input.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if !in_quotes && field.is_empty() => in_quotes = true,
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if in_quotes => in_quotes = false,
+            ',' if !in_quotes => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+impl Args {
+    /// The adapters of `--lora` (scale 1) and `--lora-scaled FNAME:SCALE`
+    /// in command-line order; every scale 0 with `--lora-init-without-apply`.
+    fn lora_specs(&self) -> Result<Vec<LoraSpec>, ArgsError> {
+        let mut specs = Vec::new();
+        for (scaled, value) in &self.lora_in_order {
+            for item in parse_csv_row(value) {
+                let flag = if *scaled { "--lora-scaled" } else { "--lora" };
+                let bad = |reason: &str| ArgsError::OutOfRange { flag, value: item.clone(), reason: reason.into() };
+                if !scaled {
+                    if item.is_empty() {
+                        return Err(bad("an empty file name"));
+                    }
+                    specs.push(LoraSpec::new(&item, 1.0));
+                    continue;
+                }
+                // As llama.cpp: exactly one ':' (so no ':' in the file name).
+                let parts: Vec<&str> = item.split(':').collect();
+                let [path, scale] = parts[..] else { return Err(bad("the format is FNAME:SCALE")) };
+                let scale: f32 = scale.trim().parse().map_err(|_| bad("the scale is not a number"))?;
+                if path.is_empty() || !scale.is_finite() {
+                    return Err(bad("the format is FNAME:SCALE, with a finite SCALE"));
+                }
+                specs.push(LoraSpec::new(path, scale));
+            }
+        }
+        if specs.len() > MAX_LORA_ADAPTERS {
+            return Err(ArgsError::OutOfRange {
+                flag: "--lora",
+                value: specs.len().to_string(),
+                reason: format!("at most {MAX_LORA_ADAPTERS} adapters"),
+            });
+        }
+        if self.lora_init_without_apply {
+            specs.iter_mut().for_each(|s| s.scale = 0.0);
+        }
+        Ok(specs)
+    }
+}
 
 /// Boolean flags read from the environment accept llama.cpp's words:
 /// true/1/on/enabled and false/0/off/disabled (any case).
@@ -880,6 +977,7 @@ impl Args {
         let mut args = Args::from_arg_matches(&matches)?;
         notices.ignored.extend(kept_flags_given(&matches));
         args.notices = notices;
+        args.lora_in_order = lora_in_order(&matches);
         Ok(args)
     }
 
@@ -1140,6 +1238,7 @@ impl Args {
             cache_prompt: pair(self.cache_prompt, self.no_cache_prompt, true),
             props: self.props,
             slot_save_path: self.slot_save_path.clone(),
+            lora: self.lora_specs()?,
             tags: self.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
             pooling: self.pooling,
             embd_normalize: self.embd_normalize,
@@ -1437,6 +1536,7 @@ impl Settings {
                 Some(Pooling::Rank) | None => Pooling::Unspecified,
                 Some(p) => p,
             },
+            lora: self.lora.clone(),
             ..EngineConfig::default()
         }
     }
@@ -1801,6 +1901,25 @@ mod tests {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn lora_flags_keep_the_command_line_order_and_llama_cpp_syntax() {
+        let s = settings(&["--lora", "a.gguf,\"b,c.gguf\"", "--lora-scaled", "d.gguf:0.5,e.gguf:-1", "--lora=f.gguf"])
+            .unwrap();
+        let got: Vec<(String, f32)> = s.lora.iter().map(|l| (l.path.display().to_string(), l.scale)).collect();
+        let want = [("a.gguf", 1.0), ("b,c.gguf", 1.0), ("d.gguf", 0.5), ("e.gguf", -1.0), ("f.gguf", 1.0)];
+        assert_eq!(got, want.map(|(p, s)| (p.to_string(), s)));
+        assert_eq!(s.engine_config(4096).lora, s.lora);
+        let s = settings(&["--lora-scaled", "d.gguf:0.5", "--lora", "a.gguf", "--lora-init-without-apply"]).unwrap();
+        assert_eq!(s.lora.iter().map(|l| l.scale).collect::<Vec<_>>(), [0.0, 0.0]);
+        assert_eq!(s.lora[0].path, std::path::Path::new("d.gguf"));
+        for bad in ["d.gguf", "c:/d.gguf:1", "d.gguf:x", "d.gguf:inf", ":1"] {
+            let err = settings(&["--lora-scaled", bad]).unwrap_err();
+            assert!(matches!(err, ArgsError::OutOfRange { flag: "--lora-scaled", .. }), "{bad}: {err}");
+        }
+        assert!(settings(&["--lora", "a.gguf,"]).is_err(), "an empty file name");
+        assert!(settings(&[]).unwrap().lora.is_empty());
     }
 
     #[test]

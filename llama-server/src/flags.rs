@@ -330,8 +330,15 @@ pub static FLAGS: &[Flag] = &[
         .val("KEY=TYPE:VALUE,...")
         .no_effect("model metadata overrides are not wired: the file's metadata is used"),
     flag(&["--op-offload"]).neg(&["--no-op-offload"]).no_effect(GPU),
-    flag(&["--lora"]).val("FNAME").refused("LoRA adapters are not built yet"),
-    flag(&["--lora-scaled"]).val("FNAME:SCALE,...").refused("LoRA adapters are not built yet"),
+    flag(&["--lora"]).val("FNAME").imp(
+        "lora",
+        "Repeatable, comma lists (quoted fields as llama.cpp); scale 1. Ids follow the command-line order of \
+         --lora and --lora-scaled. Each file is validated and checked against the model at load.",
+    ),
+    flag(&["--lora-scaled"]).val("FNAME:SCALE,...").imp(
+        "lora_scaled",
+        "Repeatable, comma lists of FNAME:SCALE (exactly one ':', as llama.cpp); the scale must be finite.",
+    ),
     flag(&["--control-vector"])
         .val("FNAME")
         .no_effect("control vectors are not supported: the model runs without them"),
@@ -667,7 +674,10 @@ pub static FLAGS: &[Flag] = &[
     flag(&["-sps", "--slot-prompt-similarity"]).val("SIMILARITY").no_effect(
         "the scheduler gives a request the free slot with the longest cached common prefix, whatever the similarity",
     ),
-    flag(&["--lora-init-without-apply"]).no_effect("no LoRA adapters are loaded (LoRA is not built yet)"),
+    flag(&["--lora-init-without-apply"]).imp(
+        "lora_init_without_apply",
+        "Every adapter starts with global scale 0; POST /lora-adapters or a request's `lora` applies them.",
+    ),
     flag(&["--sleep-idle-seconds"]).val("SECONDS").no_effect("the model stays loaded while idle"),
     flag(&["--log-prompts-dir"]).val("PATH").no_effect("prompts are not logged"),
     flag(&["--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"])

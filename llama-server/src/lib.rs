@@ -26,6 +26,7 @@ mod ids;
 mod listen;
 mod logit_bias;
 mod logprobs;
+mod lora;
 mod metrics;
 mod native;
 mod openai;
@@ -130,6 +131,8 @@ routes! {
     post "/props" => native::set_props,
     get "/slots" => native::slots,
     post "/slots/{id}" => native::slot_action,
+    get "/lora-adapters" => lora::list,
+    post "/lora-adapters" => lora::set,
     get "/metrics" => native::metrics,
     get "/openapi.json" => openapi::document,
 }

@@ -83,6 +83,9 @@ pub(crate) struct RequestTemplate {
     pub context_shift: Option<ContextShift>,
     /// The slot asked for (`id_slot`).
     pub slot: Option<u32>,
+    /// The scale of every LoRA adapter, `(id, scale)` (see
+    /// [`crate::lora::request_scales`]).
+    pub lora: Vec<(usize, f32)>,
 }
 
 /// What a request does when it does not say: the server's flags.
@@ -149,6 +152,7 @@ impl RequestTemplate {
         request.cache_prompt = self.cache_prompt;
         request.context_shift = self.context_shift;
         request.slot = self.slot;
+        request.lora = Some(self.lora.clone());
         request
     }
 }

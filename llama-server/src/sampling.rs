@@ -90,8 +90,8 @@ pub(crate) use with_sampling_fields;
 
 /// Defines a request struct with the endpoint's own fields (first, as
 /// written), then every sampling field of [`with_sampling_fields!`] and the
-/// two request settings all generation endpoints share (`cache_prompt`,
-/// `ignore_eos`). Also gives it `sampling_fields()` (the
+/// request settings all generation endpoints share (`cache_prompt`,
+/// `ignore_eos`, `n_keep`, `n_discard`, `id_slot`, `lora`). Also gives it `sampling_fields()` (the
 /// [`SamplingFields`] view) and `request_template()`.
 macro_rules! request_with_sampling {
     ($($definition:tt)*) => {
@@ -124,6 +124,9 @@ macro_rules! request_struct {
             pub n_discard: Option<i64>,
             /// Run in this slot (-1 or absent: any free slot).
             pub id_slot: Option<i64>,
+            /// LoRA adapter scales for this request, `[{"id", "scale"}]`
+            /// (unlisted adapters 0; absent: the global scales).
+            pub lora: Option<Vec<$crate::lora::LoraEntry>>,
         }
 
         impl $name {
@@ -155,6 +158,7 @@ macro_rules! request_struct {
                     cache_prompt: self.cache_prompt.unwrap_or(defaults.cache_prompt),
                     context_shift: $crate::request::context_shift(defaults, self.n_keep, self.n_discard)?,
                     slot: $crate::request::id_slot(self.id_slot)?,
+                    lora: $crate::lora::request_scales(&*ready.engine, self.lora.as_deref())?,
                 })
             }
         }

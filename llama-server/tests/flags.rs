@@ -181,7 +181,6 @@ fn refused_flags_and_variables_stop_the_server_with_one_line() {
     for (args, env, needle) in [
         (vec!["-m", m, "--mmproj", "proj.gguf"], vec![], "--mmproj: multimodal input is not built yet"),
         (vec!["-m", m, "--offline", "-dr=ai/smollm2"], vec![], "-dr: Docker Hub downloads are not built"),
-        (vec!["-m", m, "--lora", "a.gguf"], vec![], "--lora: LoRA adapters are not built yet"),
         (vec!["-m", m, "--draft", "4"], vec![], "--draft: removed in llama.cpp too"),
         (vec!["-m", m], vec![("LLAMA_ARG_MODELS_DIR", "/models")], "LLAMA_ARG_MODELS_DIR (--models-dir): router mode"),
         (vec!["-m", m], vec![("LLAMA_ARG_MMPROJ_URL", "http://x")], "LLAMA_ARG_MMPROJ_URL (--mmproj-url): multimodal"),

@@ -20,6 +20,7 @@
 //! - [`gguf_edit`]: derived test models (a GGUF copy with metadata set).
 //! - [`gguf_write`]: new GGUF files (metadata and F32 tensors).
 //! - [`reranker`]: a tiny random-weight BERT reranker the suites build.
+//! - [`lora`]: random LoRA adapters for the default model, good and hostile.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -46,6 +47,7 @@ pub mod gguf_edit;
 pub mod gguf_write;
 pub mod http;
 pub mod load;
+pub mod lora;
 pub mod paths;
 pub mod reranker;
 pub mod server;

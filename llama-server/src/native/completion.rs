@@ -235,6 +235,7 @@ async fn run(state: AppState, req: CompletionRequest, infill: bool) -> Result<Re
         stream,
         n_keep: template.context_shift.map_or(ready.request_defaults.n_keep, |c| c.n_keep),
         n_discard: template.context_shift.map_or(0, |c| c.n_discard),
+        lora: &template.lora,
     };
     let settings = GenerationSettings::new(&template.sampling, &run, ready.n_ctx_seq, &model);
 

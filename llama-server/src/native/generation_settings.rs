@@ -19,6 +19,15 @@ pub(super) struct RunSettings<'a> {
     pub n_keep: i32,
     /// Cells a context shift drops (0: half).
     pub n_discard: u32,
+    /// The scale of every LoRA adapter, `(id, scale)`.
+    pub lora: &'a [(usize, f32)],
+}
+
+/// One adapter of `generation_settings.lora`.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct LoraScale {
+    id: usize,
+    scale: f64,
 }
 
 /// The settings object. The sampling parameters' f32 values are written
@@ -39,7 +48,7 @@ pub(super) struct GenerationSettings {
     ignore_eos: bool,
     /// `[[token, bias]]`, as requests may send it.
     logit_bias: Vec<(i32, f64)>,
-    lora: [(); 0],
+    lora: Vec<LoraScale>,
     max_tokens: i64,
     min_keep: usize,
     min_p: f64,
@@ -97,7 +106,7 @@ impl GenerationSettings {
             grammar: p.grammar.clone().unwrap_or_default(),
             ignore_eos: run.ignore_eos,
             logit_bias: p.logit_bias.iter().map(|&(t, b)| (t, f64::from(b))).collect(),
-            lora: [],
+            lora: run.lora.iter().map(|&(id, scale)| LoraScale { id, scale: scale.into() }).collect(),
             max_tokens: n_predict,
             min_keep: p.min_keep,
             min_p: p.min_p.into(),
@@ -154,6 +163,7 @@ pub(super) mod tests {
             stream: true,
             n_keep: 0,
             n_discard: 0,
+            lora: &[(0, 0.5)],
         };
         GenerationSettings::new(&p, &run, 512, "m")
     }

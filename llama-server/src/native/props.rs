@@ -74,6 +74,7 @@ pub(crate) async fn props(State(state): State<AppState>) -> Result<Response, App
     let ready = state.ready()?;
     let s = state.settings();
     let model = state.model_id();
+    let lora = crate::lora::request_scales(&*ready.engine, None)?;
     let run = RunSettings {
         n_predict: ready.n_predict,
         stop: &[],
@@ -82,6 +83,7 @@ pub(crate) async fn props(State(state): State<AppState>) -> Result<Response, App
         stream: false,
         n_keep: ready.request_defaults.n_keep,
         n_discard: 0,
+        lora: &lora,
     };
     let params = GenerationSettings::new(&ready.defaults, &run, ready.n_ctx_seq, &model);
     let body = Props {
