@@ -27,7 +27,12 @@ pub const ADAPTER_TENSOR_TYPES: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, Gg
 
 /// Validate the LoRA adapter file at `path`: the GGUF structure as
 /// [`validate`](super::validate) checks it, then what llama.cpp's adapter
-/// loader relies on (see the [module docs](self)).
+/// loader relies on: `general.type = adapter`, `adapter.type = lora` and
+/// `general.architecture` strings, `adapter.lora.alpha` (if present) a
+/// finite `f32`, no aLoRA invocation tokens, and every tensor one half of a
+/// `lora_a` / `lora_b` pair of a type in [`ADAPTER_TENSOR_TYPES`] with at
+/// most two dimensions and ranks that agree. Whether it fits a model is
+/// checked when it is loaded for one.
 ///
 /// # Errors
 ///
