@@ -315,7 +315,7 @@ pub mod fuzzing {
     /// is not constrained.
     ///
     /// # Errors
-    /// The 400 message for fields [`Tools::from_request`](super::Tools::from_request)
+    /// The 400 message for fields `Tools::from_request`
     /// or the grammar builder refuse.
     pub fn grammar(
         format: Format,
