@@ -294,10 +294,7 @@ fn llama3(s: &str, done: bool, builtin: bool, out: &mut Scan) {
     }
     if rest.starts_with(PYTHON_TAG) {
         j = skip_ws(s, j + PYTHON_TAG.len());
-        if j == s.len() {
-            if done {
-                out.text(s);
-            }
+        if ran_out(s, j, done, out) {
             return;
         }
     }
@@ -499,14 +496,23 @@ fn mistral(s: &str, done: bool, out: &mut Scan) {
 /// grammar): `{"tool_calls": [{"name", "arguments"}, ...]}`,
 /// `{"tool_call": {"name", "arguments"}}` or `{"response": "..."}`. A
 /// `response` that is not a string (a `response_format` schema) is its
+/// Whether the output ran out at `pos` (nothing more to read): then it is
+/// text when the output is complete, and undecided while it streams.
+fn ran_out(s: &str, pos: usize, done: bool, out: &mut Scan) -> bool {
+    if pos < s.len() {
+        return false;
+    }
+    if done {
+        out.text(s);
+    }
+    true
+}
+
 /// JSON text.
 fn generic(s: &str, done: bool, out: &mut Scan) {
     let b = s.as_bytes();
     let j = skip_ws(s, 0);
-    if j == s.len() {
-        if done {
-            out.text(s);
-        }
+    if ran_out(s, j, done, out) {
         return;
     }
     if b[j] != b'{' {
@@ -514,10 +520,7 @@ fn generic(s: &str, done: bool, out: &mut Scan) {
         return;
     }
     let i = skip_ws(s, j + 1);
-    if i == s.len() {
-        if done {
-            out.text(s);
-        }
+    if ran_out(s, i, done, out) {
         return;
     }
     if b[i] != b'"' {
@@ -537,10 +540,7 @@ fn generic(s: &str, done: bool, out: &mut Scan) {
         return;
     };
     let colon = skip_ws(s, key_end);
-    if colon == s.len() {
-        if done {
-            out.text(s);
-        }
+    if ran_out(s, colon, done, out) {
         return;
     }
     if b[colon] != b':' {
@@ -548,10 +548,7 @@ fn generic(s: &str, done: bool, out: &mut Scan) {
         return;
     }
     let v = skip_ws(s, colon + 1);
-    if v == s.len() {
-        if done {
-            out.text(s);
-        }
+    if ran_out(s, v, done, out) {
         return;
     }
     // Where the value ends, if it does, and whether the object closes after it.
